@@ -1,0 +1,202 @@
+//! Starting the program for one connection and watching it: argv, environment, pipes, its
+//! own process group, exit notification, group signals, reaping. Knows nothing of
+//! WebSockets.
+//!
+//! Spawning uses std's `posix_spawn` fast path (no `pre_exec`; the program path always
+//! contains a `/`; the process group is set through `POSIX_SPAWN_SETPGROUP`), so the cost
+//! does not grow with the server's memory. All of wsbridge's own descriptors are
+//! close-on-exec, so the program sees only 0, 1 and 2.
+//!
+//! The exit is observed without reaping (a pidfd on Linux ≥ 5.3, else `SIGCHLD` plus
+//! `waitid(WNOWAIT)`), so the exited leader stays a zombie until [`Child::reap`]. While it
+//! is a zombie its pid, which is also the process group id, cannot be reused, so a signal
+//! to the group can never hit an unrelated process.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio as StdStdio};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+/// What to run.
+pub struct Spec<'a> {
+    pub program: &'a Path,
+    pub args: &'a [OsString],
+    /// The complete environment (nothing is inherited).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// The program's standard streams, non-blocking and registered with tokio.
+pub struct Stdio {
+    pub stdin: pipe::Sender,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+}
+
+/// A running (or exited but not yet reaped) program, leader of its own process group.
+pub struct Child {
+    inner: std::process::Child,
+    watch: ExitWatch,
+    reaped: bool,
+}
+
+enum ExitWatch {
+    Pidfd(AsyncFd<OwnedFd>),
+    Sigchld(tokio::signal::unix::Signal),
+}
+
+/// Starts the program with piped stdio in a new process group.
+pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
+    use std::os::unix::process::CommandExt;
+    let mut inner = Command::new(spec.program)
+        .args(spec.args)
+        .env_clear()
+        .envs(spec.env)
+        .stdin(StdStdio::piped())
+        .stdout(StdStdio::piped())
+        .stderr(StdStdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let watch = match watch_exit(inner.id()) {
+        Ok(w) => w,
+        Err(e) => {
+            // Without a way to see it exit we cannot manage it: do not leave it running.
+            let _ = inner.kill();
+            let _ = inner.wait();
+            return Err(e);
+        }
+    };
+    let mut child = Child {
+        inner,
+        watch,
+        reaped: false,
+    };
+    let stdio = child.take_stdio()?;
+    Ok((child, stdio))
+}
+
+fn watch_exit(pid: u32) -> io::Result<ExitWatch> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: OwnedFd always returns the descriptor it owns, which stays open until
+        // the AsyncFd (its only owner) is dropped.
+        let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        return registered.map(ExitWatch::Pidfd).map_err(|e| e.into());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EPERM) => Ok(ExitWatch::Sigchld(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?,
+        )),
+        _ => Err(err),
+    }
+}
+
+impl Child {
+    fn take_stdio(&mut self) -> io::Result<Stdio> {
+        let missing = || io::Error::other("child pipe missing");
+        let stdin = self.inner.stdin.take().ok_or_else(missing)?;
+        let stdout = self.inner.stdout.take().ok_or_else(missing)?;
+        let stderr = self.inner.stderr.take().ok_or_else(missing)?;
+        Ok(Stdio {
+            stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
+            stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
+            stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+        })
+    }
+
+    /// The program's pid (also its process group id).
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.inner.id() as i32)
+    }
+
+    /// Resolves once the program has exited. It is not reaped, so this can be awaited
+    /// again, and dropping the future loses nothing.
+    pub async fn exited(&mut self) {
+        let pid = self.pid();
+        match &mut self.watch {
+            ExitWatch::Pidfd(fd) => {
+                // Readable means exited; the readiness is never cleared, so later calls
+                // return at once.
+                let _ = fd.readable().await;
+            }
+            ExitWatch::Sigchld(sig) => loop {
+                if has_exited(pid) {
+                    return;
+                }
+                sig.recv().await;
+            },
+        }
+    }
+
+    /// Sends `sig` to the program's whole process group; a group that is already gone is
+    /// not an error.
+    pub fn signal_group(&self, sig: Signal) {
+        if !self.reaped {
+            let _ = killpg(self.pid(), sig);
+        }
+    }
+
+    /// Collects the exit status of a program that has exited (after [`Child::exited`]).
+    pub fn reap(mut self) -> io::Result<ExitStatus> {
+        let status = self.inner.wait();
+        self.reaped = true;
+        status
+    }
+}
+
+fn has_exited(pid: Pid) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(
+        waitid(Id::Pid(pid), flags),
+        Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR)
+    )
+}
+
+impl Drop for Child {
+    /// A child dropped without being reaped (an error path) is killed with its group and
+    /// reaped off the async threads, so it can neither outlive us nor stay a zombie.
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let _ = killpg(self.pid(), Signal::SIGKILL);
+        let pid = self.inner.id();
+        if let Ok(Some(_)) = self.inner.try_wait() {
+            return;
+        }
+        let res = std::thread::Builder::new().name("wsbridge-reap".into()).spawn(move || {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None);
+        });
+        if let Err(e) = res {
+            tracing::error!(pid, error = %e, "cannot start a thread to reap the program");
+        }
+    }
+}
+
+/// Describes how a program ended, for logs and Close reasons: `exit status 3`,
+/// `killed by signal SIGTERM`.
+pub fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {}", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => "ended".to_owned(),
+    }
+}

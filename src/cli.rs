@@ -1,0 +1,182 @@
+//! Command-line surface: every flag, its default and its help text (clap derive).
+//!
+//! Spellings follow websocketd so existing command lines keep working, including Go's
+//! single-dash long flags (`-port=8080`) and `--flag=false` for booleans. This module does
+//! no I/O and no validation beyond types; [`crate::config`] turns a [`Cli`] into a
+//! resolved `Config`.
+
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser};
+
+/// Turn any program that reads stdin and writes stdout into a WebSocket endpoint.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "wsbridge",
+    version,
+    about = "Turn any program that reads stdin and writes stdout into a WebSocket endpoint.",
+    long_about = "Turn any program that reads stdin and writes stdout into a WebSocket endpoint.\n\n\
+        Every WebSocket connection starts PROGRAM once. Each incoming message becomes a line on \
+        its stdin; each line it prints becomes a message. Everything after PROGRAM is passed to \
+        PROGRAM, even words that look like flags.",
+    after_help = "Example: wsbridge --port=8080 ./count.sh"
+)]
+pub struct Cli {
+    /// TCP port to listen on (0 picks a free port) [default: 80]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Interface address to listen on; repeat for several [default: all interfaces, IPv4 and IPv6]
+    #[arg(long, value_name = "ADDR")]
+    pub address: Vec<String>,
+
+    /// Relay raw bytes both ways as binary messages instead of text lines
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub binary: bool,
+
+    /// Most programs running at once; over it, upgrades get 429 (0 = unlimited)
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub maxforks: usize,
+
+    /// Extra milliseconds added to each step of the stop ladder (stdin EOF, SIGINT, SIGTERM, SIGKILL)
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub closems: u64,
+
+    /// Comma-separated names of wsbridge's environment variables passed to the program
+    #[arg(long, value_name = "LIST", default_value = "PATH,LD_LIBRARY_PATH")]
+    pub passenv: String,
+
+    /// Largest incoming message in bytes; a bigger one closes the connection with 1009
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub maxframesize: usize,
+
+    /// Ping every MS milliseconds; no answer within two intervals closes with 1001 (0 = off)
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub pingms: u64,
+
+    /// Allowed browser origins: comma list of [scheme://]host[:port], `null`, or `*` for any
+    /// [default: same origin only]
+    #[arg(long, value_name = "LIST")]
+    pub origin: Option<String>,
+
+    /// Require an Origin header from the same scheme, host and port (websocketd compatibility)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub sameorigin: bool,
+
+    /// Extra response header "Name: value" on every response; repeatable
+    #[arg(long, value_name = "HEADER")]
+    pub header: Vec<String>,
+
+    /// Extra response header on responses to WebSocket upgrade requests; repeatable
+    #[arg(long = "header-ws", value_name = "HEADER")]
+    pub header_ws: Vec<String>,
+
+    /// Extra response header on responses to plain HTTP requests; repeatable
+    #[arg(long = "header-http", value_name = "HEADER")]
+    pub header_http: Vec<String>,
+
+    /// Log level: debug, trace, access, info, error, fatal or none (RUST_LOG overrides)
+    #[arg(long, value_name = "LEVEL", default_value = "access",
+          value_parser = ["debug", "trace", "access", "info", "error", "fatal", "none"])]
+    pub loglevel: String,
+
+    /// The program to run for each connection
+    #[arg(value_name = "PROGRAM", required = true)]
+    pub program: OsString,
+
+    /// Arguments for PROGRAM, passed as they are
+    #[arg(value_name = "ARGS", num_args = 0.., allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
+}
+
+impl Cli {
+    /// Parse like websocketd: Go-style single-dash long flags are accepted, and the first
+    /// word that is not a flag (or a flag's value) is PROGRAM; everything after it belongs
+    /// to PROGRAM. Exits with status 2 on a usage error, like clap.
+    pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Self {
+        Self::parse_from(normalize(args.into_iter().collect()))
+    }
+
+    /// Same as [`Cli::parse_args`] but returns clap's error instead of exiting.
+    pub fn try_parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Self, clap::Error> {
+        Self::try_parse_from(normalize(args.into_iter().collect()))
+    }
+}
+
+/// Rewrites `-flag` to `--flag` for known long flags and inserts `--` before PROGRAM, so
+/// that clap never reads PROGRAM's own arguments as ours.
+fn normalize(mut args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Cli::command();
+    let mut i = 1;
+    while i < args.len() {
+        let Some(word) = args[i].to_str().map(str::to_owned) else {
+            break; // not UTF-8: cannot be one of our flags, so it is PROGRAM
+        };
+        if word == "--" {
+            return args;
+        }
+        if !word.starts_with('-') || word == "-" {
+            args.insert(i, OsString::from("--"));
+            return args;
+        }
+        let body = word.trim_start_matches('-');
+        let (name, has_value) = match body.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (body, false),
+        };
+        if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(name)) {
+            if !word.starts_with("--") {
+                args[i] = OsString::from(format!("-{word}"));
+            }
+            let takes_separate_value = arg.get_action().takes_values() && !arg.is_require_equals_set() && !has_value;
+            if takes_separate_value {
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Cli {
+        let mut v = vec![OsString::from("wsbridge")];
+        v.extend(words.iter().map(OsString::from));
+        Cli::try_parse_args(v).expect("parses")
+    }
+
+    #[test]
+    fn everything_after_program_belongs_to_it() {
+        let cli = parse(&["--port=8080", "./x.sh", "--port=9", "-n", "--", "y"]);
+        assert_eq!(cli.port, Some(8080));
+        assert_eq!(cli.program, "./x.sh");
+        assert_eq!(cli.args, ["--port=9", "-n", "--", "y"]);
+    }
+
+    #[test]
+    fn go_style_single_dash_and_separate_values() {
+        let cli = parse(&["-port", "81", "-binary", "-address=127.0.0.1", "cat"]);
+        assert_eq!(cli.port, Some(81));
+        assert!(cli.binary);
+        assert_eq!(cli.address, ["127.0.0.1"]);
+        assert_eq!(cli.program, "cat");
+    }
+
+    #[test]
+    fn boolean_false_form() {
+        let cli = parse(&["--binary=false", "--sameorigin=true", "cat"]);
+        assert!(!cli.binary);
+        assert!(cli.sameorigin);
+    }
+
+    #[test]
+    fn unknown_flag_and_missing_program_are_usage_errors() {
+        let err = Cli::try_parse_args(["wsbridge", "--bogus", "cat"].map(OsString::from)).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_args(["wsbridge", "--port=1"].map(OsString::from)).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

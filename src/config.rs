@@ -1,0 +1,275 @@
+//! `Config`: the resolved, typed settings the server runs with, built from [`Cli`] with
+//! cross-flag validation. The rest of the code never sees clap.
+//!
+//! Resolution that can fail happens here, at startup, so that a bad command line is a
+//! one-line error and exit status 1 rather than a surprise at the first connection: the
+//! program is looked up on PATH and checked for the execute bit, `--passenv` values are
+//! read once, headers and origins are parsed.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper::http::{HeaderName, HeaderValue};
+
+use crate::cli::Cli;
+use crate::origin::OriginPolicy;
+use crate::relay::Framing;
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen. Empty means "all interfaces" on [`Config::port`].
+    pub addresses: Vec<SocketAddr>,
+    pub port: u16,
+    pub program: Program,
+    pub framing: Framing,
+    /// `None` = unlimited.
+    pub max_forks: Option<usize>,
+    /// `--closems`: added to each step of the stop ladder.
+    pub close_grace: Duration,
+    /// `--passenv` names with the values wsbridge had at startup (empty ones skipped).
+    pub passenv: Vec<(String, String)>,
+    pub max_message: usize,
+    pub ping_interval: Option<Duration>,
+    pub origin: OriginPolicy,
+    pub headers: ExtraHeaders,
+    pub log_level: LogLevel,
+}
+
+/// The program run for each connection.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// As given on the command line (for logs).
+    pub name: OsString,
+    /// Resolved: contains a `/`, so it is never searched on the child's PATH.
+    pub path: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// `--header`, `--header-ws`, `--header-http`, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraHeaders {
+    pub all: Vec<(HeaderName, HeaderValue)>,
+    pub ws: Vec<(HeaderName, HeaderValue)>,
+    pub http: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// websocketd's log levels, from most to least verbose as websocketd orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Trace,
+    Access,
+    Info,
+    Error,
+    Fatal,
+    None,
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        let port = cli.port.unwrap_or(80);
+        let addresses = resolve_addresses(&cli.address, port)?;
+        let path = resolve_program(&cli.program)?;
+        let headers = ExtraHeaders {
+            all: parse_headers(&cli.header, "--header")?,
+            ws: parse_headers(&cli.header_ws, "--header-ws")?,
+            http: parse_headers(&cli.header_http, "--header-http")?,
+        };
+        if cli.maxframesize == 0 {
+            return Err("--maxframesize must be at least 1".into());
+        }
+        Ok(Config {
+            addresses,
+            port,
+            program: Program {
+                name: cli.program,
+                path,
+                args: cli.args,
+            },
+            framing: if cli.binary { Framing::Binary } else { Framing::Line },
+            max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
+            close_grace: Duration::from_millis(cli.closems),
+            passenv: read_passenv(&cli.passenv),
+            max_message: cli.maxframesize,
+            ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
+            origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
+            headers,
+            log_level: match cli.loglevel.as_str() {
+                "debug" => LogLevel::Debug,
+                "trace" => LogLevel::Trace,
+                "info" => LogLevel::Info,
+                "error" => LogLevel::Error,
+                "fatal" => LogLevel::Fatal,
+                "none" => LogLevel::None,
+                _ => LogLevel::Access,
+            },
+        })
+    }
+}
+
+impl Config {
+    /// A config for `program` with every other setting at its default; for embedding and
+    /// tests. Fails like the command line does when the program cannot be run.
+    pub fn for_program(program: &str, args: &[&str]) -> Result<Self, String> {
+        let mut argv = vec![OsString::from("wsbridge"), OsString::from(program)];
+        argv.extend(args.iter().map(OsString::from));
+        let cli = Cli::try_parse_args(argv).map_err(|e| e.to_string())?;
+        Config::try_from(cli)
+    }
+
+    /// The addresses to bind: the configured ones, or the IPv6 wildcard (which also
+    /// accepts IPv4 on Linux) when none were given.
+    pub fn bind_addresses(&self) -> Vec<SocketAddr> {
+        if self.addresses.is_empty() {
+            vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), self.port)]
+        } else {
+            self.addresses.clone()
+        }
+    }
+}
+
+fn resolve_addresses(addresses: &[String], port: u16) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for a in addresses {
+        let host = a.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(a);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, port));
+            continue;
+        }
+        let found = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve --address={a}: {e}"))?;
+        let before = out.len();
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        if out.len() == before {
+            return Err(format!("cannot resolve --address={a}: no addresses"));
+        }
+    }
+    Ok(out)
+}
+
+/// Finds the program like a shell would (a name with `/` is used as given) and checks that
+/// it is an executable regular file.
+fn resolve_program(name: &OsString) -> Result<PathBuf, String> {
+    let shown = Path::new(name).display().to_string();
+    if name.is_empty() {
+        return Err("no program given".into());
+    }
+    let candidate = if name.as_bytes().contains(&b'/') {
+        PathBuf::from(name)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir
+                }
+            })
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable_file(p))
+            .ok_or_else(|| format!("program {shown} not found on PATH"))?
+    };
+    match std::fs::metadata(&candidate) {
+        Err(e) => Err(format!("cannot run {shown}: {}", lower_io(&e))),
+        Ok(m) if !m.is_file() => Err(format!("cannot run {shown}: not a regular file")),
+        Ok(_) if !is_executable_file(&candidate) => {
+            Err(format!("cannot run {shown}: permission denied (no execute bit?)"))
+        }
+        Ok(_) => {
+            // A bare name found on PATH gets a `./` or absolute prefix so that std spawns it
+            // by path (posix_spawn) and the child's own PATH cannot change what runs.
+            if candidate.is_relative() && !candidate.as_os_str().as_bytes().contains(&b'/') {
+                Ok(Path::new(".").join(candidate))
+            } else {
+                Ok(candidate)
+            }
+        }
+    }
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// `io::Error`'s text without the " (os error N)" suffix, lower-cased.
+fn lower_io(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    s.to_lowercase()
+}
+
+fn read_passenv(list: &str) -> Vec<(String, String)> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "HTTPS")
+        .filter_map(|n| {
+            let v = std::env::var(n).ok()?;
+            let v = v.replace(['\r', '\n'], " ");
+            let v = v.trim();
+            (!v.is_empty()).then(|| (n.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn parse_headers(raw: &[String], flag: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    raw.iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| format!("invalid {flag}={h:?}: expected \"Name: value\""))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("invalid {flag}={h:?}: bad header name"))?;
+            let value = HeaderValue::from_str(value.trim_start())
+                .map_err(|_| format!("invalid {flag}={h:?}: bad header value"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_is_resolved_on_path_and_checked() {
+        let c = Config::for_program("sh", &[]).unwrap();
+        assert!(c.program.path.is_absolute(), "{:?}", c.program.path);
+        let e = Config::for_program("no-such-program-xyz", &[]).unwrap_err();
+        assert_eq!(e, "program no-such-program-xyz not found on PATH");
+        let noexec = std::env::temp_dir().join(format!("wsbridge-noexec-{}", std::process::id()));
+        std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
+        let e = Config::for_program(noexec.to_str().unwrap(), &[]).unwrap_err();
+        std::fs::remove_file(&noexec).unwrap();
+        assert!(e.contains("permission denied"), "{e}");
+        let e = Config::for_program("/", &[]).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn headers_parse_and_refuse_garbage() {
+        let h = parse_headers(&["X-A:  b c".into()], "--header").unwrap();
+        assert_eq!(h[0].0.as_str(), "x-a");
+        assert_eq!(h[0].1, "b c");
+        assert!(parse_headers(&["nocolon".into()], "--header").is_err());
+        assert!(parse_headers(&["bad name: x".into()], "--header").is_err());
+    }
+
+    #[test]
+    fn addresses_accept_brackets_and_names() {
+        let a = resolve_addresses(&["[::1]".into(), "127.0.0.1".into()], 9).unwrap();
+        assert_eq!(a, vec!["[::1]:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap()]);
+        assert!(!resolve_addresses(&["localhost".into()], 9).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,33 @@
+//! wsbridge turns any program that reads stdin and writes stdout into a WebSocket
+//! endpoint: one program per connection, messages in as lines on stdin, lines out as
+//! messages. A drop-in for websocketd.
+//!
+//! # Layout
+//!
+//! How a connection travels, and who may import whom (one way, top to bottom):
+//!
+//! - [`cli`] → [`config`]: flags parsed (clap) and resolved into a typed `Config`.
+//! - [`server`]: accept loop, one task and span per connection, drain on shutdown.
+//! - [`http`]: one dispatch decision per request; extra headers; access lines.
+//! - [`ws`]: handshake checks, [`origin`] policy, `--maxforks`, program start, 101.
+//! - [`session`]: one connection's life: relay, first ending, stop, Close, summary.
+//! - [`child`] (spawn, exit watch, group signals), [`env`] (CGI environment),
+//!   [`reap`] (stop ladder), [`relay`] (the two pumps and framing; knows no processes).
+//! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
+
+pub mod child;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod http;
+pub mod logging;
+pub mod origin;
+pub mod reap;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod ws;
+
+pub use config::Config;
+pub use server::run;

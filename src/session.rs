@@ -1,0 +1,250 @@
+//! One WebSocket connection's life once the program is running: relay both directions,
+//! notice the first ending (program output done, program exit, client close, ping
+//! timeout, server shutdown), stop the program, send the right Close frame, and log one
+//! summary line.
+//!
+//! Close codes: program exited 0 → 1000; any other exit → 1011 with `exit status N` or
+//! `killed by signal NAME`; ping timeout and server shutdown → 1001; a client breaking a
+//! rule → 1002/1003/1007/1009 from the relay. A client's own Close is echoed by the
+//! protocol layer.
+
+use std::io;
+use std::pin::pin;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::unix::pipe;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::child::{self, Child, Stdio};
+use crate::config::Config;
+use crate::reap;
+use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
+
+/// After the program exits, how long its output may stay silent before we stop waiting
+/// for EOF (only a descendant that left the process group can hold it open).
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// How long a Close frame may take to send, and the client's Close reply to arrive.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long stderr may take to reach EOF once the program is gone.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
+/// Longest stderr line logged as one line; longer ones are logged in pieces.
+pub const MAX_STDERR_LINE: usize = 4096;
+
+/// The first thing that ended the relay.
+enum Ending {
+    Output(OutEnd),
+    Input(InEnd),
+    Shutdown,
+}
+
+/// Runs the session to its end and logs its summary. The caller holds the `--maxforks`
+/// slot until this returns, which is after the program has been reaped.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    mut child: Child,
+    stdio: Stdio,
+    config: &Config,
+    shutdown: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let Stdio {
+        stdin,
+        mut stdout,
+        stderr,
+    } = stdio;
+    let stderr_task = tokio::spawn(log_stderr(stderr).in_current_span());
+    let (mut sink, mut stream) = ws.split();
+    let liveness = Liveness::default();
+    let ping = config.ping_interval.map(|every| (every, &liveness));
+    let (mut sent, mut received) = (Counters::default(), Counters::default());
+    let mut exited = false;
+
+    let ending = {
+        let mut out = pin!(relay::pump_out(&mut stdout, &mut sink, config.framing, ping, &mut sent));
+        let mut inp = pin!(relay::pump_in(
+            &mut stream,
+            stdin,
+            config.framing,
+            ping.map(|p| p.1),
+            &mut received
+        ));
+        tokio::select! {
+            end = &mut out => Ending::Output(end),
+            end = &mut inp => Ending::Input(end),
+            () = child.exited() => {
+                exited = true;
+                // Whatever the program left in its group would keep the output open.
+                child.signal_group(Signal::SIGKILL);
+                Ending::Output(drain(out).await)
+            }
+            () = shutdown.cancelled() => Ending::Shutdown,
+        }
+        // Leaving this block drops the input pump and with it the program's stdin.
+    };
+
+    // Close now when the reason does not depend on how the program ends.
+    let mut close_sent = false;
+    let mut client_closed = false;
+    match &ending {
+        Ending::Output(OutEnd::PingTimeout) => {
+            tracing::info!("no pong within two ping intervals; closing");
+            close_sent = send_close(&mut sink, CloseCode::Away, "ping timeout").await;
+        }
+        Ending::Output(OutEnd::Socket(e)) => tracing::debug!(error = %e, "sending to the client failed"),
+        Ending::Output(OutEnd::ReadError(e)) => tracing::warn!(error = %e, "reading the program's output failed"),
+        Ending::Output(OutEnd::Eof) => {}
+        Ending::Input(InEnd::Closed(frame)) => {
+            client_closed = true;
+            tracing::debug!(?frame, "client closed");
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+        }
+        Ending::Input(InEnd::Gone) => tracing::debug!("client went away without a Close frame"),
+        Ending::Input(InEnd::Refused(code, reason)) => {
+            tracing::info!(code = u16::from(*code), reason, "closing: client broke a rule");
+            close_sent = send_close(&mut sink, *code, reason).await;
+        }
+        Ending::Input(InEnd::Error(e)) => {
+            tracing::warn!(error = %e, "websocket error");
+            close_sent = send_close(&mut sink, CloseCode::Error, "internal error").await;
+        }
+        Ending::Shutdown => close_sent = send_close(&mut sink, CloseCode::Away, "server shutting down").await,
+    }
+
+    let pid = child.id();
+    let (status, signalled) = if exited {
+        (reap::collect(child), None)
+    } else {
+        let stopped = reap::stop(child, config.close_grace).await;
+        (stopped.status, stopped.signalled)
+    };
+    let exit = match &status {
+        Ok(s) => child::describe(s),
+        Err(e) => e.to_string(),
+    };
+
+    let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
+    let mut close_code = None;
+    if output_done {
+        let (code, reason) = close_for_exit(&status);
+        close_sent = send_close(&mut sink, code, &reason).await;
+        close_code = Some(code);
+    } else if close_sent {
+        close_code = match &ending {
+            Ending::Input(InEnd::Refused(code, _)) => Some(*code),
+            Ending::Input(InEnd::Error(_)) => Some(CloseCode::Error),
+            _ => Some(CloseCode::Away),
+        };
+    }
+    if close_sent && !client_closed {
+        await_client_close(&mut stream).await;
+    }
+    drop((sink, stream));
+    let mut stderr_task = stderr_task;
+    if tokio::time::timeout(STDERR_DRAIN, &mut stderr_task).await.is_err() {
+        tracing::debug!("stderr still open after the program ended; no longer reading it");
+        stderr_task.abort();
+    }
+
+    tracing::info!(
+        target: "wsbridge::access",
+        pid,
+        status = 101,
+        duration_ms = started.elapsed().as_millis() as u64,
+        msgs_in = received.messages,
+        bytes_in = received.bytes,
+        msgs_out = sent.messages,
+        bytes_out = sent.bytes,
+        exit = %exit,
+        signalled = signalled.map(|s| s.as_str()),
+        close = close_code.map(u16::from),
+        "session ended"
+    );
+}
+
+/// After the program exited: finish sending its output, as long as more keeps coming.
+async fn drain<F: std::future::Future<Output = OutEnd>>(mut out: std::pin::Pin<&mut F>) -> OutEnd {
+    // EOF normally follows at once (the group is dead); only a descendant that left the
+    // group, or a client that stopped reading, can make this wait, and it is bounded.
+    match tokio::time::timeout(DRAIN_IDLE, &mut out).await {
+        Ok(end) => end,
+        Err(_) => {
+            tracing::warn!("program exited but its output is still open (held by another process?); closing");
+            OutEnd::Eof
+        }
+    }
+}
+
+fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
+    match status {
+        Ok(s) if s.success() => (CloseCode::Normal, String::new()),
+        Ok(s) => (CloseCode::Error, child::describe(s)),
+        Err(_) => (CloseCode::Error, "program did not exit".to_owned()),
+    }
+}
+
+async fn send_close<S>(sink: &mut S, code: CloseCode, reason: &str) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    matches!(
+        tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// After our Close: read until the client's Close (or EOF) so that unread data does not
+/// turn our close into a TCP reset, for at most [`CLOSE_TIMEOUT`].
+async fn await_client_close<St>(stream: &mut St)
+where
+    St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut late = 0u64;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Close(_) => break,
+                Message::Text(_) | Message::Binary(_) => late += 1,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    if late > 0 {
+        tracing::info!(
+            discarded = late,
+            "client messages arrived after the session ended; discarded"
+        );
+    }
+}
+
+/// Logs the program's stderr line by line (long lines in pieces), always reading, so it
+/// can never fill up and block the program.
+async fn log_stderr(mut stderr: pipe::Receiver) {
+    let mut framer = relay::LineFramer::new(MAX_STDERR_LINE);
+    let mut lines = Vec::new();
+    while let Ok(Some(chunk)) = relay::read_chunk(&mut stderr).await {
+        framer.push(chunk, &mut lines);
+        for line in lines.drain(..) {
+            tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
+        }
+    }
+    framer.finish(&mut lines);
+    for line in lines {
+        tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
+    }
+}

@@ -1,0 +1,286 @@
+//! The WebSocket handshake (RFC 6455 §4.2) on a hyper request: checks, origin policy,
+//! the `--maxforks` slot, starting the program, the 101 answer, and handing the upgraded
+//! stream to [`crate::session`].
+//!
+//! The program is started before the 101 is sent, so a program that cannot start gets a
+//! 500 instead of websocketd's 101-then-drop. Over `--maxforks` the answer is 429 and no
+//! process is started.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::child::{self, Spec};
+use crate::config::Config;
+use crate::{env, reap, relay, session};
+
+/// The read buffer each connection starts with; tungstenite grows it for big frames.
+/// Small, because it is paid per idle connection.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Outgoing frames are gathered up to this size before a socket write.
+const WS_WRITE_BUFFER: usize = 32 * 1024;
+/// How long hyper may take to hand over the upgraded connection.
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What every connection shares: settings, the fork limit, running sessions.
+pub struct Endpoint {
+    pub config: Config,
+    forks: Option<Arc<Semaphore>>,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// Server start in Unix nanoseconds; a connection's UNIQUE_ID is this plus its number.
+    id_base: u64,
+}
+
+/// One accepted TCP (or TLS) connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// Counts from 1 in accept order.
+    pub id: u64,
+    pub tls: bool,
+}
+
+/// A handshake that was refused, and how to answer it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+        let id_base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Endpoint {
+            forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
+            config,
+            sessions: TaskTracker::new(),
+            shutdown,
+            id_base,
+        }
+    }
+}
+
+/// websocketd's test for "this is a WebSocket request": `Upgrade` has the token
+/// `websocket` and `Connection` has the token `upgrade` (both case-insensitive).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket") && has_token(headers, header::CONNECTION, "upgrade")
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks the handshake, starts the program and the session task, and returns the 101
+/// answer; or says why not.
+pub fn accept(mut req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Result<Response<()>, Refusal> {
+    let key = check_handshake(&req)?;
+    let headers = req.headers();
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Err(refusal) = ep.config.origin.check(origin.as_deref(), host, conn.tls) {
+        tracing::info!(origin = refusal.origin(), "origin refused");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, refusal.to_string()));
+    }
+    if ep.shutdown.is_cancelled() {
+        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+    }
+    let permit = take_fork_slot(ep)?;
+
+    let built = env::build(
+        &env::Request {
+            remote: conn.peer,
+            version: req.version(),
+            method: req.method().as_str(),
+            raw_path: req.uri().path(),
+            query: req.uri().query(),
+            headers,
+            tls: conn.tls,
+            unique_id: ep.id_base.wrapping_add(conn.id),
+            script_name: "/",
+        },
+        &ep.config.passenv,
+    )
+    .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?;
+    for d in &built.dropped {
+        tracing::debug!(header = ?d, "request header left out of the environment");
+    }
+
+    let program = &ep.config.program;
+    let spec = Spec {
+        program: &program.path,
+        args: &program.args,
+        env: built.vars,
+    };
+    let (child, stdio) = child::spawn(spec).map_err(|e| {
+        tracing::error!(program = %program.path.display(), error = %e, "failed to start the program");
+        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to start the program")
+    })?;
+    tracing::Span::current().record("pid", child.id());
+    tracing::debug!(pid = child.id(), "program started");
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let ep2 = Arc::clone(ep);
+    ep.sessions.spawn(
+        async move {
+            let _permit = permit;
+            let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
+                Ok(Ok(u)) => u,
+                Ok(Err(e)) => return abandon(child, stdio, &ep2.config, &e.to_string()).await,
+                Err(_) => return abandon(child, stdio, &ep2.config, "timed out").await,
+            };
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&ep2.config)))
+                    .await;
+            session::run(ws, child, stdio, &ep2.config, &ep2.shutdown).await;
+        }
+        .in_current_span(),
+    );
+
+    let accept_key = derive_accept_key(key.as_bytes());
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    // derive_accept_key yields base64, always a valid header value.
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept_key).expect("base64 is a valid header value"),
+    );
+    Ok(resp)
+}
+
+async fn abandon(child: child::Child, stdio: child::Stdio, config: &Config, why: &str) {
+    tracing::info!(reason = why, "upgrade did not complete; stopping the program");
+    drop(stdio);
+    reap::stop(child, config.close_grace).await;
+}
+
+fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_WRITE_BUFFER + 2 * relay::MAX_LINE_BYTES + relay::READ_CHUNK)
+        .max_message_size(Some(config.max_message))
+        .max_frame_size(Some(config.max_message))
+}
+
+fn take_fork_slot(ep: &Endpoint) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+    let Some(forks) = &ep.forks else { return Ok(None) };
+    match Arc::clone(forks).try_acquire_owned() {
+        Ok(p) => Ok(Some(p)),
+        Err(_) => {
+            let limit = ep.config.max_forks.unwrap_or_default();
+            tracing::warn!(limit, "--maxforks reached; upgrade refused");
+            Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many connections: {limit} programs are running (--maxforks)"),
+            ))
+        }
+    }
+}
+
+/// RFC 6455 §4.2.1 checks; returns the client's key.
+fn check_handshake(req: &Request<Incoming>) -> Result<String, Refusal> {
+    if req.method() != Method::GET {
+        let mut r = Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must use GET");
+        r.headers.push((header::ALLOW, HeaderValue::from_static("GET")));
+        return Err(r);
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs HTTP/1.1",
+        ));
+    }
+    let headers = req.headers();
+    if headers.get_all(header::HOST).iter().count() != 1 {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs exactly one Host header",
+        ));
+    }
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    if versions.next().map(|v| v.as_bytes()) != Some(b"13") || versions.next().is_some() {
+        let mut r = Refusal::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported Sec-WebSocket-Version: only 13 is supported",
+        );
+        r.headers
+            .push((header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")));
+        return Err(r);
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(k), None) if valid_key(k.as_bytes()) => Ok(String::from_utf8_lossy(k.as_bytes()).into_owned()),
+        (None, _) => Err(Refusal::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
+        (Some(_), Some(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, "more than one Sec-WebSocket-Key")),
+        _ => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key is not 16 bytes of base64",
+        )),
+    }
+}
+
+/// A key is 16 bytes in base64: 22 characters, the last carrying 2 bits, then `==`.
+fn valid_key(k: &[u8]) -> bool {
+    let b64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    k.len() == 24 && k.ends_with(b"==") && k[..22].iter().all(b64) && b"AQgw".contains(&k[21])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZR=="));
+        assert!(!valid_key(b"short=="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25j!Q=="));
+    }
+
+    #[test]
+    fn upgrade_detection_uses_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(is_upgrade(&h));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert!(!is_upgrade(&h));
+    }
+}
