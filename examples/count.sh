@@ -1,7 +1,18 @@
 #!/bin/sh
-# Counts from 1 to 10, one number per second: each line becomes one WebSocket message.
-# Run: wsbridge --port=8080 examples/count.sh   then open ws://localhost:8080/
-for i in 1 2 3 4 5 6 7 8 9 10; do
+# count.sh [N] [DELAY]: prints 1 to N (default 10), one number per line, sleeping DELAY
+# seconds (default 1) between lines. Each line becomes one WebSocket message.
+#
+# Run:  wsbridge --port=8080 examples/count.sh        then open ws://localhost:8080/
+#       wsbridge --port=8080 examples/count.sh 5 0.5  (arguments after the program are its own)
+#
+# The shell's echo writes each line straight to the pipe, so nothing waits in a buffer.
+n=${1:-10}
+delay=${2:-1}
+i=1
+while [ "$i" -le "$n" ]; do
   echo "$i"
-  sleep 1
+  i=$((i + 1))
+  if [ "$i" -le "$n" ]; then
+    sleep "$delay"
+  fi
 done

@@ -26,6 +26,8 @@ use tokio::net::unix::pipe;
 
 /// What to run.
 pub struct Spec<'a> {
+    /// `argv[0]`: the name as the user gave it (what websocketd passes too).
+    pub name: &'a std::ffi::OsStr,
     pub program: &'a Path,
     pub args: &'a [OsString],
     /// The complete environment (nothing is inherited).
@@ -55,6 +57,7 @@ enum ExitWatch {
 pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
     use std::os::unix::process::CommandExt;
     let mut inner = Command::new(spec.program)
+        .arg0(spec.name)
         .args(spec.args)
         .env_clear()
         .envs(spec.env)

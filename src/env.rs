@@ -1,8 +1,9 @@
 //! The CGI-style environment a program gets for one WebSocket connection, built from the
 //! request. Pure and unit-tested; knows nothing of processes or sockets.
 //!
-//! Order and values follow websocketd 0.4.1 (see `../shared/reference/websocketd.md` §2),
-//! with these deliberate differences: `GATEWAY_INTERFACE=CGI/1.1`, `HTTP_HOST` is present,
+//! Values follow websocketd 0.4.1 (see `../shared/reference/websocketd.md` §2); the program
+//! sees them sorted by name (std's `Command` keeps the environment in a sorted map). The
+//! deliberate differences: `GATEWAY_INTERFACE=CGI/1.1`, `HTTP_HOST` is present,
 //! a client `Proxy:` header never becomes `HTTP_PROXY` (httpoxy), header names outside
 //! `[A-Za-z0-9-]` are dropped (so `X_Foo` cannot impersonate `X-Foo`), values containing
 //! NUL are dropped, and `UNIQUE_ID` is unique within a server run.

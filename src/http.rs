@@ -17,6 +17,9 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::ws::{self, Conn, Endpoint};
 
+/// Largest total size of a request's header fields; above it the answer is 431.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// The body type of every answer.
 pub type Body = Full<Bytes>;
 
@@ -26,7 +29,13 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
     tracing::Span::current().record("path", path.as_str());
     let method = req.method().clone();
     let extra = &ep.config.headers;
-    let resp = if ws::is_upgrade(req.headers()) {
+    let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let resp = if head_bytes > MAX_HEAD_BYTES {
+        // hyper enforces its buffer limit only between reads; this makes the bound exact
+        // (it also keeps the program's environment far below the exec limit).
+        let resp = text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large");
+        with_headers(resp, &[&extra.all, &extra.http])
+    } else if ws::is_upgrade(req.headers()) {
         let resp = match ws::accept(req, &ep, conn) {
             Ok(resp) => resp.map(|()| Body::default()),
             Err(refusal) => {

@@ -22,8 +22,9 @@ use crate::ws::{Conn, Endpoint};
 
 /// A client must send its whole request head within this time (slowloris bound).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head; hyper answers 431 above it. Also bounds the environment size.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// hyper's read buffer limit (it answers 431 when a head does not fit); the exact bound
+/// on header size is [`http::MAX_HEAD_BYTES`].
+const HYPER_BUF_BYTES: usize = 2 * http::MAX_HEAD_BYTES;
 /// Longest pause between accept retries when out of file descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -110,7 +111,7 @@ async fn serve_connection(tcp: TcpStream, conn: Conn, ep: Arc<Endpoint>) {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(HYPER_BUF_BYTES);
     let served = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades();
     let mut served = std::pin::pin!(served);
     let result = tokio::select! {

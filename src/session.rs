@@ -39,6 +39,16 @@ const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// Longest stderr line logged as one line; longer ones are logged in pieces.
 pub const MAX_STDERR_LINE: usize = 4096;
 
+/// How the WebSocket ends.
+enum Closing {
+    /// Send this Close and wait (briefly) for the client's.
+    Send(CloseCode, String),
+    /// The client sent Close (with this code); flush our automatic answer.
+    Answer(Option<CloseCode>),
+    /// The connection is already broken: just drop it.
+    Drop,
+}
+
 /// The first thing that ended the relay.
 enum Ending {
     Output(OutEnd),
@@ -93,35 +103,47 @@ pub async fn run<S>(
         // Leaving this block drops the input pump and with it the program's stdin.
     };
 
-    // Close now when the reason does not depend on how the program ends.
-    let mut close_sent = false;
-    let mut client_closed = false;
-    match &ending {
+    // What to tell the client, when it does not depend on how the program ends.
+    let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
+    let early: Closing = match ending {
         Ending::Output(OutEnd::PingTimeout) => {
             tracing::info!("no pong within two ping intervals; closing");
-            close_sent = send_close(&mut sink, CloseCode::Away, "ping timeout").await;
+            Closing::Send(CloseCode::Away, "ping timeout".into())
         }
-        Ending::Output(OutEnd::Socket(e)) => tracing::debug!(error = %e, "sending to the client failed"),
-        Ending::Output(OutEnd::ReadError(e)) => tracing::warn!(error = %e, "reading the program's output failed"),
-        Ending::Output(OutEnd::Eof) => {}
-        Ending::Input(InEnd::Closed(frame)) => {
-            client_closed = true;
-            tracing::debug!(?frame, "client closed");
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+        Ending::Output(OutEnd::Socket(e)) => {
+            tracing::debug!(error = %e, "sending to the client failed");
+            Closing::Drop
         }
-        Ending::Input(InEnd::Gone) => tracing::debug!("client went away without a Close frame"),
+        Ending::Output(OutEnd::ReadError(e)) => {
+            tracing::warn!(error = %e, "reading the program's output failed");
+            Closing::Drop
+        }
+        Ending::Output(OutEnd::Eof) => Closing::Drop,
+        Ending::Input(InEnd::Closed(frame)) => Closing::Answer(frame.map(|f| f.code)),
+        Ending::Input(InEnd::Gone) => {
+            tracing::debug!("client went away without a Close frame");
+            Closing::Drop
+        }
         Ending::Input(InEnd::Refused(code, reason)) => {
-            tracing::info!(code = u16::from(*code), reason, "closing: client broke a rule");
-            close_sent = send_close(&mut sink, *code, reason).await;
+            tracing::info!(code = u16::from(code), reason, "closing: client broke a rule");
+            Closing::Send(code, reason.into())
         }
         Ending::Input(InEnd::Error(e)) => {
             tracing::warn!(error = %e, "websocket error");
-            close_sent = send_close(&mut sink, CloseCode::Error, "internal error").await;
+            Closing::Send(CloseCode::Error, "internal error".into())
         }
-        Ending::Shutdown => close_sent = send_close(&mut sink, CloseCode::Away, "server shutting down").await,
+        Ending::Shutdown => Closing::Send(CloseCode::Away, "server shutting down".into()),
+    };
+    // Finish the close handshake before stopping the program, so the client does not wait
+    // for the stop ladder; when the program's output ended, the Close carries its status.
+    let mut socket = Some((sink, stream));
+    let mut close_code = None;
+    if !output_done {
+        if let Some((sink, stream)) = socket.take() {
+            close_code = close(sink, stream, early).await;
+        }
     }
 
-    let pid = child.id();
     let (status, signalled) = if exited {
         (reap::collect(child), None)
     } else {
@@ -132,24 +154,10 @@ pub async fn run<S>(
         Ok(s) => child::describe(s),
         Err(e) => e.to_string(),
     };
-
-    let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
-    let mut close_code = None;
-    if output_done {
+    if let Some((sink, stream)) = socket.take() {
         let (code, reason) = close_for_exit(&status);
-        close_sent = send_close(&mut sink, code, &reason).await;
-        close_code = Some(code);
-    } else if close_sent {
-        close_code = match &ending {
-            Ending::Input(InEnd::Refused(code, _)) => Some(*code),
-            Ending::Input(InEnd::Error(_)) => Some(CloseCode::Error),
-            _ => Some(CloseCode::Away),
-        };
+        close_code = close(sink, stream, Closing::Send(code, reason)).await;
     }
-    if close_sent && !client_closed {
-        await_client_close(&mut stream).await;
-    }
-    drop((sink, stream));
     let mut stderr_task = stderr_task;
     if tokio::time::timeout(STDERR_DRAIN, &mut stderr_task).await.is_err() {
         tracing::debug!("stderr still open after the program ended; no longer reading it");
@@ -158,7 +166,6 @@ pub async fn run<S>(
 
     tracing::info!(
         target: "wsbridge::access",
-        pid,
         status = 101,
         duration_ms = started.elapsed().as_millis() as u64,
         msgs_in = received.messages,
@@ -167,7 +174,7 @@ pub async fn run<S>(
         bytes_out = sent.bytes,
         exit = %exit,
         signalled = signalled.map(|s| s.as_str()),
-        close = close_code.map(u16::from),
+        close = close_code,
         "session ended"
     );
 }
@@ -193,26 +200,39 @@ fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
     }
 }
 
-async fn send_close<S>(sink: &mut S, code: CloseCode, reason: &str) -> bool
+/// Ends the WebSocket as `how` says, then drops it; returns the close code that was
+/// exchanged, if any.
+async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Option<u16>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
-    };
-    matches!(
-        tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await,
-        Ok(Ok(()))
-    )
+    match how {
+        Closing::Drop => None,
+        Closing::Answer(code) => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+            code.map(u16::from)
+        }
+        Closing::Send(code, reason) => {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            if matches!(sent, Ok(Ok(()))) {
+                await_client_close(&mut stream).await;
+            }
+            Some(u16::from(code))
+        }
+    }
 }
+
+/// The receiving half of a WebSocket.
+trait WsStream: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin {}
+impl<T: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin> WsStream for T {}
 
 /// After our Close: read until the client's Close (or EOF) so that unread data does not
 /// turn our close into a TCP reset, for at most [`CLOSE_TIMEOUT`].
-async fn await_client_close<St>(stream: &mut St)
-where
-    St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+async fn await_client_close(stream: &mut impl WsStream) {
     let mut late = 0u64;
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(msg)) = stream.next().await {

@@ -141,6 +141,7 @@ pub fn accept(mut req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Res
 
     let program = &ep.config.program;
     let spec = Spec {
+        name: &program.name,
         program: &program.path,
         args: &program.args,
         env: built.vars,

@@ -1,0 +1,252 @@
+//! Test helpers: the server in-process ([`TestServer`]) or as the real binary
+//! ([`BinServer`]), WebSocket client helpers, and polling with deadlines. Every await goes
+//! through [`within`], so a bug fails the test instead of hanging it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use wsbridge::cli::Cli;
+use wsbridge::Config;
+
+/// The default bound for one step of a test.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Awaits `f`, failing the test if it takes longer than `d`.
+pub async fn within<F: Future>(d: Duration, f: F) -> F::Output {
+    match tokio::time::timeout(d, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {d:?}"),
+    }
+}
+
+/// Path of a file under `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name].iter().collect();
+    p.to_string_lossy().into_owned()
+}
+
+/// Path of a file under `examples`.
+pub fn example(name: &str) -> String {
+    let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "examples", name].iter().collect();
+    p.to_string_lossy().into_owned()
+}
+
+/// The server running inside the test's runtime on 127.0.0.1 with an OS-chosen port.
+/// Stops (cancel + drain) on [`TestServer::stop`] or, without waiting, on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// `args` are wsbridge's command line without argv[0] (flags, then PROGRAM ARGS...).
+    pub async fn start(args: &[&str]) -> Self {
+        let mut argv = vec!["wsbridge".to_owned()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let cli = Cli::try_parse_args(argv.into_iter().map(Into::into)).expect("valid test command line");
+        let config = Config::try_from(cli).expect("valid test config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(wsbridge::run(vec![listener], config, token.clone()));
+        TestServer {
+            addr,
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Shuts down like SIGTERM does and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        let handle = self.handle.take().expect("running");
+        within(STEP, handle).await.expect("server task").expect("server result");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Opens a WebSocket to `url`.
+pub async fn connect(url: &str) -> Ws {
+    within(STEP, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("websocket handshake")
+        .0
+}
+
+/// The next data or close message, skipping pings and pongs.
+pub async fn recv(ws: &mut Ws) -> Message {
+    loop {
+        let msg = within(STEP, ws.next())
+            .await
+            .expect("stream ended")
+            .expect("websocket error");
+        if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+            return msg;
+        }
+    }
+}
+
+/// The next message, which must be text.
+pub async fn recv_text(ws: &mut Ws) -> String {
+    match recv(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    within(STEP, ws.send(Message::text(text))).await.expect("send");
+}
+
+/// Reads until the server's Close frame and returns its code and reason; any data
+/// message before it is returned too.
+pub async fn recv_until_close(ws: &mut Ws) -> (Vec<Message>, CloseCode, String) {
+    let mut data = Vec::new();
+    loop {
+        match recv(ws).await {
+            Message::Close(Some(f)) => return (data, f.code, f.reason.to_string()),
+            Message::Close(None) => return (data, CloseCode::Status, String::new()),
+            m => data.push(m),
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls until `pid` is gone or `d` passes; true if it went.
+pub async fn gone_within(pid: i32, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    !alive(pid)
+}
+
+/// The real binary, started with `--port=0 --address=127.0.0.1` plus `args`; its address
+/// is read from the startup line. Killed on drop.
+pub struct BinServer {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl BinServer {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`BinServer::start`], with extra variables in wsbridge's own environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsbridge"))
+            .envs(env.iter().copied())
+            .args(["--port=0", "--address=127.0.0.1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wsbridge");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("wsbridge: listening on ws://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
+                    }
+                }
+                let mut l = log2.lock().expect("log lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(STEP) {
+            Ok(a) => a.parse().expect("address in the startup line"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no startup line; log:\n{}", log.lock().expect("log lock"));
+            }
+        };
+        BinServer { addr, child, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal wsbridge");
+    }
+
+    /// Polls for the exit status until `d` passes.
+    pub async fn wait_exit(&mut self, d: Duration) -> ExitStatus {
+        let deadline = Instant::now() + d;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wsbridge did not exit within {d:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

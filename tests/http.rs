@@ -1,0 +1,182 @@
+//! HTTP answers on the WebSocket port: plain requests, handshake refusals, origin policy
+//! and extra headers. Raw requests over TCP so every byte of the answer is visible.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+const V13: &str = "Sec-WebSocket-Version: 13\r\n";
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+
+/// Sends `head` (with `Connection: close` semantics left to the caller) and reads the
+/// status line, headers and body of the answer.
+async fn exchange(server: &TestServer, head: &str) -> (u16, String, String) {
+    let mut tcp = within(STEP, TcpStream::connect(server.addr)).await.expect("connect");
+    within(STEP, tcp.write_all(head.as_bytes())).await.expect("write");
+    let mut buf = Vec::new();
+    // Read until the head is complete and the body (Content-Length) is in.
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = within(STEP, tcp.read(&mut chunk)).await.expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((h, body)) = text.split_once("\r\n\r\n") {
+            let len = h
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len || n == 0 {
+                let status = h[9..12].parse().expect("status code");
+                return (status, h.to_owned(), body.to_owned());
+            }
+        }
+        assert!(
+            n > 0,
+            "connection closed before a full answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+}
+
+fn req(path: &str, host: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_request_gets_426_with_upgrade_header_and_one_line() {
+    let server = TestServer::start(&[
+        "--header=X-All: all",
+        "--header-http=X-Http: http",
+        "--header-ws=X-Ws: ws",
+        "cat",
+    ])
+    .await;
+    let host = server.addr.to_string();
+    let (status, head, body) = exchange(&server, &req("/", &host, "")).await;
+    assert_eq!(status, 426);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.contains("x-all: all") && head.contains("x-http: http") && !head.contains("x-ws"),
+        "{head}"
+    );
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_errors_get_defined_answers() {
+    let server = TestServer::start(&["--header-ws=X-Ws: ws", "cat"]).await;
+    let host = server.addr.to_string();
+    let post = format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n{UPGRADE}{KEY}{V13}\r\n");
+    for (what, request, want) in [
+        ("missing key", req("/", &host, &format!("{UPGRADE}{V13}")), 400),
+        (
+            "bad key",
+            req("/", &host, &format!("{UPGRADE}{V13}Sec-WebSocket-Key: abc\r\n")),
+            400,
+        ),
+        ("two keys", req("/", &host, &format!("{UPGRADE}{V13}{KEY}{KEY}")), 400),
+        (
+            "version 8",
+            req("/", &host, &format!("{UPGRADE}{KEY}Sec-WebSocket-Version: 8\r\n")),
+            426,
+        ),
+        ("POST", post, 405),
+        (
+            "HTTP/1.0",
+            format!("GET / HTTP/1.0\r\nHost: {host}\r\n{UPGRADE}{KEY}{V13}\r\n"),
+            400,
+        ),
+    ] {
+        let (status, head, body) = exchange(&server, &request).await;
+        assert_eq!(status, want, "{what}: {head}\n{body}");
+        assert!(
+            head.to_ascii_lowercase().contains("x-ws: ws"),
+            "{what}: --header-ws on refusals"
+        );
+        assert_eq!(body.lines().count(), 1, "{what}: one-line body, got {body:?}");
+        if want == 426 {
+            assert!(head.contains("sec-websocket-version: 13"), "{what}: {head}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_origin_by_default() {
+    let server = TestServer::start(&["cat"]).await;
+    let host = server.addr.to_string();
+    let ws = format!("{UPGRADE}{KEY}{V13}");
+    let same = format!("{ws}Origin: http://{host}\r\n");
+    assert_eq!(exchange(&server, &req("/", &host, &same)).await.0, 101);
+    assert_eq!(
+        exchange(&server, &req("/", &host, &ws)).await.0,
+        101,
+        "no Origin: not a browser"
+    );
+    let evil = format!("{ws}Origin: http://evil.example\r\n");
+    let (status, _, body) = exchange(&server, &req("/", &host, &evil)).await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("http://evil.example") && body.contains("--origin"),
+        "{body}"
+    );
+    let null = format!("{ws}Origin: null\r\n");
+    assert_eq!(exchange(&server, &req("/", &host, &null)).await.0, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_list_and_star() {
+    let ws = format!("{UPGRADE}{KEY}{V13}");
+    let server = TestServer::start(&["--origin=board", "cat"]).await;
+    let host = "board:8080";
+    let page = format!("{ws}Origin: http://board\r\n");
+    assert_eq!(
+        exchange(&server, &req("/", host, &page)).await.0,
+        101,
+        "page on :80, socket on :8080"
+    );
+    let other = format!("{ws}Origin: http://other\r\n");
+    assert_eq!(exchange(&server, &req("/", host, &other)).await.0, 403);
+    let star = TestServer::start(&["--origin=*", "cat"]).await;
+    assert_eq!(exchange(&star, &req("/", host, &other)).await.0, 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_upgrade_carries_ws_headers() {
+    let server = TestServer::start(&[
+        "--header=X-All: all",
+        "--header-ws=X-Ws: ws",
+        "--header-http=X-Http: h",
+        "cat",
+    ])
+    .await;
+    let host = server.addr.to_string();
+    let (status, head, _) = exchange(&server, &req("/", &host, &format!("{UPGRADE}{KEY}{V13}"))).await;
+    assert_eq!(status, 101);
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-all: all") && head.contains("x-ws: ws") && !head.contains("x-http"),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_head_gets_431() {
+    let server = TestServer::start(&["cat"]).await;
+    let host = server.addr.to_string();
+    let big = format!("X-Big: {}\r\n", "a".repeat(40 * 1024));
+    let (status, _, _) = exchange(&server, &req("/", &host, &big)).await;
+    assert_eq!(status, 431);
+}

@@ -1,0 +1,213 @@
+//! Process lifecycle: close codes from exit status, the stop ladder on the whole process
+//! group, --maxforks, pings, and shutdown of the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The ladder's SIGKILL lands at 850 ms + 3 × closems; allow scheduling slack on top.
+const LADDER: Duration = Duration::from_millis(850 + 2000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_status_sets_the_close_code() {
+    for (args, code, reason) in [
+        (vec![fixture("exit.sh"), "0".into()], CloseCode::Normal, ""),
+        (vec![fixture("exit.sh"), "3".into()], CloseCode::Error, "exit status 3"),
+        (
+            vec![fixture("suicide.sh")],
+            CloseCode::Error,
+            "killed by signal SIGKILL",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = TestServer::start(&args).await;
+        let mut ws = connect(&server.url("/")).await;
+        let (data, got_code, got_reason) = recv_until_close(&mut ws).await;
+        assert_eq!(data.len(), 1, "{args:?}: the line before the exit arrives first");
+        assert_eq!((got_code, got_reason.as_str()), (code, reason), "{args:?}");
+        // The server closes the TCP connection after the close handshake.
+        assert!(within(STEP, ws.next()).await.is_none());
+        server.stop().await;
+    }
+}
+
+async fn first_line_pids(ws: &mut Ws) -> Vec<i32> {
+    recv_text(ws)
+        .await
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_stops_the_program_and_its_grandchildren() {
+    let server = TestServer::start(&[&fixture("family.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let pids = first_line_pids(&mut ws).await;
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|&p| alive(p)));
+    within(STEP, ws.close(None)).await.expect("close");
+    for p in pids {
+        assert!(gone_within(p, LADDER).await, "pid {p} survived the client's close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_stops_the_program() {
+    let server = TestServer::start(&[&fixture("pid_cat.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let pid = first_line_pids(&mut ws).await[0];
+    drop(ws); // TCP closed without a Close frame
+    assert!(gone_within(pid, LADDER).await, "program survived a vanished client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_ignoring_eof_sigint_and_sigterm_is_killed() {
+    let server = TestServer::start(&[&fixture("stubborn.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let pid = first_line_pids(&mut ws).await[0];
+    within(STEP, ws.close(None)).await.expect("close");
+    // Still alive after SIGINT (100 ms) and SIGTERM (350 ms): only SIGKILL ends it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(pid), "stubborn program should outlive SIGINT and SIGTERM");
+    assert!(gone_within(pid, LADDER).await, "stubborn program was not killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxforks_refuses_with_429_and_frees_the_slot_after_reaping() {
+    let server = TestServer::start(&["--maxforks=1", &fixture("pid_cat.sh")]).await;
+    let mut first = connect(&server.url("/")).await;
+    let pid = first_line_pids(&mut first).await[0];
+    let refused = within(STEP, tokio_tungstenite::connect_async(server.url("/"))).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    within(STEP, first.close(None)).await.expect("close");
+    assert!(gone_within(pid, LADDER).await);
+    // The slot is released once the program is reaped; poll for it with a deadline.
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        match within(STEP, tokio_tungstenite::connect_async(server.url("/"))).await {
+            Ok((mut ws, _)) => {
+                first_line_pids(&mut ws).await;
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "slot never freed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw handshake, so the client can stay silent (tungstenite would answer pings).
+async fn raw_handshake(addr: std::net::SocketAddr) -> TcpStream {
+    let mut tcp = within(STEP, TcpStream::connect(addr)).await.expect("connect");
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    within(STEP, tcp.write_all(req.as_bytes())).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// Reads server frames (unmasked, short) until a Close; returns the opcodes seen and the
+/// close code.
+async fn read_frames_until_close(tcp: &mut TcpStream) -> (Vec<u8>, u16) {
+    let mut ops = Vec::new();
+    loop {
+        let mut h = [0u8; 2];
+        within(STEP, tcp.read_exact(&mut h)).await.expect("frame header");
+        let op = h[0] & 0x0f;
+        let len = (h[1] & 0x7f) as usize;
+        assert!(len < 126, "short frames only");
+        let mut payload = vec![0u8; len];
+        within(STEP, tcp.read_exact(&mut payload)).await.expect("frame payload");
+        ops.push(op);
+        if op == 0x8 {
+            return (ops, u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_gets_pings_then_close_1001() {
+    let server = TestServer::start(&["--pingms=100", &fixture("pid_cat.sh")]).await;
+    let mut tcp = raw_handshake(server.addr).await;
+    let (ops, code) = read_frames_until_close(&mut tcp).await;
+    assert!(ops.contains(&0x9), "no ping before the close: {ops:?}");
+    assert_eq!(code, 1001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_client_is_kept_alive_by_pings() {
+    let server = TestServer::start(&["--pingms=50", "cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    // Six intervals pass while the client reads (and so answers each ping): nothing,
+    // not even a Close, may arrive.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), recv(&mut ws)).await;
+    assert!(quiet.is_err(), "unexpected {quiet:?}");
+    send_text(&mut ws, "still here").await;
+    assert_eq!(recv_text(&mut ws).await, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_closes_sessions_with_1001_and_stops_programs() {
+    let server = TestServer::start(&[&fixture("pid_cat.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let pid = first_line_pids(&mut ws).await[0];
+    let stopping = tokio::spawn(server.stop());
+    let (_, code, _) = recv_until_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Away);
+    within(STEP, stopping).await.expect("stop");
+    assert!(!alive(pid), "program outlived the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_binary_with_20_sessions_closes_all_and_exits_0() {
+    let mut server = BinServer::start(&[&fixture("pid_cat.sh")]);
+    let mut sessions = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..20 {
+        let mut ws = connect(&server.url("/")).await;
+        pids.push(first_line_pids(&mut ws).await[0]);
+        sessions.push(ws);
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    for ws in &mut sessions {
+        let (_, code, reason) = recv_until_close(ws).await;
+        assert_eq!((code, reason.as_str()), (CloseCode::Away, "server shutting down"));
+    }
+    let status = server.wait_exit(STEP).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
+    for p in pids {
+        assert!(!alive(p), "program {p} outlived wsbridge");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_that_closes_stdout_but_keeps_running_is_stopped() {
+    // `exec >&-` closes stdout; the shell then waits on stdin forever.
+    let server = TestServer::start(&["sh", "-c", "echo $$; exec >&-; read x; sleep 1000"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let pid = first_line_pids(&mut ws).await[0];
+    let (_, code, reason) = recv_until_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Error);
+    assert!(
+        reason.starts_with("killed by signal") || reason.starts_with("exit status"),
+        "{reason}"
+    );
+    assert!(gone_within(pid, LADDER).await);
+}

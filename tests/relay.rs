@@ -1,0 +1,200 @@
+//! Relay behaviour end to end: real server in-process, real programs, real client.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_through_cat_keeps_order_and_line_rules() {
+    let server = TestServer::start(&["cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    for m in ["hello", "", "a\r\nb", "ünïcødé"] {
+        send_text(&mut ws, m).await;
+    }
+    for want in ["hello", "", "a", "b", "ünïcødé"] {
+        assert_eq!(recv_text(&mut ws).await, want);
+    }
+    within(STEP, ws.close(None)).await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_example_sends_each_line_then_close_1000() {
+    let server = TestServer::start(&[&example("count.sh"), "5", "0"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    let got: Vec<String> = data
+        .into_iter()
+        .map(|m| m.into_text().expect("text").to_string())
+        .collect();
+    assert_eq!(got, ["1", "2", "3", "4", "5"]);
+    assert_eq!(code, CloseCode::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_unterminated_line_is_delivered() {
+    let server = TestServer::start(&[&fixture("partial.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, reason) = recv_until_close(&mut ws).await;
+    let got: Vec<String> = data
+        .into_iter()
+        .map(|m| m.into_text().expect("text").to_string())
+        .collect();
+    assert_eq!(got, ["line1", "line2-crlf", "", "partial-without-newline"]);
+    assert_eq!((code, reason.as_str()), (CloseCode::Error, "exit status 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_output_is_replaced_not_sent_raw() {
+    let server = TestServer::start(&[&fixture("badutf8.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    assert_eq!(recv_text(&mut ws).await, "bad-utf8:\u{fffd}\u{fffd}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_message_in_text_mode_closes_1003() {
+    let server = TestServer::start(&["cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    within(STEP, ws.send(Message::binary(vec![1u8, 2, 3])))
+        .await
+        .expect("send");
+    let (_, code, reason) = recv_until_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Unsupported);
+    assert!(reason.contains("--binary"), "{reason}");
+}
+
+/// Sends `messages` as binary messages with at most `window` of them in flight, reading
+/// the echo concurrently, and returns the bytes that came back (message boundaries in
+/// --binary follow pipe reads, so only the byte stream is compared).
+async fn binary_echo(ws: Ws, messages: Vec<Vec<u8>>, window: usize) -> Vec<u8> {
+    let bounds: Vec<usize> = messages
+        .iter()
+        .scan(0, |acc, m| {
+            *acc += m.len();
+            Some(*acc)
+        })
+        .collect();
+    let total = bounds.last().copied().unwrap_or(0);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(window));
+    let (mut tx, mut rx) = ws.split();
+    let writer_slots = std::sync::Arc::clone(&slots);
+    let writer = async move {
+        for m in messages {
+            writer_slots.acquire().await.expect("window").forget();
+            tx.send(Message::binary(m)).await.expect("send");
+        }
+    };
+    let reader = async move {
+        let mut got = Vec::with_capacity(total);
+        let mut next = 0;
+        while got.len() < total {
+            match rx.next().await.expect("stream ended").expect("ws error") {
+                Message::Binary(b) => got.extend_from_slice(&b),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            while next < bounds.len() && got.len() >= bounds[next] {
+                slots.add_permits(1);
+                next += 1;
+            }
+        }
+        got
+    };
+    let ((), got) = within(STEP * 3, async { tokio::join!(writer, reader) }).await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_round_trip_of_all_byte_values() {
+    let server = TestServer::start(&["--binary", "cat"]).await;
+    let ws = connect(&server.url("/")).await;
+    let all: Vec<u8> = (0..=255u8).collect();
+    let got = binary_echo(ws, vec![all.clone()], 1).await;
+    assert_eq!(got, all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_mib_binary_echo_does_not_deadlock() {
+    let server = TestServer::start(&["--binary", "--maxframesize=8388608", "cat"]).await;
+    let ws = connect(&server.url("/")).await;
+    let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let got = binary_echo(ws, vec![big.clone()], 1).await;
+    assert!(got == big, "4 MiB echo differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_of_eight_64k_messages_does_not_deadlock() {
+    // websocketd 0.4.1 deadlocks here (more than ~128 KiB in flight through cat).
+    let server = TestServer::start(&["--binary", "cat"]).await;
+    let ws = connect(&server.url("/")).await;
+    let msgs: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 64 * 1024]).collect();
+    let want: Vec<u8> = msgs.concat();
+    let got = binary_echo(ws, msgs, 8).await;
+    assert!(got == want, "64 KiB x 64 echo differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_window_of_64k_lines_round_trips() {
+    let server = TestServer::start(&["cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let line = "x".repeat(64 * 1024);
+    let (mut tx, mut rx) = ws.split();
+    let sender = async {
+        for _ in 0..32 {
+            tx.send(Message::text(line.clone())).await.expect("send");
+        }
+    };
+    let receiver = async {
+        for _ in 0..32 {
+            match rx.next().await.expect("ended").expect("error") {
+                Message::Text(t) => assert_eq!(t.len(), line.len()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    within(STEP * 3, async { tokio::join!(sender, receiver) }).await;
+    ws = tx.reunite(rx).expect("reunite");
+    within(STEP, ws.close(None)).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_over_maxframesize_closes_1009() {
+    let server = TestServer::start(&["--maxframesize=1024", "cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, &"y".repeat(1000)).await;
+    assert_eq!(recv_text(&mut ws).await.len(), 1000);
+    within(STEP, ws.send(Message::text("z".repeat(2000))))
+        .await
+        .expect("send");
+    let (_, code, _) = recv_until_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_long_lines_and_floods_never_block_the_program() {
+    let server = TestServer::start(&[&fixture("stderr_flood.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    assert_eq!(data, vec![Message::Text("done".into())]);
+    assert_eq!(code, CloseCode::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_output_is_sent_unchanged() {
+    let server = TestServer::start(&["--binary", "printf", "a\\000b\\nc"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    let bytes: Vec<u8> = data
+        .into_iter()
+        .flat_map(|m| match m {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(Bytes::from(bytes), Bytes::from_static(b"a\0b\nc"));
+    assert_eq!(code, CloseCode::Normal);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of wsbridge: formatting, lints, unit and integration tests, and a tiny
+# run of the benchmark harness. Installs what the tests need first, idempotently:
+# Python's `websockets` (interop test) and websocketd (benchmark comparison).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+    echo "tools/test.sh: need root to run: $*" >&2; return 1; fi
+}
+
+if ! python3 -c 'import websockets' 2>/dev/null; then
+  echo "tools/test.sh: installing python3 websockets"
+  python3 -m pip install --quiet websockets 2>/dev/null \
+    || python3 -m pip install --quiet --user websockets 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages websockets
+fi
+if ! command -v websocketd >/dev/null; then
+  echo "tools/test.sh: installing websocketd (Debian package) for the benchmark comparison"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq websocketd >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test
+cargo bench --bench compare -- --quick
