@@ -52,7 +52,7 @@ pub struct Counters {
     pub bytes: u64,
 }
 
-/// Set by the input pump on every frame received; read by the ping timer.
+/// Set by the input pump on every frame received; read by [`watchdog`].
 #[derive(Debug, Default)]
 pub struct Liveness(AtomicBool);
 
@@ -72,8 +72,6 @@ pub enum OutEnd {
     Eof,
     /// Reading the output failed (logged by the caller); what was read before was sent.
     ReadError(io::Error),
-    /// No frame from the client for two ping intervals.
-    PingTimeout,
     /// Sending to the client failed.
     Socket(WsError),
 }
@@ -91,13 +89,14 @@ pub enum InEnd {
     Error(WsError),
 }
 
-/// Pumps `reader` (the program's output) into `sink` until EOF, an error, or a ping
-/// timeout. Lines of one read are fed together and flushed once.
+/// Pumps `reader` (the program's output) into `sink` until EOF or an error, sending a
+/// ping every `ping` interval while it is not blocked on the client. Lines of one read are
+/// fed together and flushed once.
 pub async fn pump_out<R, S>(
     reader: &mut R,
     sink: &mut S,
     framing: Framing,
-    ping: Option<(Duration, &Liveness)>,
+    ping: Option<Duration>,
     counters: &mut Counters,
 ) -> OutEnd
 where
@@ -107,22 +106,16 @@ where
     let mut framer = LineFramer::new(MAX_LINE_BYTES);
     let mut lines = Vec::new();
     let mut bad_utf8_warned = false;
-    let mut ticker = ping.map(|(every, _)| {
+    let mut ticker = ping.map(|every| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let mut missed = 0u32;
     loop {
         let read = tokio::select! {
             biased;
             r = read_chunk(reader) => r,
             () = tick(&mut ticker) => {
-                let alive = ping.is_some_and(|(_, l)| l.take());
-                missed = if alive { 0 } else { missed + 1 };
-                if missed >= 2 {
-                    return OutEnd::PingTimeout;
-                }
                 if let Err(e) = sink.send(Message::Ping(Bytes::new())).await {
                     return OutEnd::Socket(e);
                 }
@@ -165,6 +158,19 @@ where
         if let Some(end) = end {
             return end;
         }
+    }
+}
+
+/// Resolves once no frame has come from the client for two whole `every` intervals:
+/// neither an answer to our pings nor anything else. It also ends sessions whose client
+/// stopped reading (so our pings cannot even be sent).
+pub async fn watchdog(every: Duration, liveness: &Liveness) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut missed = 0u32;
+    while missed < 2 {
+        ticker.tick().await;
+        missed = if liveness.take() { 0 } else { missed + 1 };
     }
 }
 

@@ -61,7 +61,6 @@ pub async fn run(listeners: Vec<std::net::TcpListener>, config: Config, shutdown
 
 async fn accept_loop(listener: TcpListener, ep: Arc<Endpoint>, connections: TaskTracker) {
     let mut backoff = Duration::from_millis(10);
-    let mut next_id = 0u64;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -84,10 +83,9 @@ async fn accept_loop(listener: TcpListener, ep: Arc<Endpoint>, connections: Task
             }
         };
         backoff = Duration::from_millis(10);
-        next_id += 1;
         let conn = Conn {
             peer,
-            id: next_id,
+            id: ep.next_conn_id(),
             tls: false,
         };
         let span = tracing::info_span!("conn", id = conn.id, peer = %peer, path = tracing::field::Empty, pid = tracing::field::Empty);

@@ -53,6 +53,8 @@ enum Closing {
 enum Ending {
     Output(OutEnd),
     Input(InEnd),
+    /// No frame from the client for two ping intervals.
+    PingTimeout,
     Shutdown,
 }
 
@@ -76,7 +78,7 @@ pub async fn run<S>(
     let stderr_task = tokio::spawn(log_stderr(stderr).in_current_span());
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
-    let ping = config.ping_interval.map(|every| (every, &liveness));
+    let ping = config.ping_interval;
     let (mut sent, mut received) = (Counters::default(), Counters::default());
     let mut exited = false;
 
@@ -86,7 +88,7 @@ pub async fn run<S>(
             &mut stream,
             stdin,
             config.framing,
-            ping.map(|p| p.1),
+            ping.map(|_| &liveness),
             &mut received
         ));
         tokio::select! {
@@ -98,6 +100,7 @@ pub async fn run<S>(
                 child.signal_group(Signal::SIGKILL);
                 Ending::Output(drain(out).await)
             }
+            () = watchdog(ping, &liveness) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
         // Leaving this block drops the input pump and with it the program's stdin.
@@ -106,7 +109,7 @@ pub async fn run<S>(
     // What to tell the client, when it does not depend on how the program ends.
     let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
     let early: Closing = match ending {
-        Ending::Output(OutEnd::PingTimeout) => {
+        Ending::PingTimeout => {
             tracing::info!("no pong within two ping intervals; closing");
             Closing::Send(CloseCode::Away, "ping timeout".into())
         }
@@ -177,6 +180,13 @@ pub async fn run<S>(
         close = close_code,
         "session ended"
     );
+}
+
+async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
+    match ping {
+        Some(every) => relay::watchdog(every, liveness).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// After the program exited: finish sending its output, as long as more keeps coming.

@@ -7,6 +7,7 @@
 //! process is started.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +44,8 @@ pub struct Endpoint {
     pub shutdown: CancellationToken,
     /// Server start in Unix nanoseconds; a connection's UNIQUE_ID is this plus its number.
     id_base: u64,
+    /// The last connection number handed out, across all listeners.
+    last_id: AtomicU64,
 }
 
 /// One accepted TCP (or TLS) connection.
@@ -83,7 +86,13 @@ impl Endpoint {
             sessions: TaskTracker::new(),
             shutdown,
             id_base,
+            last_id: AtomicU64::new(0),
         }
+    }
+
+    /// The next connection number (from 1), unique across listeners.
+    pub fn next_conn_id(&self) -> u64 {
+        self.last_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 

@@ -211,3 +211,21 @@ async fn program_that_closes_stdout_but_keeps_running_is_stopped() {
     );
     assert!(gone_within(pid, LADDER).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_stops_reading_a_flood_is_dropped_with_pings_on() {
+    // `yes` floods; the raw client reads the pid line and then nothing, so the socket
+    // fills, no ping can be sent and nothing comes back: the watchdog ends it.
+    let server = TestServer::start(&["--pingms=100", "sh", "-c", "echo $$; exec yes"]).await;
+    let mut tcp = raw_handshake(server.addr).await;
+    let mut h = [0u8; 2];
+    within(STEP, tcp.read_exact(&mut h)).await.expect("frame header");
+    let mut pid = vec![0u8; (h[1] & 0x7f) as usize];
+    within(STEP, tcp.read_exact(&mut pid)).await.expect("pid");
+    let pid: i32 = String::from_utf8(pid).expect("utf8").parse().expect("pid");
+    assert!(
+        gone_within(pid, STEP).await,
+        "flooding program outlived a client that stopped reading"
+    );
+    drop(tcp);
+}
