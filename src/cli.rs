@@ -46,7 +46,7 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", default_value = "PATH,LD_LIBRARY_PATH")]
     pub passenv: String,
 
-    /// Largest incoming message in bytes; a bigger one closes the connection with 1009
+    /// Largest message in bytes: a bigger incoming one closes with 1009; a longer output line is sent in pieces
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub maxframesize: usize,
 

@@ -7,7 +7,7 @@
 //! only on its own source (a full pipe stops the program; an unread socket stops reading
 //! the pipe), and the two directions never wait on each other. Buffers are bounded: one
 //! read of at most [`READ_CHUNK`] bytes at a time, a partial line of at most
-//! [`MAX_LINE_BYTES`], a stdin batch of at most [`STDIN_BATCH`] plus one message.
+//! `max_line` (`--maxframesize`), a stdin batch of at most [`STDIN_BATCH`] plus one message.
 //! Coalescing: every line of one read goes out in one socket write (one flush per read),
 //! and messages that are already received are written to the program in one `write`.
 
@@ -29,9 +29,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 /// Largest single read from the program's output; also the largest `--binary` message
 /// the server sends (the size of a default Linux pipe buffer).
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Longest output line sent as one text message; a longer line goes out in pieces of at
-/// most this size, cut at a UTF-8 character boundary.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// Messages already received are gathered up to this many bytes before one write to the
 /// program; a bigger message is written on its own, without a copy.
 pub const STDIN_BATCH: usize = 64 * 1024;
@@ -91,11 +88,13 @@ pub enum InEnd {
 
 /// Pumps `reader` (the program's output) into `sink` until EOF or an error, sending a
 /// ping every `ping` interval while it is not blocked on the client. Lines of one read are
-/// fed together and flushed once.
+/// fed together and flushed once. A line longer than `max_line` goes out in pieces of at
+/// most that size, cut at a UTF-8 character boundary.
 pub async fn pump_out<R, S>(
     reader: &mut R,
     sink: &mut S,
     framing: Framing,
+    max_line: usize,
     ping: Option<Duration>,
     counters: &mut Counters,
 ) -> OutEnd
@@ -103,7 +102,7 @@ where
     R: AsyncRead + Unpin,
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let mut framer = LineFramer::new(MAX_LINE_BYTES);
+    let mut framer = LineFramer::new(max_line);
     let mut lines = Vec::new();
     let mut bad_utf8_warned = false;
     let mut ticker = ping.map(|every| {

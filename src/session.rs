@@ -83,7 +83,14 @@ pub async fn run<S>(
     let mut exited = false;
 
     let ending = {
-        let mut out = pin!(relay::pump_out(&mut stdout, &mut sink, config.framing, ping, &mut sent));
+        let mut out = pin!(relay::pump_out(
+            &mut stdout,
+            &mut sink,
+            config.framing,
+            config.max_message,
+            ping,
+            &mut sent
+        ));
         let mut inp = pin!(relay::pump_in(
             &mut stream,
             stdin,

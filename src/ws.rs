@@ -204,7 +204,7 @@ fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
-        .max_write_buffer_size(WS_WRITE_BUFFER + 2 * relay::MAX_LINE_BYTES + relay::READ_CHUNK)
+        .max_write_buffer_size(WS_WRITE_BUFFER + 2 * config.max_message + relay::READ_CHUNK)
         .max_message_size(Some(config.max_message))
         .max_frame_size(Some(config.max_message))
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of wsbridge: formatting, lints, unit and integration tests, and a tiny
-# run of the benchmark harness. Installs what the tests need first, idempotently:
+# Runs every test of wsbridge: formatting, lints, unit and integration tests, the
+# Autobahn conformance cases (tools/autobahn.sh) and a tiny run of the benchmark harness. Installs what the tests need first, idempotently:
 # Python's `websockets` (interop test) and websocketd (benchmark comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
+tools/autobahn.sh
 cargo bench --bench compare -- --quick
