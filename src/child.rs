@@ -84,7 +84,17 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
     Ok((child, stdio))
 }
 
+/// Set `WSBRIDGE_NO_PIDFD=1` to use the `SIGCHLD` path even where pidfds exist, as on
+/// kernels older than 5.3 (common on small boards); the tests use it to cover that path.
+fn pidfd_disabled() -> bool {
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DISABLED.get_or_init(|| std::env::var_os("WSBRIDGE_NO_PIDFD").is_some_and(|v| v == "1"))
+}
+
 fn watch_exit(pid: u32) -> io::Result<ExitWatch> {
+    if pidfd_disabled() {
+        return sigchld_watch();
+    }
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
     if fd >= 0 {
@@ -97,11 +107,14 @@ fn watch_exit(pid: u32) -> io::Result<ExitWatch> {
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EPERM) => Ok(ExitWatch::Sigchld(
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?,
-        )),
+        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EPERM) => sigchld_watch(),
         _ => Err(err),
     }
+}
+
+fn sigchld_watch() -> io::Result<ExitWatch> {
+    let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+    Ok(ExitWatch::Sigchld(sig))
 }
 
 impl Child {

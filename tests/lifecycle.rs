@@ -229,3 +229,18 @@ async fn client_that_stops_reading_a_flood_is_dropped_with_pings_on() {
     );
     drop(tcp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigchld_fallback_for_kernels_without_pidfd() {
+    let server = BinServer::start_with_env(&[&fixture("family.sh")], &[("WSBRIDGE_NO_PIDFD", "1")]);
+    let mut ws = connect(&server.url("/")).await;
+    let pids = first_line_pids(&mut ws).await;
+    within(STEP, ws.close(None)).await.expect("close");
+    for p in pids {
+        assert!(gone_within(p, LADDER).await, "pid {p} survived");
+    }
+    let exit = BinServer::start_with_env(&[&fixture("exit.sh"), "3"], &[("WSBRIDGE_NO_PIDFD", "1")]);
+    let mut ws = connect(&exit.url("/")).await;
+    let (_, code, reason) = recv_until_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (CloseCode::Error, "exit status 3"));
+}
