@@ -124,6 +124,11 @@ fn normalize(mut args: Vec<OsString>) -> Vec<OsString> {
             Some((n, _)) => (n, true),
             None => (body, false),
         };
+        if (name == "help" || name == "version") && !has_value {
+            args[i] = OsString::from(format!("--{name}")); // Go's -help, -version
+            i += 1;
+            continue;
+        }
         if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(name)) {
             if !word.starts_with("--") {
                 args[i] = OsString::from(format!("-{word}"));
@@ -163,6 +168,14 @@ mod tests {
         assert!(cli.binary);
         assert_eq!(cli.address, ["127.0.0.1"]);
         assert_eq!(cli.program, "cat");
+    }
+
+    #[test]
+    fn go_style_help_and_version_are_usage_not_errors() {
+        for word in ["-help", "-version"] {
+            let err = Cli::try_parse_args(["wsbridge", word].map(OsString::from)).unwrap_err();
+            assert_eq!(err.exit_code(), 0, "{word}");
+        }
     }
 
     #[test]

@@ -16,8 +16,9 @@ pub enum OriginPolicy {
     SameOrigin { require: bool },
     /// Any origin (`--origin='*'`, websocketd's default).
     Any,
-    /// Only these (`--origin=a,b`).
-    List(Vec<OriginRule>),
+    /// Only these (`--origin=a,b`); with `--sameorigin` too, the origin must also be the
+    /// request's own (websocketd checks both).
+    List { rules: Vec<OriginRule>, same: bool },
 }
 
 /// One `--origin` entry: `[scheme://]host[:port]`, or `null`.
@@ -64,6 +65,7 @@ impl OriginPolicy {
     pub fn from_flags(origin: Option<&str>, sameorigin: bool) -> Result<Self, String> {
         match origin.map(str::trim) {
             None | Some("") => Ok(OriginPolicy::SameOrigin { require: sameorigin }),
+            Some("*") if sameorigin => Ok(OriginPolicy::SameOrigin { require: true }),
             Some("*") => Ok(OriginPolicy::Any),
             Some(list) => list
                 .split(',')
@@ -71,7 +73,10 @@ impl OriginPolicy {
                 .filter(|s| !s.is_empty())
                 .map(OriginRule::parse)
                 .collect::<Result<Vec<_>, _>>()
-                .map(OriginPolicy::List),
+                .map(|rules| OriginPolicy::List {
+                    rules,
+                    same: sameorigin,
+                }),
         }
     }
 
@@ -101,7 +106,10 @@ impl OriginPolicy {
                     refuse(SAME_HINT)
                 }
             }
-            OriginPolicy::List(rules) => {
+            OriginPolicy::List { rules, same } => {
+                if *same {
+                    OriginPolicy::SameOrigin { require: true }.check(origin, host, tls)?;
+                }
                 let Some(raw) = origin else { return refuse(LIST_HINT) };
                 if raw.trim().eq_ignore_ascii_case("null") {
                     return if rules.iter().any(OriginRule::is_null) {
@@ -260,6 +268,15 @@ mod tests {
         assert!(p.check(Some("http://127.0.0.1:18101"), None, false).is_ok());
         assert!(p.check(Some("null"), None, false).is_err());
         assert!(p.check(None, None, false).is_err());
+    }
+
+    #[test]
+    fn sameorigin_and_list_must_both_pass() {
+        let p = OriginPolicy::from_flags(Some("board"), true).unwrap();
+        assert!(p.check(Some("http://board"), Some("board"), false).is_ok());
+        assert!(p.check(Some("http://board"), Some("board:8080"), false).is_err());
+        let star = OriginPolicy::from_flags(Some("*"), true).unwrap();
+        assert!(star.check(Some("http://evil"), Some("board"), false).is_err());
     }
 
     #[test]
