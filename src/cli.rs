@@ -30,9 +30,13 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub address: Vec<String>,
 
-    /// Relay raw bytes both ways as binary messages instead of text lines
+    /// Relay raw bytes both ways as binary messages instead of text lines (= --framing=binary)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub binary: bool,
+
+    /// How messages map to the program's bytes: line, nul, binary or lenprefix (see the man page)
+    #[arg(long, value_name = "MODE", value_parser = ["line", "nul", "binary", "lenprefix"])]
+    pub framing: Option<String>,
 
     /// Most programs running at once; over it, upgrades get 429 (0 = unlimited)
     #[arg(long, value_name = "N", default_value_t = 1024)]

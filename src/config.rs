@@ -92,7 +92,7 @@ impl TryFrom<Cli> for Config {
                 path,
                 args: cli.args,
             },
-            framing: if cli.binary { Framing::Binary } else { Framing::Line },
+            framing: framing(cli.binary, cli.framing.as_deref())?,
             max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
             close_grace: Duration::from_millis(cli.closems),
             passenv: read_passenv(&cli.passenv),
@@ -132,6 +132,17 @@ impl Config {
             self.addresses.clone()
         }
     }
+}
+
+fn framing(binary: bool, mode: Option<&str>) -> Result<Framing, String> {
+    let mode = match mode {
+        None => return Ok(if binary { Framing::Binary } else { Framing::Line }),
+        Some(m) => Framing::parse(m).ok_or_else(|| format!("unknown --framing={m}"))?,
+    };
+    if binary && mode != Framing::Binary {
+        return Err("--binary means --framing=binary; give only one of them".into());
+    }
+    Ok(mode)
 }
 
 fn resolve_addresses(addresses: &[String], port: u16) -> Result<Vec<SocketAddr>, String> {

@@ -12,13 +12,15 @@
 //! - [`ws`]: handshake checks, [`origin`] policy, `--maxforks`, program start, 101.
 //! - [`session`]: one connection's life: relay, first ending, stop, Close, summary.
 //! - [`child`] (spawn, exit watch, group signals), [`env`] (CGI environment),
-//!   [`reap`] (stop ladder), [`relay`] (the two pumps and framing; knows no processes).
+//!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
+//!   [`framing`] (bytes ↔ messages for each `--framing` mode).
 //! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
 
 pub mod child;
 pub mod cli;
 pub mod config;
 pub mod env;
+pub mod framing;
 pub mod http;
 pub mod logging;
 pub mod origin;

@@ -1,5 +1,5 @@
 //! The two pumps between a WebSocket and a byte stream pair: output bytes → messages, and
-//! messages → input bytes, with the framing modes. Knows nothing of processes or sockets
+//! messages → input bytes, through [`crate::framing`]. Knows nothing of processes or sockets
 //! beyond `AsyncRead`/`AsyncWrite` and a message `Sink`/`Stream`, so a pipe, a pty or an
 //! outbound socket plug in unchanged.
 //!
@@ -24,7 +24,10 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::framing::{self, Decoder, Encoded, FrameError};
+pub use crate::framing::{Framing, LineFramer};
 
 /// Largest single read from the program's output; also the largest `--binary` message
 /// the server sends (the size of a default Linux pipe buffer).
@@ -32,15 +35,6 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// Messages already received are gathered up to this many bytes before one write to the
 /// program; a bigger message is written on its own, without a copy.
 pub const STDIN_BATCH: usize = 64 * 1024;
-
-/// How bytes map to messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Text mode: one line = one text message, one message = one line.
-    Line,
-    /// `--binary`: bytes unchanged; each read of the output is one binary message.
-    Binary,
-}
 
 /// Messages and payload bytes that went one way.
 #[derive(Debug, Default, Clone, Copy)]
@@ -69,6 +63,8 @@ pub enum OutEnd {
     Eof,
     /// Reading the output failed (logged by the caller); what was read before was sent.
     ReadError(io::Error),
+    /// The output broke `lenprefix` framing; what was decoded before was sent.
+    Malformed(FrameError),
     /// Sending to the client failed.
     Socket(WsError),
 }
@@ -102,9 +98,8 @@ where
     R: AsyncRead + Unpin,
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let mut framer = LineFramer::new(max_line);
-    let mut lines = Vec::new();
-    let mut bad_utf8_warned = false;
+    let mut decoder = Decoder::new(framing, max_line);
+    let mut messages = Vec::new();
     let mut ticker = ping.map(|every| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,32 +116,15 @@ where
                 continue;
             }
         };
-        let (chunk, end) = match read {
-            Ok(Some(chunk)) => (Some(chunk), None),
-            Ok(None) => (None, Some(OutEnd::Eof)),
-            Err(e) => (None, Some(OutEnd::ReadError(e))),
+        let decoded = match read {
+            Ok(Some(chunk)) => decoder.push(chunk, &mut messages).map(|()| None),
+            Ok(None) => decoder.finish(&mut messages).map(|()| Some(OutEnd::Eof)),
+            Err(e) => Ok(Some(OutEnd::ReadError(e))),
         };
-        match framing {
-            Framing::Binary => {
-                if let Some(chunk) = chunk {
-                    lines.push(chunk);
-                }
-            }
-            Framing::Line => {
-                if let Some(chunk) = chunk {
-                    framer.push(chunk, &mut lines);
-                } else {
-                    framer.finish(&mut lines);
-                }
-            }
-        }
-        for payload in lines.drain(..) {
+        let end = decoded.unwrap_or_else(|e| Some(OutEnd::Malformed(e)));
+        for msg in messages.drain(..) {
             counters.messages += 1;
-            counters.bytes += payload.len() as u64;
-            let msg = match framing {
-                Framing::Binary => Message::Binary(payload),
-                Framing::Line => Message::Text(to_text(payload, &mut bad_utf8_warned)),
-            };
+            counters.bytes += msg.len() as u64;
             if let Err(e) = sink.feed(msg).await {
                 return OutEnd::Socket(e);
             }
@@ -180,22 +158,6 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// Text frames must carry UTF-8: invalid sequences become U+FFFD, with one warning per
-/// connection.
-fn to_text(payload: Bytes, warned: &mut bool) -> Utf8Bytes {
-    if std::str::from_utf8(&payload).is_ok() {
-        // SAFETY: just checked to be UTF-8.
-        return unsafe { Utf8Bytes::from_bytes_unchecked(payload) };
-    }
-    if !*warned {
-        *warned = true;
-        tracing::warn!(
-            "program output is not valid UTF-8; invalid bytes replaced with U+FFFD (use --binary for raw bytes)"
-        );
-    }
-    String::from_utf8_lossy(&payload).into_owned().into()
 }
 
 /// One read into a stack buffer that lives only during the poll, so an idle connection
@@ -243,21 +205,17 @@ where
             if let Some(l) = liveness {
                 l.touch();
             }
-            let is_data = matches!(msg, Message::Text(_) | Message::Binary(_));
-            let payload = match msg {
-                Message::Text(t) => Bytes::from(t),
-                Message::Binary(b) if framing == Framing::Binary => b,
-                Message::Binary(_) => {
-                    let end = InEnd::Refused(CloseCode::Unsupported, "binary messages need --binary");
-                    return input.finish(end).await;
+            if let Message::Close(frame) = msg {
+                return input.finish(InEnd::Closed(frame)).await;
+            }
+            match framing::encode(framing, msg) {
+                Ok(Some(encoded)) => {
+                    counters.messages += 1;
+                    counters.bytes += encoded.payload.len() as u64;
+                    input.push(encoded).await;
                 }
-                Message::Close(frame) => return input.finish(InEnd::Closed(frame)).await,
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Bytes::new(),
-            };
-            if is_data {
-                counters.messages += 1;
-                counters.bytes += payload.len() as u64;
-                input.push(payload, framing == Framing::Line).await;
+                Ok(None) => {}
+                Err((code, reason)) => return input.finish(InEnd::Refused(code, reason)).await,
             }
             if input.buf.len() >= STDIN_BATCH {
                 break;
@@ -281,20 +239,19 @@ struct Input<'a, W> {
 }
 
 impl<W: AsyncWrite + Unpin> Input<'_, W> {
-    async fn push(&mut self, payload: Bytes, newline: bool) {
+    async fn push(&mut self, msg: Encoded) {
         if !self.open {
             self.discarded += 1;
             return;
         }
-        if payload.len() >= STDIN_BATCH {
+        self.buf.extend_from_slice(msg.head());
+        if msg.payload.len() >= STDIN_BATCH {
             self.write_batch().await;
-            self.write(&payload).await;
+            self.write(&msg.payload).await;
         } else {
-            self.buf.extend_from_slice(&payload);
+            self.buf.extend_from_slice(&msg.payload);
         }
-        if newline {
-            self.buf.push(b'\n');
-        }
+        self.buf.extend_from_slice(msg.tail);
     }
 
     async fn write_batch(&mut self) {
@@ -343,127 +300,5 @@ fn end_for(e: WsError) -> InEnd {
         WsError::Utf8(_) => InEnd::Refused(CloseCode::Invalid, "invalid UTF-8 in a text message"),
         WsError::Protocol(_) => InEnd::Refused(CloseCode::Protocol, "protocol error"),
         other => InEnd::Error(other),
-    }
-}
-
-/// Splits a byte stream into lines: `\n` ends a line and is removed, as is a `\r` just
-/// before it. A line longer than the bound is emitted in pieces cut at a UTF-8 character
-/// boundary. Feeding the same bytes in any chunking yields the same lines.
-#[derive(Debug)]
-pub struct LineFramer {
-    partial: Vec<u8>,
-    max_line: usize,
-}
-
-impl LineFramer {
-    /// A framer whose lines are at most `max_line` bytes (at least 4).
-    pub fn new(max_line: usize) -> Self {
-        LineFramer {
-            partial: Vec::new(),
-            max_line: max_line.max(4),
-        }
-    }
-
-    /// Feeds `chunk`, appending every completed line (or piece) to `out`. Lines that lie
-    /// wholly inside the chunk are slices of it, not copies.
-    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
-        let mut rest = chunk;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            let line = if self.partial.is_empty() {
-                rest.slice(..i)
-            } else {
-                self.partial.extend_from_slice(&rest[..i]);
-                Bytes::from(std::mem::take(&mut self.partial))
-            };
-            let line = match line.last() {
-                Some(b'\r') => line.slice(..line.len() - 1),
-                _ => line,
-            };
-            self.emit(line, out);
-            rest = rest.slice(i + 1..);
-        }
-        if !rest.is_empty() {
-            self.partial.extend_from_slice(&rest);
-            while self.partial.len() > self.max_line {
-                let cut = char_boundary(&self.partial, self.max_line);
-                let tail = self.partial.split_off(cut);
-                out.push(Bytes::from(std::mem::replace(&mut self.partial, tail)));
-            }
-        }
-    }
-
-    /// At EOF: the unterminated last line, if any, is a line too.
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
-        if !self.partial.is_empty() {
-            let last = Bytes::from(std::mem::take(&mut self.partial));
-            self.emit(last, out);
-        }
-    }
-
-    fn emit(&self, mut line: Bytes, out: &mut Vec<Bytes>) {
-        while line.len() > self.max_line {
-            let cut = char_boundary(&line, self.max_line);
-            out.push(line.split_to(cut));
-        }
-        out.push(line);
-    }
-}
-
-/// The largest index `<= max` (and more than `max - 4`) that does not fall inside a UTF-8
-/// sequence; `max` itself when the bytes are not UTF-8 there. Requires `b.len() > max`.
-fn char_boundary(b: &[u8], max: usize) -> usize {
-    (max.saturating_sub(3)..=max)
-        .rev()
-        .find(|&i| i > 0 && (b[i] & 0xC0) != 0x80)
-        .unwrap_or(max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines_of(chunks: &[&[u8]], max: usize) -> Vec<Vec<u8>> {
-        let mut f = LineFramer::new(max);
-        let mut out = Vec::new();
-        for c in chunks {
-            f.push(Bytes::copy_from_slice(c), &mut out);
-        }
-        f.finish(&mut out);
-        out.into_iter().map(|b| b.to_vec()).collect()
-    }
-
-    #[test]
-    fn lines_strip_lf_and_crlf_keep_inner_cr_and_empty_lines() {
-        let got = lines_of(&[b"a\nb\r\n\nc\rd\nlast"], 100);
-        assert_eq!(got, [&b"a"[..], b"b", b"", b"c\rd", b"last"]);
-    }
-
-    #[test]
-    fn chunking_does_not_change_lines() {
-        let input = b"hello\r\nworld\n\nx\xc3\xa9y\nend".to_vec();
-        let whole = lines_of(&[&input], 4);
-        for split in 0..input.len() {
-            let (a, b) = input.split_at(split);
-            assert_eq!(lines_of(&[a, b], 4), whole, "split at {split}");
-        }
-        let bytewise: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(lines_of(&bytewise, 4), whole);
-    }
-
-    #[test]
-    fn long_lines_are_cut_at_char_boundaries() {
-        // "é" is two bytes; a cut at 5 would split the third one.
-        let got = lines_of(&["ééééé\n".as_bytes()], 5);
-        assert_eq!(got, ["éé".as_bytes(), "éé".as_bytes(), "é".as_bytes()]);
-        let got = lines_of(&[&[b'x'; 10][..], b"\n"], 4);
-        assert_eq!(got, [&b"xxxx"[..], b"xxxx", b"xx"]);
-    }
-
-    #[test]
-    fn invalid_utf8_is_replaced() {
-        let mut warned = false;
-        let t = to_text(Bytes::from_static(b"bad-utf8:\xff\xfe"), &mut warned);
-        assert_eq!(t.as_str(), "bad-utf8:\u{fffd}\u{fffd}");
-        assert!(warned);
     }
 }

@@ -129,6 +129,17 @@ pub async fn run<S>(
             Closing::Drop
         }
         Ending::Output(OutEnd::Eof) => Closing::Drop,
+        Ending::Output(OutEnd::Malformed(e)) => {
+            tracing::warn!(
+                offset = e.offset,
+                reason = e.reason,
+                "program output broke --framing=lenprefix"
+            );
+            Closing::Send(
+                CloseCode::Error,
+                format!("malformed frame from the program at byte {}", e.offset),
+            )
+        }
         Ending::Input(InEnd::Closed(frame)) => Closing::Answer(frame.map(|f| f.code)),
         Ending::Input(InEnd::Gone) => {
             tracing::debug!("client went away without a Close frame");

@@ -198,3 +198,66 @@ async fn binary_output_is_sent_unchanged() {
     assert_eq!(Bytes::from(bytes), Bytes::from_static(b"a\0b\nc"));
     assert_eq!(code, CloseCode::Normal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenprefix_with_cat_is_a_perfect_echo() {
+    let server = TestServer::start(&["--framing=lenprefix", "cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let sent = vec![
+        Message::text("two\nlines\r\n"),
+        Message::binary(vec![0u8, b'\n', 255, 13]),
+        Message::text(""),
+        Message::binary(Vec::<u8>::new()),
+        Message::text("x".repeat(100_000)),
+    ];
+    for m in &sent {
+        within(STEP, ws.send(m.clone())).await.expect("send");
+    }
+    for want in &sent {
+        assert_eq!(&recv(&mut ws).await, want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenprefix_program_frames_become_typed_messages() {
+    let server = TestServer::start(&["--framing=lenprefix", "printf", "t 2\\nhib 3\\n\\000\\001\\002"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    assert_eq!(data, vec![Message::text("hi"), Message::binary(vec![0u8, 1, 2])]);
+    assert_eq!(code, CloseCode::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lenprefix_output_closes_1011_naming_the_offset() {
+    let server = TestServer::start(&["--framing=lenprefix", "printf", "t 2\\nhix 1\\na"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, reason) = recv_until_close(&mut ws).await;
+    assert_eq!(data, vec![Message::text("hi")]);
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Error, "malformed frame from the program at byte 6")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_framing_lets_messages_contain_newlines() {
+    let server = TestServer::start(&["--framing=nul", "cat"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "a\nb\r\nc").await;
+    send_text(&mut ws, "").await;
+    assert_eq!(recv_text(&mut ws).await, "a\nb\r\nc");
+    assert_eq!(recv_text(&mut ws).await, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenprefix_python_example_keeps_types_and_newlines() {
+    let server = TestServer::start(&["--framing=lenprefix", &example("lenprefix_echo.py")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    within(STEP, ws.send(Message::binary(vec![0u8, 1, b'\n'])))
+        .await
+        .expect("send");
+    assert_eq!(recv(&mut ws).await, Message::binary(vec![0u8, 1, b'\n']));
+    send_text(&mut ws, "a\nb").await;
+    assert_eq!(recv_text(&mut ws).await, "a\nb");
+    assert_eq!(recv_text(&mut ws).await, "3 bytes");
+}
