@@ -1,1 +1,1447 @@
-fn main() {}
+//! # wsbridge vs websocketd: side-by-side benchmark harness
+//!
+//! Starts `target/release/wsbridge` and `websocketd` (0.4.1, `apt-get install -y websocketd`)
+//! on 127.0.0.1 with the same child program, drives both with the same WebSocket client
+//! (tokio-tungstenite, one current-thread runtime, so the client uses at most one core),
+//! and prints, per scenario, the median and min–max over several runs for each server and
+//! the ratio wsbridge/websocketd. Runs are interleaved (wsbridge, websocketd, wsbridge, …)
+//! and every run starts a fresh server, so noise from other load on the machine hits both.
+//!
+//! ## Scenarios
+//!
+//! - `churn` (connections/s): connect, one echo through `cat`, close; 4 in flight. Also the
+//!   floor without any server: spawn `cat`, one line through its pipes, close, wait (4 at
+//!   once on a 2-worker tokio runtime), reported as "bare spawn+cat".
+//! - `echo16`, `echo1k` (msgs/s, MB/s): one connection through `cat`, 16 B / 1 KiB text
+//!   messages, 32 in flight.
+//! - `echo64k` (msgs/s, MB/s): 64 KiB text messages (one 64 KiB line each), only 2 in flight:
+//!   websocketd 0.4.1 deadlocks with 3 or more (see [`ECHO64K_WINDOW`]).
+//! - `echo16x8` (aggregate msgs/s): 16 B messages on 8 connections at once, 32 in flight each.
+//! - `burst` (lines/s): the child `seq 1 N` prints N lines as fast as it can; the client reads
+//!   to the end (a TCP close without a close frame after the last line counts as the end).
+//! - `rtt` (µs, p50 and p99): one 16 B message at a time through `cat`.
+//! - `rss_idle` (KiB): VmRSS of the server process alone, 0.5 s after start.
+//! - `rss_1000` (KiB): VmRSS with 1000 idle connections open (1000 `cat` children), and
+//!   KiB per connection = (loaded - idle) / 1000, idle measured on the same instance.
+//! - `size` (bytes): the server binaries on disk (wsbridge's release profile strips).
+//!
+//! Every echoed payload is checked (content and order: each carries its sequence number and
+//! a filler derived from it), and every burst line must be the next number. MB/s counts
+//! payload bytes echoed back (one direction), 1 MB = 10^6 bytes.
+//!
+//! ## Running
+//!
+//! ```text
+//! cargo bench --bench compare                      # full run: 5 runs per scenario, a few minutes
+//! cargo bench --bench compare -- --quick           # 1 run, small counts, ~5 s once built
+//! cargo bench --bench compare -- --runs=3 --only=echo16,rtt
+//! cargo bench --bench compare -- --wsbridge=/path/to/wsbridge   # another build; no cargo build
+//! ```
+//!
+//! Options:
+//! - `--quick`: 1 run, small counts (the test suite's smoke check); implies `--no-build`.
+//! - `--runs=N` (default 5), `--only=NAME[,NAME…]` (scenario names above, comma-separated).
+//! - `--wsbridge=PATH`: measure that binary (e.g. a minimal-features build) instead.
+//! - `--build` / `--no-build`: which wsbridge binary is measured, see below.
+//!
+//! Which wsbridge: by default (full runs) the harness first runs
+//! `cargo build --release --bin wsbridge` (a no-op taking well under a second when the release
+//! build is current) and measures the release-profile `target/release/wsbridge` next to this
+//! bench executable. That step matters: `cargo bench` builds its own copy of the binary for
+//! benches (bench profile = release settings, except that cargo forces panic=unwind on
+//! anything linked into a bench) and copies it over `target/release/wsbridge`; the nested
+//! build puts the release-profile binary back. With `--no-build` (and by default with
+//! `--quick`) the copy `cargo bench` just built is measured instead, which avoids a second
+//! fat-LTO build in the smoke test; its size is a few KB larger than the release binary.
+//!
+//! If `websocketd` is not on `PATH`, the harness runs `apt-get install -y websocketd` (and
+//! says so). It raises its soft `RLIMIT_NOFILE` for the 1000-connection scenario, makes
+//! itself a child subreaper so that programs orphaned by a killed server are reaped here,
+//! and kills and waits for every server and child it starts, also on error paths.
+//!
+//! Exit status: 0 when every run completed (whether or not targets are met, see the final
+//! table), 1 when a run failed (a server hung, died, lost or reordered data), 2 on bad
+//! arguments. Everything binds and connects to 127.0.0.1 only; every load loop is bounded in
+//! count and in time, and every await has a timeout.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Display;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, Stream};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use tokio::sync::{Notify, Semaphore};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{client_async, WebSocketStream};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Longest any single await may take before the run is declared failed.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server gets to print its address / accept connections after start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages in flight for `echo64k`. websocketd 0.4.1 deadlocks with 3 or more 64 KiB
+/// lines in flight through `cat`: one goroutine moves both directions, so while its write
+/// to the program's full stdin blocks, nobody drains the program's stdout (fixed in later
+/// websocketd, which runs each direction on its own goroutine). 2 works for both servers.
+const ECHO64K_WINDOW: usize = 2;
+/// Settle time before reading an idle server's RSS.
+const SETTLE: Duration = Duration::from_millis(500);
+
+// ---------------------------------------------------------------------------------------
+// Options and sizes
+// ---------------------------------------------------------------------------------------
+
+struct Opts {
+    quick: bool,
+    runs: usize,
+    only: Option<Vec<String>>,
+    wsbridge: Option<PathBuf>,
+    /// None: default (build unless --quick).
+    build: Option<bool>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench compare -- [--quick] [--runs=N] \
+[--only=NAME[,NAME...]] [--wsbridge=PATH] [--build | --no-build]\n\
+scenarios: churn echo16 echo1k echo64k echo16x8 burst rtt rss_idle rss_1000 size";
+
+fn parse_opts() -> Result<Opts, String> {
+    let mut o = Opts {
+        quick: false,
+        runs: 5,
+        only: None,
+        wsbridge: None,
+        build: None,
+    };
+    let mut runs_given = false;
+    for arg in std::env::args().skip(1) {
+        if arg == "--bench" {
+            continue; // passed by `cargo bench` to every bench target
+        } else if arg == "--quick" {
+            o.quick = true;
+        } else if arg == "--no-build" {
+            o.build = Some(false);
+        } else if arg == "--build" {
+            o.build = Some(true);
+        } else if let Some(v) = arg.strip_prefix("--runs=") {
+            o.runs = v
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(format!("bad --runs value {v:?}"))?;
+            runs_given = true;
+        } else if let Some(v) = arg.strip_prefix("--only=") {
+            let names: Vec<String> = v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            for n in &names {
+                if !SCENARIOS.iter().any(|s| s.name == n) && n != "size" {
+                    return Err(format!("unknown scenario {n:?}"));
+                }
+            }
+            o.only = Some(names);
+        } else if let Some(v) = arg.strip_prefix("--wsbridge=") {
+            o.wsbridge = Some(PathBuf::from(v));
+        } else if arg == "--help" || arg == "-h" {
+            return Err(String::new());
+        } else {
+            return Err(format!("unknown argument {arg:?}"));
+        }
+    }
+    if o.quick && !runs_given {
+        o.runs = 1;
+    }
+    Ok(o)
+}
+
+/// Counts and limits for one run of each scenario.
+struct Params {
+    /// Wall-clock cap for each load loop; a loop stops sending when it is reached and the
+    /// rate is computed over what completed.
+    time_limit: Duration,
+    churn_conns: u64,
+    churn_in_flight: usize,
+    echo16: u64,
+    echo1k: u64,
+    echo64k: u64,
+    echo16x8: u64,
+    burst_lines: u64,
+    rtt_trips: usize,
+    rss_conns: usize,
+}
+
+impl Params {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Params {
+                time_limit: Duration::from_secs(2),
+                churn_conns: 100,
+                churn_in_flight: 4,
+                echo16: 5_000,
+                echo1k: 2_000,
+                echo64k: 100,
+                echo16x8: 8_000,
+                burst_lines: 20_000,
+                rtt_trips: 200,
+                rss_conns: 100,
+            }
+        } else {
+            Params {
+                time_limit: Duration::from_secs(8),
+                churn_conns: 2_000,
+                churn_in_flight: 4,
+                echo16: 300_000,
+                echo1k: 150_000,
+                echo64k: 4_000,
+                echo16x8: 400_000,
+                burst_lines: 300_000,
+                rtt_trips: 2_000,
+                rss_conns: 1_000,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subjects and servers
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Subject {
+    Wsbridge,
+    Websocketd,
+    /// No server: spawn `cat` directly and talk to its pipes (churn baseline).
+    BareSpawn,
+}
+
+impl Subject {
+    fn label(self) -> &'static str {
+        match self {
+            Subject::Wsbridge => "wsbridge",
+            Subject::Websocketd => "websocketd",
+            Subject::BareSpawn => "bare spawn+cat",
+        }
+    }
+}
+
+/// Everything a scenario needs.
+struct Env {
+    wsbridge: PathBuf,
+    websocketd: PathBuf,
+    cat: PathBuf,
+    seq: PathBuf,
+    /// Current-thread runtime for the WebSocket client (at most one core).
+    rt: Runtime,
+    /// Two-worker runtime for the bare spawn baseline.
+    rt_mt: Runtime,
+    p: Params,
+}
+
+/// A running server. Dropping it stops it (SIGTERM, then SIGKILL after 3 s), waits for
+/// it, and reaps any program it orphaned.
+struct Server {
+    who: Subject,
+    child: Option<Child>,
+    port: u16,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Server {
+    fn start(env: &Env, who: Subject, program: &[&Path], args: &[String]) -> Result<Server, String> {
+        let (bin, port_arg) = match who {
+            Subject::Wsbridge => (&env.wsbridge, "--port=0".to_owned()),
+            Subject::Websocketd => (&env.websocketd, format!("--port={}", free_port()?)),
+            Subject::BareSpawn => unreachable!("bare spawn has no server"),
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg(port_arg).args(["--address=127.0.0.1", "--loglevel=error"]);
+        cmd.args(program).args(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            // Detached: drains the server's stderr (so it never blocks on it) and keeps the
+            // last lines for error messages; ends at EOF.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(p) = parse_listening(&line) {
+                        let _ = port_tx.send(p);
+                    }
+                    let mut l = log.lock().expect("log lock");
+                    if l.len() == 20 {
+                        l.pop_front();
+                    }
+                    l.push_back(line);
+                }
+            });
+        }
+        let mut server = Server {
+            who,
+            child: Some(child),
+            port: 0,
+            log,
+        };
+        match who {
+            Subject::Wsbridge => match port_rx.recv_timeout(START_TIMEOUT) {
+                Ok(p) => server.port = p,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("wsbridge exited before listening{}", server.log_tail()))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "wsbridge printed no 'listening on' line in {START_TIMEOUT:?}{}",
+                        server.log_tail()
+                    ))
+                }
+            },
+            _ => {
+                let port: u16 = cmd_port(&cmd).expect("port argument");
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let end = Instant::now() + START_TIMEOUT;
+                loop {
+                    if let Ok(Some(st)) = server.child.as_mut().expect("child").try_wait() {
+                        return Err(format!("websocketd exited at start ({st}){}", server.log_tail()));
+                    }
+                    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                        break;
+                    }
+                    if Instant::now() > end {
+                        return Err(format!(
+                            "websocketd not accepting on {addr} after {START_TIMEOUT:?}{}",
+                            server.log_tail()
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                server.port = port;
+            }
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    fn log_tail(&self) -> String {
+        std::thread::sleep(Duration::from_millis(50)); // let the drain thread catch up
+        let l = self.log.lock().expect("log lock");
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; its stderr ends with:\n    {}",
+                l.iter().cloned().collect::<Vec<_>>().join("\n    ")
+            )
+        }
+    }
+
+    /// Fails if the server died during the run.
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.as_mut().expect("child").try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(st)) => Err(format!(
+                "{} died during the run ({st}){}",
+                self.who.label(),
+                self.log_tail()
+            )),
+            Err(e) => Err(format!("cannot check {}: {e}", self.who.label())),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on the pid of a child we have not waited for yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(3);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        reap_orphans();
+    }
+}
+
+fn cmd_port(cmd: &Command) -> Option<u16> {
+    cmd.get_args()
+        .find_map(|a| a.to_str()?.strip_prefix("--port=")?.parse().ok())
+}
+
+/// `wsbridge: listening on ws://127.0.0.1:PORT/` → PORT.
+fn parse_listening(line: &str) -> Option<u16> {
+    let rest = line.split("listening on ws://").nth(1)?;
+    let hostport = rest.trim_end().trim_end_matches('/');
+    hostport.rsplit(':').next()?.parse().ok()
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Reaps programs that a stopped server orphaned (we are their subreaper). Only called
+/// when none of our own children is running. Bounded: gives up after 5 s.
+fn reap_orphans() {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r > 0 {
+            continue;
+        }
+        if r < 0 {
+            return; // ECHILD: nothing left
+        }
+        if Instant::now() > end {
+            eprintln!("warning: orphaned programs still running after 5 s");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// VmRSS of a process, in KiB.
+fn vm_rss_kib(pid: u32) -> Result<f64, String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Number of live child processes of `pid` (all its threads' children).
+fn child_count(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .map(|c| c.split_whitespace().count())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// Client helpers
+// ---------------------------------------------------------------------------------------
+
+async fn within<T, E: Display>(what: &str, fut: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(IO_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no progress in {IO_TIMEOUT:?}")),
+    }
+}
+
+async fn timed<T>(what: &str, fut: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(IO_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{what}: no progress in {IO_TIMEOUT:?}"))
+}
+
+async fn connect(port: u16) -> Result<Ws, String> {
+    let tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
+    tcp.set_nodelay(true).map_err(|e| format!("set_nodelay: {e}"))?;
+    let (ws, _) = within(
+        "WebSocket handshake",
+        client_async(format!("ws://127.0.0.1:{port}/"), tcp),
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// Next data message; control frames are skipped, a close or end is an error.
+async fn next_msg<S>(rx: &mut S, what: &str) -> Result<Message, String>
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        match timed(what, rx.next()).await? {
+            None => return Err(format!("{what}: connection ended")),
+            Some(Err(e)) => return Err(format!("{what}: {e}")),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(c))) => return Err(format!("{what}: server closed the connection ({c:?})")),
+            Some(Ok(m)) => return Ok(m),
+        }
+    }
+}
+
+/// Close handshake, then read until the server ends the connection. Bounded; errors ignored
+/// (a server may drop TCP without answering the close).
+async fn close_quietly(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Checkable payloads: `{i:016}` followed by a filler that depends on `i`.
+struct Payload {
+    size: usize,
+    filler: String,
+}
+
+impl Payload {
+    fn new(size: usize) -> Self {
+        assert!(size >= 16);
+        let filler = (0..size + 26).map(|j| (b'a' + (j % 26) as u8) as char).collect();
+        Payload { size, filler }
+    }
+    fn tail(&self, i: u64) -> &str {
+        let off = (i % 26) as usize;
+        &self.filler[off..off + self.size - 16]
+    }
+    fn make(&self, i: u64) -> Message {
+        let mut s = String::with_capacity(self.size);
+        s.push_str(&format!("{i:016}"));
+        s.push_str(self.tail(i));
+        Message::text(s)
+    }
+    fn check(&self, i: u64, msg: &Message) -> Result<(), String> {
+        let Message::Text(t) = msg else {
+            return Err(format!("echo #{i}: expected a text message, got {msg:?}"));
+        };
+        let b = t.as_bytes();
+        let ok =
+            b.len() == self.size && b[..16] == *format!("{i:016}").as_bytes() && b[16..] == *self.tail(i).as_bytes();
+        if ok {
+            Ok(())
+        } else {
+            let head = String::from_utf8_lossy(&b[..b.len().min(24)]);
+            Err(format!(
+                "echo #{i}: wrong payload ({} bytes, starts {head:?}; expected {} bytes, starts {i:016})",
+                b.len(),
+                self.size
+            ))
+        }
+    }
+}
+
+/// Pipelines `count` messages (stopping early at `deadline`) over `ws` with at most
+/// `window` unanswered, checking every echo. Returns the stream and the number echoed.
+async fn pipeline(ws: Ws, pay: &Payload, count: u64, window: usize, deadline: Instant) -> Result<(Ws, u64), String> {
+    let (mut tx, mut rx) = ws.split();
+    let permits = Semaphore::new(window);
+    let sent = Cell::new(0u64);
+    let done = Cell::new(false);
+    let progress = Notify::new();
+    let writer = async {
+        let mut i = 0;
+        while i < count && Instant::now() < deadline {
+            match permits.try_acquire() {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    within("flush", tx.flush()).await?;
+                    within("waiting for echoes", permits.acquire()).await?.forget();
+                }
+            }
+            within("send", tx.feed(pay.make(i))).await?;
+            i += 1;
+            sent.set(i);
+            progress.notify_one();
+        }
+        within("flush", tx.flush()).await?;
+        done.set(true);
+        progress.notify_one();
+        Ok::<_, String>(tx)
+    };
+    let reader = async {
+        let mut got = 0u64;
+        loop {
+            if got == sent.get() {
+                if done.get() {
+                    break;
+                }
+                timed("waiting for the sender", progress.notified()).await?;
+                continue;
+            }
+            let m = next_msg(&mut rx, &format!("echo #{got}")).await?;
+            pay.check(got, &m)?;
+            got += 1;
+            permits.add_permits(1);
+        }
+        Ok::<_, String>((rx, got))
+    };
+    let (tx, (rx, got)) = futures_util::try_join!(writer, reader)?;
+    Ok((tx.reunite(rx).expect("halves of one stream"), got))
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+struct Metric {
+    label: &'static str,
+    better: Better,
+}
+
+const fn hi(label: &'static str) -> Metric {
+    Metric {
+        label,
+        better: Better::Higher,
+    }
+}
+const fn lo(label: &'static str) -> Metric {
+    Metric {
+        label,
+        better: Better::Lower,
+    }
+}
+
+type RunFn = fn(&Env, Subject) -> Result<Vec<f64>, String>;
+
+struct Scenario {
+    name: &'static str,
+    about: fn(&Params) -> String,
+    subjects: &'static [Subject],
+    metrics: &'static [Metric],
+    run: RunFn,
+}
+
+const BOTH: &[Subject] = &[Subject::Wsbridge, Subject::Websocketd];
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "churn",
+        about: |p| {
+            format!(
+                "connect, one echo through cat, close; {} per run, {} in flight",
+                p.churn_conns, p.churn_in_flight
+            )
+        },
+        subjects: &[Subject::Wsbridge, Subject::Websocketd, Subject::BareSpawn],
+        metrics: &[hi("conn/s")],
+        run: run_churn,
+    },
+    Scenario {
+        name: "echo16",
+        about: |p| {
+            format!(
+                "one connection through cat, 16 B text, 32 in flight, up to {} msgs",
+                p.echo16
+            )
+        },
+        subjects: BOTH,
+        metrics: &[hi("msg/s"), hi("MB/s")],
+        run: |env, who| run_echo(env, who, 16, env.p.echo16, 32, 1),
+    },
+    Scenario {
+        name: "echo1k",
+        about: |p| {
+            format!(
+                "one connection through cat, 1 KiB text, 32 in flight, up to {} msgs",
+                p.echo1k
+            )
+        },
+        subjects: BOTH,
+        metrics: &[hi("msg/s"), hi("MB/s")],
+        run: |env, who| run_echo(env, who, 1024, env.p.echo1k, 32, 1),
+    },
+    Scenario {
+        name: "echo64k",
+        about: |p| {
+            format!(
+                "one connection through cat, 64 KiB text lines, {ECHO64K_WINDOW} in flight, up to {} msgs",
+                p.echo64k
+            )
+        },
+        subjects: BOTH,
+        metrics: &[hi("msg/s"), hi("MB/s")],
+        run: |env, who| run_echo(env, who, 64 * 1024, env.p.echo64k, ECHO64K_WINDOW, 1),
+    },
+    Scenario {
+        name: "echo16x8",
+        about: |p| {
+            format!(
+                "8 connections through cat at once, 16 B text, 32 in flight each, up to {} msgs total",
+                p.echo16x8
+            )
+        },
+        subjects: BOTH,
+        metrics: &[hi("msg/s"), hi("MB/s")],
+        run: |env, who| run_echo(env, who, 16, env.p.echo16x8, 32, 8),
+    },
+    Scenario {
+        name: "burst",
+        about: |p| {
+            format!(
+                "child `seq 1 {}` writes as fast as it can; every line checked",
+                p.burst_lines
+            )
+        },
+        subjects: BOTH,
+        metrics: &[hi("lines/s")],
+        run: run_burst,
+    },
+    Scenario {
+        name: "rtt",
+        about: |p| format!("one 16 B message at a time through cat, {} round trips", p.rtt_trips),
+        subjects: BOTH,
+        metrics: &[lo("p50 µs"), lo("p99 µs")],
+        run: run_rtt,
+    },
+    Scenario {
+        name: "rss_idle",
+        about: |_| "VmRSS of the server process, idle, 0.5 s after start".into(),
+        subjects: BOTH,
+        metrics: &[lo("idle KiB")],
+        run: |env, who| run_rss(env, who, 0),
+    },
+    Scenario {
+        name: "rss_1000",
+        about: |p| {
+            format!(
+                "VmRSS with {} idle connections (one cat each); per conn = (loaded - idle)/{}",
+                p.rss_conns, p.rss_conns
+            )
+        },
+        subjects: BOTH,
+        metrics: &[lo("idle KiB"), lo("loaded KiB"), lo("KiB/conn")],
+        run: |env, who| run_rss(env, who, env.p.rss_conns),
+    },
+];
+
+fn run_churn(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
+    if who == Subject::BareSpawn {
+        return run_bare_spawn(env);
+    }
+    let mut server = Server::start(env, who, &[&env.cat], &[])?;
+    let port = server.port;
+    let total = env.p.churn_conns;
+    let rate = env.rt.block_on(async {
+        let next = Cell::new(0u64);
+        let done = Cell::new(0u64);
+        let t0 = Instant::now();
+        let deadline = t0 + env.p.time_limit;
+        let worker = || async {
+            loop {
+                let i = next.get();
+                if i >= total || Instant::now() >= deadline {
+                    return Ok::<_, String>(());
+                }
+                next.set(i + 1);
+                churn_once(port, i).await?;
+                done.set(done.get() + 1);
+            }
+        };
+        futures_util::future::try_join_all((0..env.p.churn_in_flight).map(|_| worker())).await?;
+        Ok::<_, String>(done.get() as f64 / t0.elapsed().as_secs_f64())
+    })?;
+    server.check_alive()?;
+    Ok(vec![rate])
+}
+
+/// The churn floor without any server: `churn_in_flight` tasks on a 2-worker runtime (like
+/// wsbridge's own), each looping spawn `cat` → one line through it → close stdin → wait.
+fn run_bare_spawn(env: &Env) -> Result<Vec<f64>, String> {
+    let total = env.p.churn_conns;
+    let rate = env.rt_mt.block_on(async {
+        let next = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        let deadline = t0 + env.p.time_limit;
+        let tasks: Vec<_> = (0..env.p.churn_in_flight)
+            .map(|_| {
+                let (next, done, cat) = (Arc::clone(&next), Arc::clone(&done), env.cat.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total || Instant::now() >= deadline {
+                            return Ok::<_, String>(());
+                        }
+                        bare_once(&cat, i).await?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| format!("bare spawn task: {e}"))??;
+        }
+        Ok::<_, String>(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64())
+    })?;
+    Ok(vec![rate])
+}
+
+async fn churn_once(port: u16, i: u64) -> Result<(), String> {
+    let mut ws = connect(port).await?;
+    let text = format!("churn-{i}");
+    within("send", ws.send(Message::text(text.clone()))).await?;
+    match next_msg(&mut ws, "churn echo").await? {
+        Message::Text(t) if t.as_str() == text => {}
+        m => return Err(format!("churn #{i}: expected {text:?}, got {m:?}")),
+    }
+    within("close", ws.close(None)).await?;
+    // Wait until the server has ended the connection (close reply and/or TCP end).
+    timed("waiting for the server to close", async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await
+}
+
+/// The floor for churn: spawn `cat`, one line through its pipes, close stdin, wait.
+async fn bare_once(cat: &Path, i: u64) -> Result<(), String> {
+    let mut child = tokio::process::Command::new(cat)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", cat.display()))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let line = format!("churn-{i}\n");
+    within("write to cat", stdin.write_all(line.as_bytes())).await?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while !buf[..got].contains(&b'\n') {
+        let n = within("read from cat", stdout.read(&mut buf[got..])).await?;
+        if n == 0 {
+            return Err("cat ended before echoing".into());
+        }
+        got += n;
+    }
+    if buf[..got] != *line.as_bytes() {
+        return Err(format!("cat echoed {:?}", String::from_utf8_lossy(&buf[..got])));
+    }
+    drop(stdin);
+    within("waiting for cat to exit", child.wait()).await?;
+    Ok(())
+}
+
+fn run_echo(env: &Env, who: Subject, size: usize, total: u64, window: usize, conns: usize) -> Result<Vec<f64>, String> {
+    let mut server = Server::start(env, who, &[&env.cat], &[])?;
+    let port = server.port;
+    let pay = Payload::new(size);
+    let per_conn = total / conns as u64;
+    let (msgs, secs) = env.rt.block_on(async {
+        let mut wss = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            wss.push(connect(port).await?);
+        }
+        let t0 = Instant::now();
+        let deadline = t0 + env.p.time_limit;
+        let results = futures_util::future::try_join_all(
+            wss.into_iter().map(|ws| pipeline(ws, &pay, per_conn, window, deadline)),
+        )
+        .await?;
+        let secs = t0.elapsed().as_secs_f64();
+        let mut msgs = 0;
+        for (ws, got) in results {
+            msgs += got;
+            close_quietly(ws).await;
+        }
+        Ok::<_, String>((msgs, secs))
+    })?;
+    server.check_alive()?;
+    let rate = msgs as f64 / secs;
+    Ok(vec![rate, rate * size as f64 / 1e6])
+}
+
+fn run_burst(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
+    let n = env.p.burst_lines;
+    let mut server = Server::start(env, who, &[&env.seq], &["1".into(), n.to_string()])?;
+    let port = server.port;
+    let limit = env.p.time_limit * 3;
+    let rate = env.rt.block_on(async {
+        let t0 = Instant::now();
+        let mut ws = connect(port).await?;
+        let mut got = 0u64;
+        loop {
+            match timed("burst line", ws.next()).await? {
+                Some(Ok(Message::Text(t))) => {
+                    got += 1;
+                    if t.parse::<u64>() != Ok(got) {
+                        return Err(format!("burst: line {got} is {:?}", t.as_str()));
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Binary(_))) => return Err("burst: unexpected binary message".into()),
+                Some(Ok(_)) => {}
+                // websocketd may drop TCP without a close frame: fine once every line is in.
+                Some(Err(e)) if got < n => return Err(format!("burst: after {got} of {n} lines: {e}")),
+                Some(Err(_)) => break,
+            }
+            if got % 4096 == 0 && t0.elapsed() > limit {
+                return Err(format!("burst: only {got} of {n} lines after {limit:?}"));
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        if got != n {
+            return Err(format!("burst: connection ended after {got} of {n} lines"));
+        }
+        Ok(got as f64 / secs)
+    })?;
+    server.check_alive()?;
+    Ok(vec![rate])
+}
+
+fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
+    let mut server = Server::start(env, who, &[&env.cat], &[])?;
+    let port = server.port;
+    let trips = env.p.rtt_trips;
+    let limit = env.p.time_limit;
+    let mut us = env.rt.block_on(async {
+        let mut ws = connect(port).await?;
+        let pay = Payload::new(16);
+        let warm = 50u64;
+        let mut samples = Vec::with_capacity(trips);
+        let t_all = Instant::now();
+        for i in 0..warm + trips as u64 {
+            let t = Instant::now();
+            within("rtt send", ws.send(pay.make(i))).await?;
+            let m = next_msg(&mut ws, "rtt reply").await?;
+            let d = t.elapsed();
+            pay.check(i, &m)?;
+            if i >= warm {
+                samples.push(d.as_secs_f64() * 1e6);
+            }
+            if t_all.elapsed() > limit {
+                break;
+            }
+        }
+        close_quietly(ws).await;
+        if samples.len() < 100 {
+            return Err(format!("rtt: only {} round trips in {limit:?}", samples.len()));
+        }
+        Ok::<_, String>(samples)
+    })?;
+    server.check_alive()?;
+    us.sort_by(f64::total_cmp);
+    Ok(vec![us[us.len() / 2], us[us.len() * 99 / 100]])
+}
+
+fn run_rss(env: &Env, who: Subject, conns: usize) -> Result<Vec<f64>, String> {
+    let mut server = Server::start(env, who, &[&env.cat], &[])?;
+    let (port, pid) = (server.port, server.pid());
+    std::thread::sleep(SETTLE);
+    let idle = vm_rss_kib(pid)?;
+    if conns == 0 {
+        return Ok(vec![idle]);
+    }
+    let loaded = env.rt.block_on(async {
+        let pay = Payload::new(16);
+        let pay = &pay;
+        let open = stream::iter(0..conns as u64)
+            .map(|i| async move {
+                let mut ws = connect(port).await?;
+                within("send", ws.send(pay.make(i))).await?;
+                pay.check(i, &next_msg(&mut ws, "first echo").await?)?;
+                Ok::<_, String>(ws)
+            })
+            .buffer_unordered(16);
+        let wss: Vec<Ws> = timed("opening connections", open.try_collect()).await??;
+        tokio::time::sleep(SETTLE).await;
+        let kids = child_count(pid);
+        let loaded = vm_rss_kib(pid);
+        drop(wss); // every connection ends; each server then ends its cat
+        let end = Instant::now() + IO_TIMEOUT;
+        while child_count(pid) > 0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if kids < conns {
+            return Err(format!(
+                "expected {conns} programs running under the server, found {kids}"
+            ));
+        }
+        loaded
+    })?;
+    server.check_alive()?;
+    Ok(vec![idle, loaded, (loaded - idle) / conns as f64])
+}
+
+// ---------------------------------------------------------------------------------------
+// Results, statistics, report
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Outcome {
+    /// subject → runs → metric values
+    runs: HashMap<Subject, Vec<Vec<f64>>>,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct Results {
+    by_scenario: HashMap<&'static str, Outcome>,
+    sizes: Option<(u64, Option<u64>, bool)>,
+}
+
+impl Results {
+    fn median(&self, scenario: &str, who: Subject, metric: usize) -> Option<f64> {
+        let o = self.by_scenario.get(scenario)?;
+        if o.error.is_some() {
+            return None;
+        }
+        let v: Vec<f64> = o.runs.get(&who)?.iter().map(|r| r[metric]).collect();
+        stats(&v).map(|s| s.0)
+    }
+    fn ratio(&self, scenario: &str, a: Subject, b: Subject, metric: usize) -> Option<(f64, f64, f64)> {
+        let (x, y) = (self.median(scenario, a, metric)?, self.median(scenario, b, metric)?);
+        Some((x / y, x, y))
+    }
+}
+
+/// (median, min, max)
+fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let med = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Some((med, s[0], s[n - 1]))
+}
+
+fn num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        // thousands separators for readability
+        let s = format!("{:.0}", x);
+        let (sign, digits) = s.split_at(if s.starts_with('-') { 1 } else { 0 });
+        let mut out = String::new();
+        for (k, c) in digits.chars().enumerate() {
+            if k > 0 && (digits.len() - k) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
+    println!("\n== {}: {} ==", sc.name, (sc.about)(&env.p));
+    let mut out = Outcome::default();
+    'runs: for r in 0..runs {
+        let mut line = format!("  run {}/{runs}:", r + 1);
+        for &who in sc.subjects {
+            match (sc.run)(env, who) {
+                Ok(v) => {
+                    let shown: Vec<String> = v
+                        .iter()
+                        .zip(sc.metrics)
+                        .map(|(x, m)| format!("{} {}", num(*x), m.label))
+                        .collect();
+                    line.push_str(&format!("  {} {}", who.label(), shown.join(", ")));
+                    out.runs.entry(who).or_default().push(v);
+                }
+                Err(e) => {
+                    println!("{line}");
+                    println!("  ERROR ({}, run {}): {e}", who.label(), r + 1);
+                    out.error = Some(format!("{}: {e}", who.label()));
+                    break 'runs;
+                }
+            }
+        }
+        println!("{line}");
+    }
+    if out.error.is_some() {
+        return out;
+    }
+    for (k, m) in sc.metrics.iter().enumerate() {
+        let dir = if m.better == Better::Higher {
+            "higher is better"
+        } else {
+            "lower is better"
+        };
+        println!("  {} ({dir}):", m.label);
+        let mut med = HashMap::new();
+        for &who in sc.subjects {
+            let v: Vec<f64> = out.runs[&who].iter().map(|r| r[k]).collect();
+            let (md, mn, mx) = stats(&v).expect("at least one run");
+            med.insert(who, md);
+            println!(
+                "    {:<15} median {:>12}   [{} – {}]",
+                who.label(),
+                num(md),
+                num(mn),
+                num(mx)
+            );
+        }
+        let mut ratios = format!(
+            "    ratio wsbridge/websocketd {:.2}x",
+            med[&Subject::Wsbridge] / med[&Subject::Websocketd]
+        );
+        if let Some(b) = med.get(&Subject::BareSpawn) {
+            ratios.push_str(&format!("   wsbridge/bare spawn {:.2}x", med[&Subject::Wsbridge] / b));
+        }
+        println!("{ratios}");
+    }
+    out
+}
+
+fn run_sizes(env: &Env) -> (u64, Option<u64>, bool) {
+    println!("\n== size: server binaries on disk ==");
+    let ws = std::fs::metadata(&env.wsbridge).map(|m| m.len()).unwrap_or(0);
+    let wd = std::fs::metadata(&env.websocketd).map(|m| m.len()).ok();
+    // TLS builds expose websocketd's --ssl flags; the size goal depends on it.
+    let tls = Command::new(&env.wsbridge)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--ssl"))
+        .unwrap_or(false);
+    println!(
+        "    wsbridge    {} bytes ({}, TLS {})",
+        num(ws as f64),
+        env.wsbridge.display(),
+        if tls { "included" } else { "not included" }
+    );
+    if let Some(wd) = wd {
+        println!(
+            "    websocketd  {} bytes ({})",
+            num(wd as f64),
+            env.websocketd.display()
+        );
+        println!("    ratio wsbridge/websocketd {:.2}x", ws as f64 / wd as f64);
+    }
+    (ws, wd, tls)
+}
+
+/// Prints the target table (markdown) and returns it for the caller.
+fn report_targets(res: &Results) {
+    use Subject::{BareSpawn, Websocketd, Wsbridge};
+    type Row = (String, String, Option<(String, bool)>);
+    let ratio_row =
+        |name: &str, goal_txt: &str, sc: &str, m: usize, unit: &str, vs: Subject, goal: f64, higher: bool| -> Row {
+            let cell = res.ratio(sc, Wsbridge, vs, m).map(|(r, a, b)| {
+                let ok = if higher { r >= goal } else { r <= goal };
+                (format!("{r:.2}× ({} vs {} {unit})", num(a), num(b)), ok)
+            });
+            (name.to_owned(), goal_txt.to_owned(), cell)
+        };
+    let abs_row = |name: &str, goal_txt: &str, v: Option<f64>, unit: &str, limit: f64| -> Row {
+        (
+            name.to_owned(),
+            goal_txt.to_owned(),
+            v.map(|v| (format!("{} {unit}", num(v)), v <= limit)),
+        )
+    };
+    let idle = res
+        .median("rss_idle", Wsbridge, 0)
+        .or_else(|| res.median("rss_1000", Wsbridge, 0));
+    let mut rows: Vec<Row> = vec![
+        ratio_row(
+            "churn vs websocketd",
+            "≥ 1.5×",
+            "churn",
+            0,
+            "conn/s",
+            Websocketd,
+            1.5,
+            true,
+        ),
+        ratio_row(
+            "churn vs bare spawn+cat",
+            "≥ 0.85×",
+            "churn",
+            0,
+            "conn/s",
+            BareSpawn,
+            0.85,
+            true,
+        ),
+        ratio_row("echo 16 B msg/s", "≥ 4×", "echo16", 0, "msg/s", Websocketd, 4.0, true),
+        ratio_row(
+            "echo 1 KiB msg/s",
+            "≥ 3.5×",
+            "echo1k",
+            0,
+            "msg/s",
+            Websocketd,
+            3.5,
+            true,
+        ),
+        ratio_row(
+            "echo 64 KiB MB/s",
+            "≥ 2.5×",
+            "echo64k",
+            1,
+            "MB/s",
+            Websocketd,
+            2.5,
+            true,
+        ),
+        ratio_row("burst lines/s", "≥ 8×", "burst", 0, "lines/s", Websocketd, 8.0, true),
+        ratio_row("RTT p50", "≤ 0.7×", "rtt", 0, "µs", Websocketd, 0.7, false),
+        abs_row("idle RSS", "≤ 2.5 MiB (2,560 KiB)", idle, "KiB", 2560.0),
+        abs_row(
+            "RSS per idle connection",
+            "≤ 12 KiB",
+            res.median("rss_1000", Wsbridge, 2),
+            "KiB",
+            12.0,
+        ),
+    ];
+    rows.push(match res.sizes {
+        Some((bytes, _, tls)) => {
+            let (goal_txt, limit) = if tls {
+                ("≤ 2.0 MB (with TLS)", 2.0e6)
+            } else {
+                ("≤ 1.2 MB (without TLS)", 1.2e6)
+            };
+            (
+                "stripped binary".into(),
+                goal_txt.into(),
+                Some((
+                    format!("{} bytes ({:.2} MB)", num(bytes as f64), bytes as f64 / 1e6),
+                    (bytes as f64) <= limit,
+                )),
+            )
+        }
+        None => ("stripped binary".into(), "≤ 2.0 MB TLS / ≤ 1.2 MB".into(), None),
+    });
+    println!("\n== targets (wsbridge; ratios are wsbridge/other, medians) ==\n");
+    println!("| target | goal | measured | status |");
+    println!("|---|---|---|---|");
+    for (name, goal, cell) in rows {
+        let (measured, status) = match cell {
+            Some((m, true)) => (m, "PASS"),
+            Some((m, false)) => (m, "MISS"),
+            None => ("—".into(), "not measured"),
+        };
+        println!("| {name} | {goal} | {measured} | {status} |");
+    }
+    let extra = [("echo16x8", 0, "msg/s"), ("echo64k", 0, "msg/s"), ("rtt", 1, "µs p99")];
+    let notes: Vec<String> = extra
+        .iter()
+        .filter_map(|&(sc, m, unit)| {
+            res.ratio(sc, Wsbridge, Websocketd, m)
+                .map(|(r, a, b)| format!("{sc} {r:.2}× ({} vs {} {unit})", num(a), num(b)))
+        })
+        .collect();
+    if !notes.is_empty() {
+        println!("\nno target, for reference: {}", notes.join("; "));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Setup
+// ---------------------------------------------------------------------------------------
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.metadata().map(|m| m.is_file()).unwrap_or(false))
+}
+
+fn ensure_websocketd() -> Result<PathBuf, String> {
+    if let Some(p) = which("websocketd") {
+        return Ok(p);
+    }
+    println!("websocketd is not on PATH; running: apt-get install -y websocketd");
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "websocketd"])
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !st.success() {
+        return Err(format!(
+            "apt-get install -y websocketd failed ({st}); install websocketd 0.4.1 and retry"
+        ));
+    }
+    which("websocketd").ok_or_else(|| "websocketd still not on PATH after apt-get install".into())
+}
+
+fn wsbridge_binary(opts: &Opts) -> Result<PathBuf, String> {
+    if let Some(p) = &opts.wsbridge {
+        return if p.is_file() {
+            Ok(p.clone())
+        } else {
+            Err(format!("--wsbridge={}: no such file", p.display()))
+        };
+    }
+    if !opts.build.unwrap_or(!opts.quick) {
+        // The copy `cargo bench` built for this bench (bench profile: release settings, but
+        // panic=unwind as cargo forces for anything linked into a test or bench).
+        return Ok(PathBuf::from(env!("CARGO_BIN_EXE_wsbridge")));
+    }
+    // This executable is target/<profile dir>/deps/compare-HASH; the binary is two levels up.
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory")?;
+    let bin = dir.join("wsbridge");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("running: cargo build --release --bin wsbridge (no-op when current)");
+    let st = Command::new(cargo)
+        .args(["build", "--release", "--bin", "wsbridge"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err(format!(
+            "cargo build --release --bin wsbridge failed ({st}); fix the build or pass --no-build / --wsbridge=PATH"
+        ));
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found; run `cargo build --release` first",
+            bin.display()
+        ))
+    }
+}
+
+/// Soft RLIMIT_NOFILE high enough for `conns` connections (client socket, server socket
+/// and 3 pipes per connection, counted in this process and inherited by the servers),
+/// within the hard limit (raised too if we may).
+fn raise_nofile(conns: usize) -> Result<(), String> {
+    let want = (conns as u64 * 6 + 1024).max(8192);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err("getrlimit(RLIMIT_NOFILE) failed".into());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    let new = libc::rlimit {
+        rlim_cur: want.max(lim.rlim_cur),
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: valid pointer to an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+        println!("raised RLIMIT_NOFILE from {} to {}", lim.rlim_cur, new.rlim_cur);
+        return Ok(());
+    }
+    let capped = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if lim.rlim_max >= want && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } == 0 {
+        println!("raised RLIMIT_NOFILE from {} to {}", lim.rlim_cur, capped.rlim_cur);
+        return Ok(());
+    }
+    Err(format!(
+        "RLIMIT_NOFILE is {} (hard {}), need {want} for {conns} connections",
+        lim.rlim_cur, lim.rlim_max
+    ))
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("compare: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let setup = || -> Result<Env, String> {
+        let p = Params::new(opts.quick);
+        raise_nofile(p.rss_conns)?;
+        // SAFETY: prctl with integer arguments. Orphans of killed servers come to us.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let websocketd = ensure_websocketd()?;
+        let wsbridge = wsbridge_binary(&opts)?;
+        let cat = which("cat").ok_or("cat not on PATH")?;
+        let seq = which("seq").ok_or("seq not on PATH")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let rt_mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        Ok(Env {
+            wsbridge,
+            websocketd,
+            cat,
+            seq,
+            rt,
+            rt_mt,
+            p,
+        })
+    };
+    let env = match setup() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "wsbridge: {}\nwebsocketd: {}\nruns per scenario: {}{}; child programs: {} and {}",
+        env.wsbridge.display(),
+        env.websocketd.display(),
+        opts.runs,
+        if opts.quick { " (quick)" } else { "" },
+        env.cat.display(),
+        env.seq.display()
+    );
+    let started = Instant::now();
+    let selected = |name: &str| opts.only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    let mut res = Results::default();
+    let mut failed = false;
+    for sc in SCENARIOS.iter().filter(|s| selected(s.name)) {
+        let out = run_scenario(&env, sc, opts.runs);
+        failed |= out.error.is_some();
+        res.by_scenario.insert(sc.name, out);
+    }
+    if selected("size") {
+        res.sizes = Some(run_sizes(&env));
+    }
+    report_targets(&res);
+    println!("\nmeasuring took {:.1} s", started.elapsed().as_secs_f64());
+    if failed {
+        println!("some runs FAILED (see ERROR lines above)");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
