@@ -84,6 +84,36 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
     Ok((child, stdio))
 }
 
+/// Marks every descriptor above 2 close-on-exec. Call once at startup: descriptors
+/// wsbridge inherited without that flag (from a leaky shell or supervisor) would
+/// otherwise reach every program it starts. Its own are opened close-on-exec already.
+pub fn protect_inherited_fds() {
+    // SAFETY: close_range only changes descriptor flags; a kernel without it (before
+    // 5.11) returns an error and we fall back to doing it one descriptor at a time.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0;
+    if done {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        if fd > 2 {
+            // SAFETY: F_GETFD/F_SETFD on a descriptor number only change its flags; a
+            // number that is no longer open just fails.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+}
+
 /// Set `WSBRIDGE_NO_PIDFD=1` to use the `SIGCHLD` path even where pidfds exist, as on
 /// kernels older than 5.3 (common on small boards); the tests use it to cover that path.
 fn pidfd_disabled() -> bool {

@@ -10,6 +10,7 @@ use wsbridge::config::LogLevel;
 use wsbridge::{logging, shutdown, Config};
 
 fn main() -> ExitCode {
+    wsbridge::child::protect_inherited_fds();
     let cli = Cli::parse_args(std::env::args_os());
     let config = match Config::try_from(cli) {
         Ok(c) => c,

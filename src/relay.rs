@@ -15,7 +15,7 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{ready, Poll};
 use std::time::Duration;
 
@@ -26,21 +26,37 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::framing::{self, Decoder, Encoded, FrameError};
+use crate::framing::{self, Decoder, FrameError};
 pub use crate::framing::{Framing, LineFramer};
 
 /// Largest single read from the program's output; also the largest `--binary` message
 /// the server sends (the size of a default Linux pipe buffer).
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Messages already received are gathered up to this many bytes before one write to the
-/// program; a bigger message is written on its own, without a copy.
+/// Messages already received are gathered up to this many bytes (plus one message)
+/// before one write to the program.
 pub const STDIN_BATCH: usize = 64 * 1024;
 
-/// Messages and payload bytes that went one way.
-#[derive(Debug, Default, Clone, Copy)]
+/// Messages and payload bytes that went one way. Shared, so the session can watch a
+/// pump's progress while it runs.
+#[derive(Debug, Default)]
 pub struct Counters {
-    pub messages: u64,
-    pub bytes: u64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, payload: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(payload as u64, Ordering::Relaxed);
+    }
+
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// Set by the input pump on every frame received; read by [`watchdog`].
@@ -92,7 +108,7 @@ pub async fn pump_out<R, S>(
     framing: Framing,
     max_line: usize,
     ping: Option<Duration>,
-    counters: &mut Counters,
+    counters: &Counters,
 ) -> OutEnd
 where
     R: AsyncRead + Unpin,
@@ -123,8 +139,7 @@ where
         };
         let end = decoded.unwrap_or_else(|e| Some(OutEnd::Malformed(e)));
         for msg in messages.drain(..) {
-            counters.messages += 1;
-            counters.bytes += msg.len() as u64;
+            counters.add(msg.len());
             if let Err(e) = sink.feed(msg).await {
                 return OutEnd::Socket(e);
             }
@@ -177,114 +192,178 @@ pub async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Opti
 /// connection ends, or a rule is broken. If the program stops reading (its input is
 /// closed), later messages are discarded with a log line, and the pump keeps serving the
 /// connection so a Close from the client is still seen.
+///
+/// While one batch is being written, the next is gathered from the socket (up to
+/// [`HOLD_LIMIT`]), so a Close, an error or a ping is not stuck behind a program that is
+/// slow to read. Past that limit the socket is left unread: that is the backpressure.
 pub async fn pump_in<St, W>(
     stream: &mut St,
     mut writer: W,
     framing: Framing,
     liveness: Option<&Liveness>,
-    counters: &mut Counters,
+    counters: &Counters,
 ) -> InEnd
 where
     St: Stream<Item = Result<Message, WsError>> + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut input = Input {
-        writer: &mut writer,
+    let mut batch = Batch {
         buf: Vec::new(),
+        queued: 0,
         open: true,
         discarded: 0,
+        framing,
+        liveness,
+        counters,
     };
     loop {
-        let mut next = stream.next().await;
-        loop {
-            let msg = match next {
-                None => return input.finish(InEnd::Gone).await,
-                Some(Err(e)) => return input.finish(end_for(e)).await,
-                Some(Ok(msg)) => msg,
-            };
-            if let Some(l) = liveness {
-                l.touch();
-            }
-            if let Message::Close(frame) = msg {
-                return input.finish(InEnd::Closed(frame)).await;
-            }
-            match framing::encode(framing, msg) {
-                Ok(Some(encoded)) => {
-                    counters.messages += 1;
-                    counters.bytes += encoded.payload.len() as u64;
-                    input.push(encoded).await;
-                }
-                Ok(None) => {}
-                Err((code, reason)) => return input.finish(InEnd::Refused(code, reason)).await,
-            }
-            if input.buf.len() >= STDIN_BATCH {
-                break;
-            }
-            // Gather what has already arrived, then write it all at once.
-            match stream.next().now_or_never() {
-                Some(n) => next = n,
-                None => break,
+        if batch.buf.is_empty() {
+            if let Some(end) = batch.accept(stream.next().await) {
+                return batch.finish(&mut writer, end).await;
             }
         }
-        input.write_batch().await;
+        // Gather what has already arrived, then write it all at once.
+        while batch.buf.len() < STDIN_BATCH {
+            let Some(next) = stream.next().now_or_never() else {
+                break;
+            };
+            if let Some(end) = batch.accept(next) {
+                return batch.finish(&mut writer, end).await;
+            }
+        }
+        if let Some(end) = batch.write_watching(&mut writer, stream).await {
+            batch.log_discarded();
+            return end;
+        }
     }
 }
 
-/// The program's input side of [`pump_in`].
-struct Input<'a, W> {
-    writer: &'a mut W,
+/// How much the next batch may gather while the current one is still being written.
+pub const HOLD_LIMIT: usize = 4 * STDIN_BATCH;
+
+/// How long the last messages before a client's Close may take to reach a program that
+/// is slow to read them.
+const FINAL_WRITE: Duration = Duration::from_secs(1);
+
+/// Client messages framed for the program, waiting to be written.
+struct Batch<'a> {
     buf: Vec<u8>,
+    /// Messages in `buf`.
+    queued: u64,
+    /// False once the program's stdin is closed.
     open: bool,
     discarded: u64,
+    framing: Framing,
+    liveness: Option<&'a Liveness>,
+    counters: &'a Counters,
 }
 
-impl<W: AsyncWrite + Unpin> Input<'_, W> {
-    async fn push(&mut self, msg: Encoded) {
-        if !self.open {
-            self.discarded += 1;
-            return;
+impl Batch<'_> {
+    /// Takes one item from the socket: data is framed into the batch, control frames are
+    /// noted; anything that ends the session is returned.
+    fn accept(&mut self, next: Option<Result<Message, WsError>>) -> Option<InEnd> {
+        let msg = match next {
+            None => return Some(InEnd::Gone),
+            Some(Err(e)) => return Some(end_for(e)),
+            Some(Ok(msg)) => msg,
+        };
+        if let Some(l) = self.liveness {
+            l.touch();
         }
-        self.buf.extend_from_slice(msg.head());
-        if msg.payload.len() >= STDIN_BATCH {
-            self.write_batch().await;
-            self.write(&msg.payload).await;
-        } else {
-            self.buf.extend_from_slice(&msg.payload);
+        if let Message::Close(frame) = msg {
+            return Some(InEnd::Closed(frame));
         }
-        self.buf.extend_from_slice(msg.tail);
+        match framing::encode(self.framing, msg) {
+            Ok(Some(encoded)) => {
+                self.counters.add(encoded.payload.len());
+                if self.open {
+                    self.buf.extend_from_slice(encoded.head());
+                    self.buf.extend_from_slice(&encoded.payload);
+                    self.buf.extend_from_slice(encoded.tail);
+                    self.queued += 1;
+                } else {
+                    self.discarded += 1;
+                }
+                None
+            }
+            Ok(None) => None,
+            Err((code, reason)) => Some(InEnd::Refused(code, reason)),
+        }
     }
 
-    async fn write_batch(&mut self) {
-        if !self.buf.is_empty() {
-            let buf = std::mem::take(&mut self.buf);
-            self.write(&buf).await;
-            self.buf = buf;
+    /// Writes the batch while gathering the next one from the socket. An ending seen
+    /// meanwhile abandons the write (the client is gone) and is returned.
+    async fn write_watching<W, St>(&mut self, writer: &mut W, stream: &mut St) -> Option<InEnd>
+    where
+        W: AsyncWrite + Unpin,
+        St: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let current = std::mem::take(&mut self.buf);
+        self.queued = 0;
+        if current.is_empty() || !self.open {
+            return None;
+        }
+        let outcome = {
+            let mut write = std::pin::pin!(writer.write_all(&current));
+            loop {
+                tokio::select! {
+                    r = &mut write => break Ok(r),
+                    next = stream.next(), if self.buf.len() < HOLD_LIMIT => {
+                        if let Some(end) = self.accept(next) {
+                            break Err(end);
+                        }
+                    }
+                }
+            }
+        };
+        if self.buf.is_empty() && current.capacity() <= 2 * STDIN_BATCH {
+            self.buf = current; // reuse the allocation
             self.buf.clear();
-            if self.buf.capacity() > 2 * STDIN_BATCH {
-                self.buf = Vec::new();
+        }
+        match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                self.open = false;
+                self.discarded += self.queued;
+                self.queued = 0;
+                self.buf.clear();
+                tracing::warn!(error = %e, "program's stdin is closed; discarding further client messages");
+                None
+            }
+            Err(end) => {
+                tracing::info!("the client's session ended while the program was not reading its input");
+                Some(end)
             }
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) {
-        if !self.open {
-            return;
+    /// Delivers what was gathered before the end (bounded: the program may not be
+    /// reading), and logs what was discarded.
+    async fn finish<W: AsyncWrite + Unpin>(mut self, writer: &mut W, end: InEnd) -> InEnd {
+        if self.open && !self.buf.is_empty() {
+            let pending = self.buf.len();
+            if tokio::time::timeout(FINAL_WRITE, writer.write_all(&self.buf))
+                .await
+                .is_err()
+            {
+                tracing::info!(
+                    bytes = pending,
+                    "last client messages not delivered: the program is not reading"
+                );
+            }
+            self.buf.clear();
         }
-        if let Err(e) = self.writer.write_all(bytes).await {
-            self.open = false;
-            tracing::warn!(error = %e, "program's stdin is closed; discarding further client messages");
-        }
+        self.log_discarded();
+        end
     }
 
-    async fn finish(mut self, end: InEnd) -> InEnd {
-        self.write_batch().await;
+    fn log_discarded(&self) {
         if self.discarded > 0 {
             tracing::info!(
                 discarded = self.discarded,
                 "client messages discarded: the program no longer reads stdin"
             );
         }
-        end
     }
 }
 

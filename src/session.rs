@@ -29,8 +29,8 @@ use crate::config::Config;
 use crate::reap;
 use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
 
-/// After the program exits, how long its output may stay silent before we stop waiting
-/// for EOF (only a descendant that left the process group can hold it open).
+/// After the program exits, how long its output may make no progress before the session
+/// stops waiting for EOF.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 /// How long a Close frame may take to send, and the client's Close reply to arrive.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -79,7 +79,7 @@ pub async fn run<S>(
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
     let ping = config.ping_interval;
-    let (mut sent, mut received) = (Counters::default(), Counters::default());
+    let (sent, received) = (Counters::default(), Counters::default());
     let mut exited = false;
 
     let ending = {
@@ -89,14 +89,14 @@ pub async fn run<S>(
             config.framing,
             config.max_message,
             ping,
-            &mut sent
+            &sent
         ));
         let mut inp = pin!(relay::pump_in(
             &mut stream,
             stdin,
             config.framing,
             ping.map(|_| &liveness),
-            &mut received
+            &received
         ));
         tokio::select! {
             end = &mut out => Ending::Output(end),
@@ -105,7 +105,7 @@ pub async fn run<S>(
                 exited = true;
                 // Whatever the program left in its group would keep the output open.
                 child.signal_group(Signal::SIGKILL);
-                Ending::Output(drain(out).await)
+                Ending::Output(drain(out, &sent).await)
             }
             () = watchdog(ping, &liveness) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
@@ -189,10 +189,10 @@ pub async fn run<S>(
         target: "wsbridge::access",
         status = 101,
         duration_ms = started.elapsed().as_millis() as u64,
-        msgs_in = received.messages,
-        bytes_in = received.bytes,
-        msgs_out = sent.messages,
-        bytes_out = sent.bytes,
+        msgs_in = received.messages(),
+        bytes_in = received.bytes(),
+        msgs_out = sent.messages(),
+        bytes_out = sent.bytes(),
         exit = %exit,
         signalled = signalled.map(|s| s.as_str()),
         close = close_code,
@@ -207,15 +207,22 @@ async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
     }
 }
 
-/// After the program exited: finish sending its output, as long as more keeps coming.
-async fn drain<F: std::future::Future<Output = OutEnd>>(mut out: std::pin::Pin<&mut F>) -> OutEnd {
-    // EOF normally follows at once (the group is dead); only a descendant that left the
-    // group, or a client that stopped reading, can make this wait, and it is bounded.
-    match tokio::time::timeout(DRAIN_IDLE, &mut out).await {
-        Ok(end) => end,
-        Err(_) => {
-            tracing::warn!("program exited but its output is still open (held by another process?); closing");
-            OutEnd::Eof
+/// After the program exited: finish sending its output for as long as it keeps moving.
+/// EOF normally follows at once (the group is dead); only a descendant that left the
+/// group can hold the pipe open, or a client stop taking messages, and then the session
+/// ends after [`DRAIN_IDLE`] without progress. A slow client still gets everything.
+async fn drain<F: std::future::Future<Output = OutEnd>>(mut out: std::pin::Pin<&mut F>, sent: &Counters) -> OutEnd {
+    loop {
+        let before = sent.bytes() + sent.messages();
+        match tokio::time::timeout(DRAIN_IDLE, &mut out).await {
+            Ok(end) => return end,
+            Err(_) if sent.bytes() + sent.messages() != before => continue,
+            Err(_) => {
+                tracing::warn!(
+                    "program exited but its output is not moving (held open by another process, or a stalled client); closing"
+                );
+                return OutEnd::Eof;
+            }
         }
     }
 }

@@ -261,3 +261,22 @@ async fn lenprefix_python_example_keeps_types_and_newlines() {
     assert_eq!(recv_text(&mut ws).await, "a\nb");
     assert_eq!(recv_text(&mut ws).await, "3 bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_gets_all_output_after_the_program_exits() {
+    // seq exits as soon as the rest of its 300000 lines fits in pipe and socket buffers;
+    // the client takes at most 100000 messages a second, so delivering what is left after
+    // the exit takes longer than the 2 s a stalled client is given. All of it must
+    // arrive, in order, then a normal close.
+    let server = TestServer::start(&["seq", "1", "300000"]).await;
+    let mut ws = connect(&server.url("/")).await;
+    for i in 1..=300_000u32 {
+        assert_eq!(recv_text(&mut ws).await, i.to_string());
+        if i % 1000 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    assert!(data.is_empty());
+    assert_eq!(code, CloseCode::Normal);
+}
