@@ -78,7 +78,9 @@ enum DecoderKind {
 }
 
 impl Decoder {
-    /// A decoder for `framing`; no message it produces is longer than `max_message`.
+    /// A decoder for `framing`. No message carries more than `max_message` bytes of output;
+    /// a text message whose invalid UTF-8 was repaired with U+FFFD (3 bytes each) can be
+    /// up to three times that long.
     pub fn new(framing: Framing, max_message: usize) -> Self {
         let kind = match framing {
             Framing::Line => DecoderKind::Records(LineFramer::new(max_message)),
@@ -235,15 +237,14 @@ impl LenPrefixDecoder {
                 out.push(message(kind, payload, warned));
                 continue;
             }
-            let Some(nl) = rest
-                .iter()
-                .take(MAX_HEADER + 1 - self.header.len())
-                .position(|&b| b == b'\n')
-            else {
-                self.header.extend_from_slice(&rest);
-                if self.header.len() >= MAX_HEADER {
+            // The newline must come within MAX_HEADER bytes of the header's start, however
+            // the output is split into reads.
+            let window = MAX_HEADER - self.header.len();
+            let Some(nl) = rest.iter().take(window).position(|&b| b == b'\n') else {
+                if rest.len() >= window {
                     return Err(self.error("header too long (expected \"t LEN\\n\" or \"b LEN\\n\")"));
                 }
+                self.header.extend_from_slice(&rest);
                 return Ok(());
             };
             self.header.extend_from_slice(&rest[..nl]);
@@ -348,7 +349,10 @@ impl LineFramer {
         }
         if !rest.is_empty() {
             self.partial.extend_from_slice(&rest);
-            while self.partial.len() > self.max_line {
+            // A `\r` at the very end may be half of a `\r\n` that the next read completes: it
+            // does not count, so the cut falls where one read of the same bytes puts it.
+            while self.partial.len() - usize::from(self.strip_cr && self.partial.last() == Some(&b'\r')) > self.max_line
+            {
                 let cut = char_boundary(&self.partial, self.max_line);
                 let tail = self.partial.split_off(cut);
                 out.push(Bytes::from(std::mem::replace(&mut self.partial, tail)));

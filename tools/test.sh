@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of wsbridge: formatting, lints, unit and integration tests, the
-# Autobahn conformance cases (tools/autobahn.sh) and a tiny run of the benchmark harness. Installs what the tests need first, idempotently:
+# Autobahn conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus
+# replay (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the tests need first, idempotently:
 # Python's `websockets` (interop test) and websocketd (benchmark comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +27,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
 tools/autobahn.sh
+tools/fuzz.sh 60
 cargo bench --bench compare -- --quick
