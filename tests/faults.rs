@@ -371,24 +371,6 @@ async fn refused_status(url: &str) -> u16 {
     }
 }
 
-/// A raw handshake, so the client can stay silent and never read.
-async fn raw_handshake(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut tcp = within(STEP, TcpStream::connect(addr)).await.expect("connect");
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    within(STEP, tcp.write_all(req.as_bytes())).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
-}
-
 /// Bytes waiting unread in a socket's receive queue.
 fn unread_bytes(tcp: &TcpStream) -> usize {
     let mut n: libc::c_int = 0;
@@ -633,7 +615,7 @@ async fn clean_close_after_more_input_than_a_program_that_never_reads_takes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_flood_to_a_client_that_never_reads_keeps_memory_bounded() {
     let server = Server::start(&[&faulty()]);
-    let mut tcp = raw_handshake(server.addr, "/?flood").await;
+    let mut tcp = raw_upgrade(server.addr, "/?flood", &[]).await;
     // Wait until our receive queue holds a lot (the server is blocked on the socket), then
     // keep watching the server's memory for a while.
     let deadline = Instant::now() + STEP;

@@ -3,30 +3,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const HANDSHAKE_TAIL: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
-    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-/// Opens a raw WebSocket; `first` bytes are sent in the same write as the handshake.
-async fn open(addr: SocketAddr, first: &[u8]) -> TcpStream {
-    let mut tcp = within(STEP, TcpStream::connect(addr)).await.expect("connect");
-    let mut req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n{HANDSHAKE_TAIL}").into_bytes();
-    req.extend_from_slice(first);
-    within(STEP, tcp.write_all(&req)).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
-}
 
 /// A client frame: `b0` is FIN/RSV/opcode, payload masked unless `masked` is false.
 fn frame(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
@@ -93,7 +73,7 @@ async fn until_close(tcp: &mut TcpStream) -> (Vec<Vec<u8>>, Option<u16>) {
 
 async fn close_code_for(bytes: Vec<u8>) -> Option<u16> {
     let server = TestServer::start(&["--maxframesize=4096", "cat"]).await;
-    let mut tcp = open(server.addr, &[]).await;
+    let mut tcp = raw_upgrade(server.addr, "/", &[]).await;
     within(STEP, tcp.write_all(&bytes)).await.expect("write");
     until_close(&mut tcp).await.1
 }
@@ -126,7 +106,7 @@ async fn invalid_utf8_closes_with_1007_even_across_fragments() {
     // "é" is C3 A9: split between two fragments it is valid; a broken tail is not.
     let split_ok = [frame(0x01, b"caf\xc3", true), frame(0x80, b"\xa9", true)].concat();
     let server = TestServer::start(&["cat"]).await;
-    let mut tcp = open(server.addr, &[]).await;
+    let mut tcp = raw_upgrade(server.addr, "/", &[]).await;
     within(STEP, tcp.write_all(&split_ok)).await.expect("write");
     assert_eq!(read_frame(&mut tcp).await, Some((0x1, "café".as_bytes().to_vec())));
     let split_bad = [frame(0x01, b"caf\xc3", true), frame(0x80, b"(", true)].concat();
@@ -160,14 +140,14 @@ async fn endless_tiny_continuations_hit_the_message_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_frame_sent_with_the_handshake_is_kept() {
     let server = TestServer::start(&["cat"]).await;
-    let mut tcp = open(server.addr, &frame(TEXT, b"early", true)).await;
+    let mut tcp = raw_upgrade(server.addr, "/", &frame(TEXT, b"early", true)).await;
     assert_eq!(read_frame(&mut tcp).await, Some((0x1, b"early".to_vec())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_flood_without_reading_keeps_one_pending_pong() {
     let server = TestServer::start(&["cat"]).await;
-    let mut tcp = open(server.addr, &[]).await;
+    let mut tcp = raw_upgrade(server.addr, "/", &[]).await;
     let flood: Vec<u8> = (0..20_000).flat_map(|_| frame(0x89, b"0123456789", true)).collect();
     within(STEP, tcp.write_all(&flood)).await.expect("flood");
     within(STEP, tcp.write_all(&frame(TEXT, b"after", true)))

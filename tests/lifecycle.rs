@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -105,24 +105,6 @@ async fn maxforks_refuses_with_429_and_frees_the_slot_after_reaping() {
     }
 }
 
-/// A raw handshake, so the client can stay silent (tungstenite would answer pings).
-async fn raw_handshake(addr: std::net::SocketAddr) -> TcpStream {
-    let mut tcp = within(STEP, TcpStream::connect(addr)).await.expect("connect");
-    let req = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    within(STEP, tcp.write_all(req.as_bytes())).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
-}
-
 /// Reads server frames (unmasked, short) until a Close; returns the opcodes seen and the
 /// close code.
 async fn read_frames_until_close(tcp: &mut TcpStream) -> (Vec<u8>, u16) {
@@ -145,7 +127,7 @@ async fn read_frames_until_close(tcp: &mut TcpStream) -> (Vec<u8>, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_gets_pings_then_close_1001() {
     let server = TestServer::start(&["--pingms=100", &fixture("pid_cat.sh")]).await;
-    let mut tcp = raw_handshake(server.addr).await;
+    let mut tcp = raw_upgrade(server.addr, "/", &[]).await;
     let (ops, code) = read_frames_until_close(&mut tcp).await;
     assert!(ops.contains(&0x9), "no ping before the close: {ops:?}");
     assert_eq!(code, 1001);
@@ -217,7 +199,7 @@ async fn client_that_stops_reading_a_flood_is_dropped_with_pings_on() {
     // `yes` floods; the raw client reads the pid line and then nothing, so the socket
     // fills, no ping can be sent and nothing comes back: the watchdog ends it.
     let server = TestServer::start(&["--pingms=100", "sh", "-c", "echo $$; exec yes"]).await;
-    let mut tcp = raw_handshake(server.addr).await;
+    let mut tcp = raw_upgrade(server.addr, "/", &[]).await;
     let mut h = [0u8; 2];
     within(STEP, tcp.read_exact(&mut h)).await.expect("frame header");
     let mut pid = vec![0u8; (h[1] & 0x7f) as usize];

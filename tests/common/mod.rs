@@ -135,6 +135,31 @@ pub async fn recv_until_close(ws: &mut Ws) -> (Vec<Message>, CloseCode, String) 
     }
 }
 
+/// A WebSocket handshake over a raw TCP stream (so the test controls every byte after
+/// it, and the client stays silent unless told otherwise): `GET path` with a fixed key;
+/// `first` is sent in the same write as the request. Asserts the 101.
+pub async fn raw_upgrade(addr: SocketAddr, path: &str, first: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = within(STEP, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(first);
+    within(STEP, tcp.write_all(&req)).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
