@@ -32,6 +32,9 @@ pub struct Spec<'a> {
     pub args: &'a [OsString],
     /// The complete environment (nothing is inherited).
     pub env: Vec<(OsString, OsString)>,
+    /// Working directory; `None` keeps wsbridge's. (Setting one makes std fork+exec
+    /// instead of posix_spawn on glibc before 2.29; CGI scripts use it.)
+    pub cwd: Option<&'a Path>,
 }
 
 /// The program's standard streams, non-blocking and registered with tokio.
@@ -56,7 +59,11 @@ enum ExitWatch {
 /// Starts the program with piped stdio in a new process group.
 pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
     use std::os::unix::process::CommandExt;
-    let mut inner = Command::new(spec.program)
+    let mut cmd = Command::new(spec.program);
+    if let Some(dir) = spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut inner = cmd
         .arg0(spec.name)
         .args(spec.args)
         .env_clear()

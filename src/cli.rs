@@ -6,6 +6,7 @@
 //! resolved `Config`.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
@@ -63,6 +64,11 @@ pub struct Cli {
     #[arg(long, value_name = "LIST")]
     pub origin: Option<String>,
 
+    /// Also send the program's stderr to the client; every message becomes
+    /// {"stream":"stdout"|"stderr","data":"..."} (text line framing only)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub passstderr: bool,
+
     /// Require an Origin header from the same scheme, host and port (websocketd compatibility)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub sameorigin: bool,
@@ -84,9 +90,63 @@ pub struct Cli {
           value_parser = ["debug", "trace", "access", "info", "error", "fatal", "none"])]
     pub loglevel: String,
 
-    /// The program to run for each connection
-    #[arg(value_name = "PROGRAM", required = true)]
-    pub program: OsString,
+    /// Serve TLS (wss://) with --sslcert and --sslkey; the default port becomes 443
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub ssl: bool,
+
+    /// TLS certificate chain, PEM (with --ssl; reread on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    pub sslcert: Option<PathBuf>,
+
+    /// TLS private key, PEM (with --ssl; reread on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    pub sslkey: Option<PathBuf>,
+
+    /// Require client certificates signed by the CA certificates in FILE, PEM (mutual TLS)
+    #[arg(long, value_name = "FILE")]
+    pub sslca: Option<PathBuf>,
+
+    /// Also (or, without --port/--address, only) listen on a Unix socket at PATH
+    #[arg(long, value_name = "PATH")]
+    pub unixsocket: Option<PathBuf>,
+
+    /// Believe Forwarded / X-Forwarded-For / X-Forwarded-Proto only from peers in CIDR
+    /// (an address, ADDR/PREFIX, or `unix` for Unix-socket clients); repeatable
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxy: Vec<String>,
+
+    /// Also listen on PORT (plain HTTP, same addresses) and redirect every request there
+    /// to the main port with 301
+    #[arg(long, value_name = "PORT")]
+    pub redirport: Option<u16>,
+
+    /// Serve the files in DIR to plain HTTP requests (no dotfiles, no directory listings)
+    #[arg(long, value_name = "DIR")]
+    pub staticdir: Option<PathBuf>,
+
+    /// Run the CGI scripts in DIR for plain HTTP requests (URL path = path under DIR)
+    #[arg(long, value_name = "DIR")]
+    pub cgidir: Option<PathBuf>,
+
+    /// Seconds a CGI script may run before it is stopped
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub cgitimeout: u64,
+
+    /// Every executable under DIR is a WebSocket endpoint at its URL path (instead of PROGRAM)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Answer plain HTTP requests with a page for trying the endpoint from a browser
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub devconsole: bool,
+
+    /// Forward every plain HTTP request wsbridge does not serve itself to this server (http://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// The program to run for each connection (optional with --dir, --staticdir, --cgidir or --devconsole)
+    #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole"])]
+    pub program: Option<OsString>,
 
     /// Arguments for PROGRAM, passed as they are
     #[arg(value_name = "ARGS", num_args = 0.., allow_hyphen_values = true)]
@@ -97,8 +157,21 @@ impl Cli {
     /// Parse like websocketd: Go-style single-dash long flags are accepted, and the first
     /// word that is not a flag (or a flag's value) is PROGRAM; everything after it belongs
     /// to PROGRAM. Exits with status 2 on a usage error, like clap.
+    /// `--devconsole` with `--staticdir` or `--cgidir` exits with status 4, as websocketd does.
     pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Self {
-        Self::parse_from(normalize(args.into_iter().collect()))
+        let cli = Self::parse_from(normalize(args.into_iter().collect()));
+        if let Some(conflict) = cli.console_conflict() {
+            eprintln!("wsbridge: {conflict}");
+            std::process::exit(4);
+        }
+        cli
+    }
+
+    /// websocketd refuses `--devconsole` together with `--staticdir` or `--cgidir`: both
+    /// would answer the same plain requests.
+    pub fn console_conflict(&self) -> Option<&'static str> {
+        (self.devconsole && (self.staticdir.is_some() || self.cgidir.is_some()))
+            .then_some("--devconsole cannot be combined with --staticdir or --cgidir")
     }
 
     /// Same as [`Cli::parse_args`] but returns clap's error instead of exiting.
@@ -161,7 +234,7 @@ mod tests {
     fn everything_after_program_belongs_to_it() {
         let cli = parse(&["--port=8080", "./x.sh", "--port=9", "-n", "--", "y"]);
         assert_eq!(cli.port, Some(8080));
-        assert_eq!(cli.program, "./x.sh");
+        assert_eq!(cli.program.as_deref(), Some("./x.sh".as_ref()));
         assert_eq!(cli.args, ["--port=9", "-n", "--", "y"]);
     }
 
@@ -171,7 +244,7 @@ mod tests {
         assert_eq!(cli.port, Some(81));
         assert!(cli.binary);
         assert_eq!(cli.address, ["127.0.0.1"]);
-        assert_eq!(cli.program, "cat");
+        assert_eq!(cli.program.as_deref(), Some("cat".as_ref()));
     }
 
     #[test]
@@ -195,5 +268,11 @@ mod tests {
         assert_eq!(err.exit_code(), 2);
         let err = Cli::try_parse_args(["wsbridge", "--port=1"].map(OsString::from)).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+        let cli = parse(&["--staticdir=www"]);
+        assert!(cli.program.is_none());
+        let cli = parse(&["--dir=scripts", "--devconsole"]);
+        assert_eq!(cli.console_conflict(), None);
+        let cli = parse(&["--devconsole", "--cgidir=cgi", "cat"]);
+        assert!(cli.console_conflict().is_some());
     }
 }

@@ -16,7 +16,9 @@ use hyper::http::{HeaderName, HeaderValue};
 
 use crate::cli::Cli;
 use crate::origin::OriginPolicy;
+use crate::proxy::TrustedProxies;
 use crate::relay::Framing;
+use crate::upstream::Upstream;
 
 /// Everything the server needs, resolved.
 #[derive(Debug, Clone)]
@@ -24,7 +26,30 @@ pub struct Config {
     /// Where to listen. Empty means "all interfaces" on [`Config::port`].
     pub addresses: Vec<SocketAddr>,
     pub port: u16,
-    pub program: Program,
+    /// Whether to listen on TCP at all: false when only `--unixsocket` was given.
+    pub tcp: bool,
+    /// `--unixsocket`.
+    pub unix_socket: Option<PathBuf>,
+    /// `--redirport`: a plain-HTTP listener beside each TCP address that redirects (301).
+    pub redirect_port: Option<u16>,
+    /// `--ssl` with its files; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// `--trusted-proxy`.
+    pub trusted_proxies: TrustedProxies,
+    /// `None` with `--dir` (scripts are found per request) or when only HTTP is served.
+    pub program: Option<Program>,
+    /// `--dir`: canonical directory whose executables are endpoints by URL path.
+    pub script_dir: Option<PathBuf>,
+    /// `--staticdir`, canonical.
+    pub static_dir: Option<PathBuf>,
+    /// `--cgidir`, canonical.
+    pub cgi_dir: Option<PathBuf>,
+    /// `--cgitimeout`: how long one CGI run may take, output included.
+    pub cgi_timeout: Duration,
+    /// `--devconsole`.
+    pub dev_console: bool,
+    /// `--upstream`: where requests nothing else serves are forwarded.
+    pub upstream: Option<Upstream>,
     pub framing: Framing,
     /// `None` = unlimited.
     pub max_forks: Option<usize>,
@@ -34,9 +59,20 @@ pub struct Config {
     pub passenv: Vec<(String, String)>,
     pub max_message: usize,
     pub ping_interval: Option<Duration>,
+    /// `--passstderr`: stderr lines go to the client too, as tagged JSON messages.
+    pub pass_stderr: bool,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
+}
+
+/// `--sslcert`, `--sslkey` and `--sslca`, checked to be given together with `--ssl`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates must be signed by a CA in this file (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The program run for each connection.
@@ -73,31 +109,70 @@ impl TryFrom<Cli> for Config {
     type Error = String;
 
     fn try_from(cli: Cli) -> Result<Self, String> {
-        let port = cli.port.unwrap_or(80);
+        let port = cli.port.unwrap_or(if cli.ssl { 443 } else { 80 });
+        let tcp = cli.unixsocket.is_none() || cli.port.is_some() || !cli.address.is_empty();
+        let tls = tls_files(&cli)?;
+        let trusted_proxies = TrustedProxies::parse(&cli.trusted_proxy)?;
+        if cli.redirport.is_some_and(|p| p != 0) && !tcp {
+            return Err("--redirport needs a TCP listener (--port or --address)".into());
+        }
         let addresses = resolve_addresses(&cli.address, port)?;
-        let path = resolve_program(&cli.program)?;
+        if cli.program.is_some() && cli.dir.is_some() {
+            return Err("--dir cannot be combined with PROGRAM: give one or the other".into());
+        }
+        if let Some(conflict) = cli.console_conflict() {
+            return Err(conflict.into());
+        }
+        if cli.devconsole && cli.upstream.is_some() {
+            return Err("--devconsole answers every plain request, so --upstream would never be used: give one".into());
+        }
+        let program = match cli.program {
+            Some(name) => Some(Program {
+                path: resolve_program(&name)?,
+                name,
+                args: cli.args,
+            }),
+            None => None,
+        };
+        if cli.cgitimeout == 0 {
+            return Err("--cgitimeout must be at least 1".into());
+        }
         let headers = ExtraHeaders {
             all: parse_headers(&cli.header, "--header")?,
             ws: parse_headers(&cli.header_ws, "--header-ws")?,
             http: parse_headers(&cli.header_http, "--header-http")?,
         };
+        if cli.passstderr && framing(cli.binary, cli.framing.as_deref())? != Framing::Line {
+            return Err(
+                "--passstderr sends JSON text messages: it needs line framing, not --binary or --framing".into(),
+            );
+        }
         if cli.maxframesize == 0 {
             return Err("--maxframesize must be at least 1".into());
         }
         Ok(Config {
             addresses,
             port,
-            program: Program {
-                name: cli.program,
-                path,
-                args: cli.args,
-            },
+            tcp,
+            unix_socket: cli.unixsocket.clone(),
+            // 0 is websocketd's "no redirect listener".
+            redirect_port: cli.redirport.filter(|p| *p != 0),
+            tls,
+            trusted_proxies,
+            program,
+            script_dir: resolve_dir(cli.dir.as_deref(), "--dir")?,
+            static_dir: resolve_dir(cli.staticdir.as_deref(), "--staticdir")?,
+            cgi_dir: resolve_dir(cli.cgidir.as_deref(), "--cgidir")?,
+            cgi_timeout: Duration::from_secs(cli.cgitimeout),
+            dev_console: cli.devconsole,
+            upstream: cli.upstream.as_deref().map(Upstream::parse).transpose()?,
             framing: framing(cli.binary, cli.framing.as_deref())?,
             max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
             close_grace: Duration::from_millis(cli.closems),
             passenv: read_passenv(&cli.passenv),
             max_message: cli.maxframesize,
             ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
+            pass_stderr: cli.passstderr,
             origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
             headers,
             log_level: match cli.loglevel.as_str() {
@@ -131,6 +206,27 @@ impl Config {
         } else {
             self.addresses.clone()
         }
+    }
+}
+
+/// websocketd's rules: `--ssl` needs both files, and the files need `--ssl`.
+fn tls_files(cli: &Cli) -> Result<Option<TlsFiles>, String> {
+    if !cli.ssl {
+        return match (&cli.sslcert, &cli.sslkey, &cli.sslca) {
+            (None, None, None) => Ok(None),
+            _ => Err("--sslcert, --sslkey and --sslca need --ssl".into()),
+        };
+    }
+    if !cfg!(feature = "tls") {
+        return Err("--ssl: this wsbridge was built without TLS (cargo feature `tls`)".into());
+    }
+    match (&cli.sslcert, &cli.sslkey) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: cli.sslca.clone(),
+        })),
+        _ => Err("--ssl needs both --sslcert=FILE and --sslkey=FILE".into()),
     }
 }
 
@@ -210,7 +306,19 @@ fn resolve_program(name: &OsString) -> Result<PathBuf, String> {
     }
 }
 
-fn is_executable_file(p: &Path) -> bool {
+/// A directory flag's value, canonicalized (so later prefix checks compare real paths).
+fn resolve_dir(dir: Option<&Path>, flag: &str) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = dir else { return Ok(None) };
+    let shown = dir.display();
+    let real = std::fs::canonicalize(dir).map_err(|e| format!("cannot use {flag}={shown}: {}", lower_io(&e)))?;
+    if !real.is_dir() {
+        return Err(format!("cannot use {flag}={shown}: not a directory"));
+    }
+    Ok(Some(real))
+}
+
+/// True for a regular file (after symlinks) that wsbridge may execute.
+pub fn is_executable_file(p: &Path) -> bool {
     p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
@@ -256,7 +364,8 @@ mod tests {
     #[test]
     fn program_is_resolved_on_path_and_checked() {
         let c = Config::for_program("sh", &[]).unwrap();
-        assert!(c.program.path.is_absolute(), "{:?}", c.program.path);
+        let path = &c.program.as_ref().unwrap().path;
+        assert!(path.is_absolute(), "{path:?}");
         let e = Config::for_program("no-such-program-xyz", &[]).unwrap_err();
         assert_eq!(e, "program no-such-program-xyz not found on PATH");
         let noexec = std::env::temp_dir().join(format!("wsbridge-noexec-{}", std::process::id()));

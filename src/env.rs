@@ -9,14 +9,76 @@
 //! NUL are dropped, and `UNIQUE_ID` is unique within a server run.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStringExt;
 
 use hyper::http::{HeaderMap, Version};
 
+/// Who the client is, as the program (`REMOTE_ADDR`, `REMOTE_PORT`) and the logs see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client, or one a trusted proxy named with its port.
+    Addr(SocketAddr),
+    /// A client a trusted proxy named without a port: `REMOTE_PORT` is empty.
+    Ip(IpAddr),
+    /// A client on a Unix socket: `REMOTE_ADDR=unix-socket` (as websocketd's main
+    /// branch) and an empty `REMOTE_PORT`.
+    Unix,
+}
+
+impl Peer {
+    /// The address part: the IP (IPv4-mapped IPv6 shown as IPv4) or `unix-socket`.
+    pub fn addr_string(&self) -> String {
+        match self {
+            Peer::Addr(a) => a.ip().to_canonical().to_string(),
+            Peer::Ip(ip) => ip.to_canonical().to_string(),
+            Peer::Unix => "unix-socket".to_owned(),
+        }
+    }
+
+    /// The port, when known.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Peer::Addr(a) => Some(a.port()),
+            Peer::Ip(_) | Peer::Unix => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Self {
+        Peer::Addr(a)
+    }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = std::net::AddrParseError;
+
+    /// `IP:PORT`, `[IPv6]:PORT`, a bare IP, or `unix-socket`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "unix-socket" {
+            return Ok(Peer::Unix);
+        }
+        s.parse::<SocketAddr>()
+            .map(Peer::Addr)
+            .or_else(|_| s.parse::<IpAddr>().map(Peer::Ip))
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Addr(a) => write!(f, "{a}"),
+            Peer::Ip(ip) => write!(f, "{ip}"),
+            Peer::Unix => f.write_str("unix-socket"),
+        }
+    }
+}
+
 /// What the environment is built from.
 pub struct Request<'a> {
-    pub remote: SocketAddr,
+    pub remote: Peer,
     pub version: Version,
     pub method: &'a str,
     /// The raw (still percent-encoded) path of the request target.
@@ -26,7 +88,8 @@ pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     pub tls: bool,
     pub unique_id: u64,
-    /// `SCRIPT_NAME`: `/` for a single program.
+    /// `SCRIPT_NAME`: `/` for a single program, the script's decoded URL path with `--dir`
+    /// and CGI (then `PATH_INFO` is the rest of the path after it).
     pub script_name: &'a str,
 }
 
@@ -58,7 +121,7 @@ pub fn build(req: &Request<'_>, passenv: &[(String, String)]) -> Result<Built, &
         .map(|h| h.as_bytes())
         .unwrap_or_default();
     let (server_name, server_port) = split_host(host, req.tls);
-    let ip = req.remote.ip().to_canonical().to_string();
+    let ip = req.remote.addr_string();
     let query = req.query.unwrap_or("");
     let request_uri = match req.query {
         Some(q) => format!("{}?{q}", req.raw_path),
@@ -82,7 +145,11 @@ pub fn build(req: &Request<'_>, passenv: &[(String, String)]) -> Result<Built, &
     put("GATEWAY_INTERFACE", "CGI/1.1".into());
     put("REQUEST_METHOD", req.method.into());
     put("SCRIPT_NAME", req.script_name.into());
-    put("PATH_INFO", OsString::from_vec(path.clone()));
+    let path_info = match path.strip_prefix(req.script_name.as_bytes()) {
+        Some(rest) if req.script_name != "/" => rest.to_vec(),
+        _ => path.clone(),
+    };
+    put("PATH_INFO", OsString::from_vec(path_info));
     put("PATH_TRANSLATED", OsString::from_vec(path));
     put("QUERY_STRING", query.into());
     for empty in [
@@ -95,7 +162,10 @@ pub fn build(req: &Request<'_>, passenv: &[(String, String)]) -> Result<Built, &
         put(empty, OsString::new());
     }
     put("UNIQUE_ID", req.unique_id.to_string().into());
-    put("REMOTE_PORT", req.remote.port().to_string().into());
+    put(
+        "REMOTE_PORT",
+        req.remote.port().map(|p| p.to_string()).unwrap_or_default().into(),
+    );
     put("REQUEST_URI", request_uri.into());
     if req.tls {
         put("HTTPS", "on".into());
@@ -282,6 +352,35 @@ mod tests {
         assert_eq!(get(&b, "PATH_INFO"), Some("/a b/%41"));
         assert_eq!(get(&b, "SERVER_PORT"), Some("80"));
         assert!(build(&request(&h, "/a%00b", None), &[]).is_err());
+    }
+
+    #[test]
+    fn script_name_splits_path_info() {
+        let h = HeaderMap::new();
+        let mut r = request(&h, "/sub/info.sh/extra/more", Some("z=9"));
+        r.script_name = "/sub/info.sh";
+        let b = build(&r, &[]).unwrap();
+        assert_eq!(get(&b, "SCRIPT_NAME"), Some("/sub/info.sh"));
+        assert_eq!(get(&b, "PATH_INFO"), Some("/extra/more"));
+        assert_eq!(get(&b, "PATH_TRANSLATED"), Some("/sub/info.sh/extra/more"));
+        assert_eq!(get(&b, "REQUEST_URI"), Some("/sub/info.sh/extra/more?z=9"));
+    }
+
+    #[test]
+    fn unix_and_portless_peers() {
+        let h = HeaderMap::new();
+        let mut r = request(&h, "/", None);
+        r.remote = Peer::Unix;
+        let b = build(&r, &[]).unwrap();
+        assert_eq!(get(&b, "REMOTE_ADDR"), Some("unix-socket"));
+        assert_eq!(get(&b, "REMOTE_HOST"), Some("unix-socket"));
+        assert_eq!(get(&b, "REMOTE_PORT"), Some(""));
+        r.remote = "::ffff:192.0.2.1".parse().unwrap();
+        let b = build(&r, &[]).unwrap();
+        assert_eq!(get(&b, "REMOTE_ADDR"), Some("192.0.2.1"));
+        assert_eq!(get(&b, "REMOTE_PORT"), Some(""));
+        assert_eq!(Peer::Unix.to_string(), "unix-socket");
+        assert_eq!("unix-socket".parse::<Peer>().unwrap(), Peer::Unix);
     }
 
     #[test]

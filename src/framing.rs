@@ -293,6 +293,29 @@ impl LenPrefixDecoder {
     }
 }
 
+/// `--passstderr`'s message: `{"stream":STREAM,"data":TEXT}` (websocketd's format), with
+/// invalid UTF-8 in `data` repaired with U+FFFD.
+pub fn tag(stream: &str, data: &[u8]) -> Utf8Bytes {
+    let text = String::from_utf8_lossy(data);
+    let mut out = String::with_capacity(text.len() + stream.len() + 24);
+    out.push_str("{\"stream\":\"");
+    out.push_str(stream);
+    out.push_str("\",\"data\":\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\"}");
+    out.into()
+}
+
 fn message(kind: u8, payload: Bytes, warned: &mut bool) -> Message {
     if kind == b'b' {
         Message::Binary(payload)
@@ -514,6 +537,15 @@ mod tests {
         let e = encode(Framing::Nul, Message::text("a\nb")).unwrap().unwrap();
         assert_eq!((e.head(), &e.payload[..], e.tail), (&b""[..], &b"a\nb"[..], &b"\0"[..]));
         assert_eq!(encode(Framing::Line, Message::Ping(Bytes::new())).unwrap(), None);
+    }
+
+    #[test]
+    fn tags_are_json_with_escapes() {
+        let t = tag("stderr", b"a\"b\\c\n\x01\xff");
+        assert_eq!(
+            t.as_str(),
+            "{\"stream\":\"stderr\",\"data\":\"a\\\"b\\\\c\\n\\u0001\u{fffd}\"}"
+        );
     }
 
     #[test]

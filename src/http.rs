@@ -1,27 +1,43 @@
-//! The hyper service for one connection: one dispatch decision per request (WebSocket
-//! upgrade → [`crate::ws`], anything else → 426 until static files and CGI exist), the
-//! extra `--header*` headers, and an access line for every answer that is not a session
-//! (sessions log their own when they end).
+//! The hyper service for one connection: one dispatch decision per request, the extra
+//! `--header*` headers, and an access line for every answer that is not a session
+//! (sessions log their own when they end). It owns the order of the handlers and the
+//! body type every answer uses, not what any handler does.
+//!
+//! Dispatch: a WebSocket upgrade goes to [`crate::ws`] (PROGRAM, or with `--dir` the
+//! script its path names; no script there is a 404 before any upgrade). Any other request
+//! goes to the first of `--devconsole` ([`crate::console`]), `--cgidir` ([`crate::cgi`]),
+//! `--staticdir` ([`crate::statics`]) that serves its path, and then to `--upstream`
+//! ([`crate::upstream`]) if set. A request none of them serves gets 404, or 426 when wsbridge serves no plain HTTP at all and the path is a WebSocket
+//! endpoint (so a browser opening the socket's URL learns why nothing is there).
 //!
 //! Headers: `--header` goes on every response; `--header-ws` on every response to an
 //! upgrade request (101 and refusals alike); `--header-http` on every other response.
 
 use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
+use tokio::sync::mpsc;
 
-use crate::ws::{self, Conn, Endpoint};
+use crate::config::Program;
+use crate::route::{self, Walk};
+use crate::ws::{self, Conn, Endpoint, Refusal, Target};
+use crate::{cgi, console, statics, upstream};
 
 /// Largest total size of a request's header fields; above it the answer is 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// The body type of every answer.
-pub type Body = Full<Bytes>;
+/// The body type of every answer: a whole buffer, or chunks streamed from a task.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// Answers one request.
 pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Result<Response<Body>, Infallible> {
@@ -36,16 +52,167 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
         let resp = text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large");
         with_headers(resp, &[&extra.all, &extra.http])
     } else if ws::is_upgrade(req.headers()) {
-        let resp = match ws::accept(req, &ep, conn) {
-            Ok(resp) => resp.map(|()| Body::default()),
-            Err(refusal) => {
-                let mut resp = text(refusal.status, &refusal.message);
-                resp.headers_mut().extend(refusal.headers);
-                resp
-            }
-        };
-        with_headers(resp, &[&extra.all, &extra.ws])
+        with_headers(upgrade(req, &ep, conn), &[&extra.all, &extra.ws])
     } else {
+        with_headers(plain(req, &ep, conn).await, &[&extra.all, &extra.http])
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        tracing::info!(target: "wsbridge::access", %method, path, status = resp.status().as_u16(), "request");
+    }
+    Ok(resp)
+}
+
+fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<Body> {
+    let accepted = match (&ep.config.program, &ep.config.script_dir) {
+        (Some(program), _) => ws::accept(
+            req,
+            ep,
+            conn,
+            Target {
+                program,
+                script_name: "/",
+            },
+        ),
+        (None, Some(dir)) => match find_script(dir, req.uri().path()) {
+            Some((program, script_name)) => ws::accept(
+                req,
+                ep,
+                conn,
+                Target {
+                    program: &program,
+                    script_name: &script_name,
+                },
+            ),
+            None => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not found: no WebSocket endpoint at this path",
+            )),
+        },
+        (None, None) => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not found: no WebSocket endpoint here",
+        )),
+    };
+    match accepted {
+        Ok(resp) => resp.map(|()| empty()),
+        Err(refusal) => {
+            let mut resp = text(refusal.status, &refusal.message);
+            resp.headers_mut().extend(refusal.headers);
+            resp
+        }
+    }
+}
+
+/// `--dir`: the executable the path names, and its `SCRIPT_NAME`. The first segment
+/// that is a regular file is the script; the rest of the path is `PATH_INFO`.
+fn find_script(dir: &std::path::Path, raw_path: &str) -> Option<(Program, String)> {
+    let segs = route::segments(raw_path)?;
+    let Walk::File { file, used } = route::walk(dir, &segs.parts) else {
+        return None;
+    };
+    if !crate::config::is_executable_file(&file) {
+        tracing::info!(script = %file.display(), "not executable; answering 404");
+        return None;
+    }
+    let script_name = String::from_utf8(route::url_path(&segs.parts, used)).ok()?;
+    let program = Program {
+        name: file.clone().into_os_string(),
+        path: file,
+        args: Vec::new(),
+    };
+    Some((program, script_name))
+}
+
+/// Is there a WebSocket endpoint at this path?
+fn is_endpoint(ep: &Endpoint, raw_path: &str) -> bool {
+    match (&ep.config.program, &ep.config.script_dir) {
+        (Some(_), _) => true,
+        (None, Some(dir)) => find_script(dir, raw_path).is_some(),
+        (None, None) => false,
+    }
+}
+
+/// How many `Location: /path` answers from CGI scripts one request may follow.
+const MAX_LOCAL_REDIRECTS: usize = 3;
+
+async fn plain(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let mut body = Some(body);
+    for _ in 0..=MAX_LOCAL_REDIRECTS {
+        match plain_once(&parts, body.take(), ep, conn).await {
+            Ok(resp) => return resp,
+            Err(location) => match redirected(&parts, &location) {
+                Some(next) => {
+                    tracing::debug!(location, "CGI local redirect");
+                    parts = next;
+                }
+                None => {
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        "bad gateway: the script's Location is not a path",
+                    )
+                }
+            },
+        }
+    }
+    text(StatusCode::BAD_GATEWAY, "bad gateway: too many local redirects")
+}
+
+/// The request for a CGI local redirect: a GET of `location` without a body.
+fn redirected(parts: &Parts, location: &str) -> Option<Parts> {
+    let mut req = Request::get(location).version(parts.version).body(()).ok()?;
+    *req.headers_mut() = parts.headers.clone();
+    for h in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
+        req.headers_mut().remove(h);
+    }
+    Some(req.into_parts().0)
+}
+
+/// One pass through the handlers; `Err(location)` asks for a local redirect.
+async fn plain_once(
+    parts: &Parts,
+    body: Option<Incoming>,
+    ep: &Arc<Endpoint>,
+    conn: Conn,
+) -> Result<Response<Body>, String> {
+    let cfg = &ep.config;
+    let path = parts.uri.path();
+    if cfg.dev_console {
+        return Ok(console::serve(&parts.method));
+    }
+    if let Some(root) = &cfg.cgi_dir {
+        if let Some(script) = cgi::find(root, path) {
+            return match cgi::run(script, parts, body, ep, conn).await {
+                cgi::Answer::Response(resp) => Ok(resp),
+                cgi::Answer::LocalRedirect(location) => Err(location),
+            };
+        }
+    }
+    if let Some(root) = &cfg.static_dir {
+        let served = statics::serve(
+            root,
+            cfg.cgi_dir.as_deref(),
+            &parts.method,
+            path,
+            parts.uri.query(),
+            &parts.headers,
+        )
+        .await;
+        if let statics::Outcome::Served(resp) = served {
+            return Ok(resp);
+        }
+    }
+    if let Some(up) = &cfg.upstream {
+        return Ok(upstream::forward(up, parts, body, conn).await);
+    }
+    Ok(miss(ep, path))
+}
+
+/// Nothing serves this request.
+fn miss(ep: &Endpoint, path: &str) -> Response<Body> {
+    let cfg = &ep.config;
+    let serves_http = cfg.static_dir.is_some() || cfg.cgi_dir.is_some() || cfg.dev_console;
+    if !serves_http && is_endpoint(ep, path) {
         let mut resp = text(
             StatusCode::UPGRADE_REQUIRED,
             "this is a WebSocket endpoint: connect with a WebSocket client",
@@ -54,17 +221,14 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        with_headers(resp, &[&extra.all, &extra.http])
-    };
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        tracing::info!(target: "wsbridge::access", %method, path, status = resp.status().as_u16(), "request");
+        return resp;
     }
-    Ok(resp)
+    text(StatusCode::NOT_FOUND, "not found")
 }
 
 /// A short plain-text answer: the message plus a newline.
 pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut resp = Response::new(Body::from(format!("{message}\n")));
+    let mut resp = Response::new(full(format!("{message}\n")));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -73,6 +237,55 @@ pub fn text(status: StatusCode, message: &str) -> Response<Body> {
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
+}
+
+/// A body of one buffer.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// The producing end of [`channel`]: send chunks, or an error to abort the response.
+pub type BodySender = mpsc::Sender<io::Result<Bytes>>;
+
+/// A body streamed from a task through a bounded channel of `capacity` chunks, so a slow
+/// client pushes back on the producer. An `Err` aborts the response (the client sees it
+/// cut off, never complete); the body ends when the sender is dropped.
+pub fn channel(capacity: usize) -> (BodySender, Body) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (tx, ChannelBody { rx, held: None }.boxed_unsync())
+}
+
+struct ChannelBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    /// An error waiting for hyper to flush what came before it.
+    held: Option<io::Error>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(e) = self.held.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.rx.poll_recv(cx) {
+            // hyper drops its unwritten buffer when a body fails. Answering Pending once
+            // (and asking to be polled again) makes it flush the data sent so far first,
+            // so a cut-off answer still delivers everything before the cut.
+            Poll::Ready(Some(Err(e))) => {
+                self.held = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other.map(|item| item.map(|r| r.map(Frame::data))),
+        }
+    }
 }
 
 fn with_headers(mut resp: Response<Body>, groups: &[&Vec<(HeaderName, HeaderValue)>]) -> Response<Body> {

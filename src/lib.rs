@@ -7,8 +7,13 @@
 //! How a connection travels, and who may import whom (one way, top to bottom):
 //!
 //! - [`cli`] → [`config`]: flags parsed (clap) and resolved into a typed `Config`.
-//! - [`server`]: accept loop, one task and span per connection, drain on shutdown.
+//! - [`listen`] (TCP, Unix sockets, systemd socket activation), [`server`] (accept
+//!   loop, TLS handshake, one task and span per connection, drain on shutdown), `tls`
+//!   (rustls, SIGHUP reload; cargo feature `tls`) and [`proxy`] (`--trusted-proxy`).
 //! - [`http`]: one dispatch decision per request; extra headers; access lines.
+//!   Plain requests go to [`console`] (`--devconsole`), [`cgi`] (`--cgidir`) or
+//!   [`statics`] (`--staticdir`), then [`upstream`] (`--upstream`); [`route`] maps URL
+//!   paths onto directories safely.
 //! - [`ws`]: handshake checks, [`origin`] policy, `--maxforks`, program start, 101.
 //! - [`session`]: one connection's life: relay, first ending, stop, Close, summary.
 //! - [`child`] (spawn, exit watch, group signals), [`env`] (CGI environment),
@@ -16,19 +21,28 @@
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode).
 //! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
 
+pub mod cgi;
 pub mod child;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod env;
 pub mod framing;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod origin;
+pub mod proxy;
 pub mod reap;
 pub mod relay;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod statics;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod upstream;
 pub mod ws;
 
 pub use config::Config;

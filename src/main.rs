@@ -1,16 +1,22 @@
 //! The `wsbridge` binary: flags → `Config` (usage errors exit 2, bad settings exit 1),
-//! logging, binding (failure exits 3), signal handling, then [`wsbridge::run`].
+//! logging, TLS files (bad ones exit 1), listeners — inherited from systemd or bound here
+//! (failure exits 3) — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the
+//! certificate), then [`wsbridge::server::serve`].
 
-use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use wsbridge::cli::Cli;
 use wsbridge::config::LogLevel;
+use wsbridge::listen::{self, Listener};
+use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
 
 fn main() -> ExitCode {
     wsbridge::child::protect_inherited_fds();
+    // Before anything else reads the environment or starts a thread.
+    let activated = listen::from_systemd();
     let cli = Cli::parse_args(std::env::args_os());
     let config = match Config::try_from(cli) {
         Ok(c) => c,
@@ -20,8 +26,25 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level);
-    let listeners = match bind(&config) {
-        Ok(l) => l,
+    let tls = match server::load_tls(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wsbridge: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (listeners, socket_file) = match activated {
+        Ok(Some(inherited)) => {
+            tracing::info!(sockets = inherited.len(), "using sockets from systemd (LISTEN_FDS)");
+            (inherited, None)
+        }
+        Ok(None) => match listen::bind(&config) {
+            Ok(b) => (b.listeners, b.unix_socket),
+            Err(e) => {
+                eprintln!("wsbridge: {e}");
+                return ExitCode::from(3);
+            }
+        },
         Err(e) => {
             eprintln!("wsbridge: {e}");
             return ExitCode::from(3);
@@ -38,15 +61,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
         shutdown::watch_signals(token.clone())?;
+        watch_reload(tls.clone())?;
         if !quiet {
-            for l in &listeners {
-                if let Ok(addr) = l.local_addr() {
-                    eprintln!("wsbridge: listening on ws://{addr}/");
-                }
-            }
+            announce(&listeners, tls.is_some());
         }
-        wsbridge::run(listeners, config, token).await
+        server::serve(listeners, config, tls, token).await
     });
+    if let Some(f) = socket_file {
+        f.remove();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -56,23 +79,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn bind(config: &Config) -> Result<Vec<TcpListener>, String> {
-    let addrs = config.bind_addresses();
-    let mut out = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        match TcpListener::bind(addr) {
-            Ok(l) => out.push(l),
-            // No IPv6 on this host: the IPv4 wildcard still serves "all interfaces".
-            Err(e) if config.addresses.is_empty() && e.raw_os_error() == Some(libc_eafnosupport()) => {
-                let v4 = SocketAddr::from(([0, 0, 0, 0], config.port));
-                out.push(TcpListener::bind(v4).map_err(|e| format!("cannot listen on {v4}: {e}"))?);
-            }
-            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
-        }
+fn announce(listeners: &[Listener], tls: bool) {
+    for l in listeners {
+        eprintln!("wsbridge: {}", l.announcement(tls));
     }
-    Ok(out)
 }
 
-const fn libc_eafnosupport() -> i32 {
-    97 // EAFNOSUPPORT on Linux
+/// SIGHUP rereads `--sslcert`/`--sslkey`; a bad pair is logged and the old one kept.
+/// Without TLS it is logged and ignored (rather than killing the server, SIGHUP's
+/// default), so `systemctl reload` is always safe.
+fn watch_reload(tls: Option<Tls>) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(tls.as_ref());
+        }
+    });
+    Ok(())
+}
+
+#[cfg(feature = "tls")]
+fn reload(tls: Option<&Tls>) {
+    match tls.map(Tls::reload) {
+        None => tracing::info!(signal = "SIGHUP", "nothing to reload (no --ssl)"),
+        Some(Ok(())) => tracing::info!(signal = "SIGHUP", "certificate reloaded"),
+        Some(Err(e)) => {
+            tracing::error!(signal = "SIGHUP", error = %e, "certificate reload failed; keeping the old one")
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn reload(_tls: Option<&Tls>) {
+    tracing::info!(signal = "SIGHUP", "nothing to reload (no --ssl)");
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -102,12 +103,16 @@ pub enum InEnd {
 /// ping every `ping` interval while it is not blocked on the client. Lines of one read are
 /// fed together and flushed once. A line longer than `max_line` goes out in pieces of at
 /// most that size, cut at a UTF-8 character boundary.
+///
+/// With `side` (`--passstderr`), lines from that second source are sent too, and every
+/// message is tagged: `{"stream":"stdout"|"stderr","data":"..."}`.
 pub async fn pump_out<R, S>(
     reader: &mut R,
     sink: &mut S,
     framing: Framing,
     max_line: usize,
     ping: Option<Duration>,
+    mut side: Option<mpsc::Receiver<Bytes>>,
     counters: &Counters,
 ) -> OutEnd
 where
@@ -116,6 +121,9 @@ where
 {
     let mut decoder = Decoder::new(framing, max_line);
     let mut messages = Vec::new();
+    let tagged = side.is_some();
+    // With a second source, the output ends when both have ended.
+    let mut stdout_done = false;
     let mut ticker = ping.map(|every| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,7 +132,21 @@ where
     loop {
         let read = tokio::select! {
             biased;
-            r = read_chunk(reader) => r,
+            r = read_chunk(reader), if !stdout_done => r,
+            line = recv_side(&mut side) => {
+                match line {
+                    Some(line) => {
+                        let msg = Message::Text(framing::tag("stderr", &line));
+                        counters.add(line.len());
+                        if let Err(e) = sink.send(msg).await {
+                            return OutEnd::Socket(e);
+                        }
+                    }
+                    None if stdout_done => return OutEnd::Eof,
+                    None => side = None,
+                }
+                continue;
+            }
             () = tick(&mut ticker) => {
                 if let Err(e) = sink.send(Message::Ping(Bytes::new())).await {
                     return OutEnd::Socket(e);
@@ -140,6 +162,10 @@ where
         let end = decoded.unwrap_or_else(|e| Some(OutEnd::Malformed(e)));
         for msg in messages.drain(..) {
             counters.add(msg.len());
+            let msg = match msg {
+                Message::Text(t) if tagged => Message::Text(framing::tag("stdout", t.as_bytes())),
+                other => other,
+            };
             if let Err(e) = sink.feed(msg).await {
                 return OutEnd::Socket(e);
             }
@@ -147,8 +173,10 @@ where
         if let Err(e) = sink.flush().await {
             return OutEnd::Socket(e);
         }
-        if let Some(end) = end {
-            return end;
+        match end {
+            Some(OutEnd::Eof) if side.is_some() => stdout_done = true,
+            Some(end) => return end,
+            None => {}
         }
     }
 }
@@ -163,6 +191,13 @@ pub async fn watchdog(every: Duration, liveness: &Liveness) {
     while missed < 2 {
         ticker.tick().await;
         missed = if liveness.take() { 0 } else { missed + 1 };
+    }
+}
+
+async fn recv_side(side: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match side {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,45 +1,113 @@
-//! The accept loop: one task per listener, one task per connection (with its span), hyper
-//! serving HTTP/1.1 with upgrades on each, and the drain on shutdown. A connection's error
-//! ends in its own task; accept errors back off and retry.
+//! The accept loop: one task per listener, one task per connection (with its span), the
+//! TLS handshake inside that task, hyper serving HTTP/1.1 with upgrades on each, the
+//! `--trusted-proxy` view of the client per request, `--redirport` answers, and the drain
+//! on shutdown. A connection's error ends in its own task; accept errors back off and
+//! retry. Binding is [`crate::listen`]'s; certificates are [`crate::tls`]'s.
 
+use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::env::Peer;
 use crate::http;
+use crate::listen::Listener;
 use crate::reap;
 use crate::session::CLOSE_TIMEOUT;
 use crate::ws::{Conn, Endpoint};
 
+#[cfg(feature = "tls")]
+pub use crate::tls::Tls;
+
+/// Without the `tls` feature there is no TLS state ([`Config::tls`] is always `None`).
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+pub enum Tls {}
+
 /// A client must send its whole request head within this time (slowloris bound).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS client must finish its handshake within this time (the same bound as a head).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = HEADER_TIMEOUT;
 /// hyper's read buffer limit (it answers 431 when a head does not fit); the exact bound
 /// on header size is [`http::MAX_HEAD_BYTES`].
 const HYPER_BUF_BYTES: usize = 2 * http::MAX_HEAD_BYTES;
 /// Longest pause between accept retries when out of file descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Loads the TLS settings of `config` (if any), then [`serve`]s. For embedding and tests;
+/// `main` loads TLS itself so that it can reload it on SIGHUP.
+pub async fn run<L: Into<Listener>>(
+    listeners: impl IntoIterator<Item = L>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let tls = load_tls(&config).map_err(io::Error::other)?;
+    serve(listeners.into_iter().map(Into::into).collect(), config, tls, shutdown).await
+}
+
+/// The TLS state for `config`: `None` without `--ssl`.
+pub fn load_tls(config: &Config) -> Result<Option<Tls>, String> {
+    match &config.tls {
+        None => Ok(None),
+        #[cfg(feature = "tls")]
+        Some(files) => Tls::load(files).map(Some),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => Err("--ssl: this wsbridge was built without TLS (cargo feature `tls`)".into()),
+    }
+}
+
 /// Serves on `listeners` until `shutdown` is cancelled, then stops accepting, sends every
 /// session Close 1001, stops every program and returns once all are reaped (or a bounded
-/// time has passed).
-pub async fn run(listeners: Vec<std::net::TcpListener>, config: Config, shutdown: CancellationToken) -> io::Result<()> {
+/// time has passed). TCP listeners speak TLS when `tls` is given; Unix sockets never do.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    config: Config,
+    tls: Option<Tls>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let drain_limit = reap::max_stop_time(config.close_grace) + 2 * CLOSE_TIMEOUT + Duration::from_secs(1);
     let ep = Arc::new(Endpoint::new(config, shutdown.clone()));
     let connections = TaskTracker::new();
     let mut accepting = Vec::new();
     for l in listeners {
-        l.set_nonblocking(true)?;
-        let l = TcpListener::from_std(l)?;
-        accepting.push(tokio::spawn(accept_loop(l, Arc::clone(&ep), connections.clone())));
+        let (acceptor, kind) = match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                (Acceptor::Tcp(TcpListener::from_std(l)?), Kind::Main(tls.clone()))
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                (Acceptor::Unix(UnixListener::from_std(l)?), Kind::Main(None))
+            }
+            Listener::Redirect { listener, to_port } => {
+                listener.set_nonblocking(true)?;
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                (
+                    Acceptor::Tcp(TcpListener::from_std(listener)?),
+                    Kind::Redirect { scheme, to_port },
+                )
+            }
+        };
+        accepting.push(tokio::spawn(accept_loop(
+            acceptor,
+            kind,
+            Arc::clone(&ep),
+            connections.clone(),
+        )));
     }
     shutdown.cancelled().await;
     for task in accepting {
@@ -59,14 +127,42 @@ pub async fn run(listeners: Vec<std::net::TcpListener>, config: Config, shutdown
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, ep: Arc<Endpoint>, connections: TaskTracker) {
+enum Acceptor {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Acceptor::Tcp(l) => l.accept().await.map(|(s, a)| (Stream::Tcp(s), Peer::Addr(a))),
+            Acceptor::Unix(l) => l.accept().await.map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
+        }
+    }
+}
+
+/// What a listener's connections get.
+#[derive(Clone)]
+enum Kind {
+    /// WebSocket and HTTP; TLS first when given.
+    Main(Option<Tls>),
+    /// `--redirport`: 301 to `scheme://host:to_port/same-path`.
+    Redirect { scheme: &'static str, to_port: u16 },
+}
+
+async fn accept_loop(listener: Acceptor, kind: Kind, ep: Arc<Endpoint>, connections: TaskTracker) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             () = ep.shutdown.cancelled() => return,
         };
-        let (tcp, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) if is_resource_exhaustion(&e) => {
                 tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "accept failed; backing off");
@@ -88,8 +184,15 @@ async fn accept_loop(listener: TcpListener, ep: Arc<Endpoint>, connections: Task
             id: ep.next_conn_id(),
             tls: false,
         };
-        let span = tracing::info_span!("conn", id = conn.id, peer = %peer, path = tracing::field::Empty, pid = tracing::field::Empty);
-        connections.spawn(serve_connection(tcp, conn, Arc::clone(&ep)).instrument(span));
+        let span = tracing::info_span!(
+            "conn",
+            id = conn.id,
+            peer = %peer,
+            client = tracing::field::Empty,
+            path = tracing::field::Empty,
+            pid = tracing::field::Empty
+        );
+        connections.spawn(serve_connection(stream, conn, kind.clone(), Arc::clone(&ep)).instrument(span));
     }
 }
 
@@ -100,21 +203,83 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-async fn serve_connection(tcp: TcpStream, conn: Conn, ep: Arc<Endpoint>) {
+async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoint>) {
+    let tcp = match stream {
+        Stream::Unix(s) => return serve_main(s, conn, ep).await,
+        Stream::Tcp(tcp) => tcp,
+    };
     // Messages are small and interactive; never wait for Nagle.
     let _ = tcp.set_nodelay(true);
+    match kind {
+        Kind::Redirect { scheme, to_port } => {
+            let local = tcp.local_addr().ok();
+            let ep2 = Arc::clone(&ep);
+            let service = service_fn(move |req| {
+                let ep = Arc::clone(&ep2);
+                async move { Ok::<_, Infallible>(redirect(&req, scheme, to_port, local, &ep)) }
+            });
+            serve_http(tcp, service, &ep.shutdown).await;
+        }
+        Kind::Main(None) => serve_main(tcp, conn, ep).await,
+        #[cfg(feature = "tls")]
+        Kind::Main(Some(tls)) => {
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)) => r,
+                () = ep.shutdown.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_main(stream, Conn { tls: true, ..conn }, ep).await,
+                // One access line per connection that never got to HTTP, as for requests.
+                Ok(Err(e)) => tracing::info!(target: "wsbridge::access", error = %e, "tls handshake failed"),
+                Err(_) => tracing::info!(target: "wsbridge::access", "tls handshake timed out"),
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        Kind::Main(Some(never)) => match never {},
+    }
+}
+
+/// Serves WebSocket and HTTP on one connection. Each request sees the client through
+/// `--trusted-proxy` (address, port, scheme); the span records it as `client`.
+async fn serve_main<I>(io: I, conn: Conn, ep: Arc<Endpoint>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let ep2 = Arc::clone(&ep);
-    let service = service_fn(move |req| http::serve(req, Arc::clone(&ep2), conn));
+    let service = service_fn(move |req: Request<Incoming>| {
+        let mut c = conn;
+        let proxies = &ep2.config.trusted_proxies;
+        if !proxies.is_empty() {
+            let client = proxies.client(conn.peer, conn.tls, req.headers());
+            if client.peer != conn.peer {
+                tracing::Span::current().record("client", tracing::field::display(client.peer));
+            }
+            c.peer = client.peer;
+            c.tls = client.tls;
+        }
+        http::serve(req, Arc::clone(&ep2), c)
+    });
+    serve_http(io, service, &ep.shutdown).await;
+}
+
+async fn serve_http<I, S>(io: I, service: S, shutdown: &CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(HYPER_BUF_BYTES);
-    let served = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades();
+    let served = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut served = std::pin::pin!(served);
     let result = tokio::select! {
         r = served.as_mut() => r,
-        () = ep.shutdown.cancelled() => {
+        () = shutdown.cancelled() => {
             served.as_mut().graceful_shutdown();
             match tokio::time::timeout(CLOSE_TIMEOUT, served.as_mut()).await {
                 Ok(r) => r,
@@ -124,5 +289,92 @@ async fn serve_connection(tcp: TcpStream, conn: Conn, ep: Arc<Endpoint>) {
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+/// The `--redirport` answer: 301 to the same host (the request's `Host` without its port,
+/// or this listener's own address when `Host` is missing or unusable) on the main port,
+/// keeping path and query.
+fn redirect(
+    req: &Request<Incoming>,
+    scheme: &str,
+    to_port: u16,
+    local: Option<SocketAddr>,
+    ep: &Endpoint,
+) -> Response<http::Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_without_port)
+        .map(str::to_owned)
+        .or_else(|| {
+            local.map(|a| match a.ip().to_canonical() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            })
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = if to_port == default_port {
+        String::new()
+    } else {
+        format!(":{to_port}")
+    };
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("{scheme}://{host}{port}{target}");
+    let extra = &ep.config.headers;
+    let mut resp = http::text(StatusCode::MOVED_PERMANENTLY, &format!("moved to {location}"));
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    for (name, value) in extra.all.iter().chain(&extra.http) {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    tracing::info!(target: "wsbridge::access", method = %req.method(), path = req.uri().path(), status = resp.status().as_u16(), "redirect");
+    resp
+}
+
+/// The host part of a `Host` header value, if it looks like a host name or address
+/// (`name`, `name:port`, `[v6]`, `[v6]:port`); anything else is not echoed back.
+fn host_without_port(h: &str) -> Option<&str> {
+    let host = if h.starts_with('[') {
+        let end = h.find(']')?;
+        let rest = &h[end + 1..];
+        if !(rest.is_empty() || rest.starts_with(':')) {
+            return None;
+        }
+        &h[..=end]
+    } else {
+        match h.rsplit_once(':') {
+            Some((name, _port)) => name,
+            None => h,
+        }
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':'));
+    ok.then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_host_forms() {
+        assert_eq!(host_without_port("example.com:8081"), Some("example.com"));
+        assert_eq!(host_without_port("example.com"), Some("example.com"));
+        assert_eq!(host_without_port("[::1]:8081"), Some("[::1]"));
+        assert_eq!(host_without_port("[::1]"), Some("[::1]"));
+        assert_eq!(host_without_port("[::1]x"), None);
+        assert_eq!(host_without_port("evil.com/x"), None);
+        assert_eq!(host_without_port(""), None);
+        assert_eq!(host_without_port("a b"), None);
     }
 }

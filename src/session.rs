@@ -36,6 +36,8 @@ const DRAIN_IDLE: Duration = Duration::from_secs(2);
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long stderr may take to reach EOF once the program is gone.
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
+/// `--passstderr` lines waiting for the output pump.
+const STDERR_QUEUE: usize = 64;
 /// Longest stderr line logged as one line; longer ones are logged in pieces.
 pub const MAX_STDERR_LINE: usize = 4096;
 
@@ -75,7 +77,15 @@ pub async fn run<S>(
         mut stdout,
         stderr,
     } = stdio;
-    let stderr_task = tokio::spawn(log_stderr(stderr).in_current_span());
+    // --passstderr: stderr lines also go to the client, through the output pump.
+    let (stderr_tx, stderr_rx) = match config.pass_stderr {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::channel(STDERR_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    let stderr_task = tokio::spawn(log_stderr(stderr, stderr_tx).in_current_span());
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
     let ping = config.ping_interval;
@@ -89,6 +99,7 @@ pub async fn run<S>(
             config.framing,
             config.max_message,
             ping,
+            stderr_rx,
             &sent
         ));
         let mut inp = pin!(relay::pump_in(
@@ -288,18 +299,32 @@ async fn await_client_close(stream: &mut impl WsStream) {
 }
 
 /// Logs the program's stderr line by line (long lines in pieces), always reading, so it
-/// can never fill up and block the program.
-async fn log_stderr(mut stderr: pipe::Receiver) {
+/// can never fill up and block the program; with `to_client` (`--passstderr`) each line is
+/// also queued for the client, which then paces the program like stdout does.
+async fn log_stderr(mut stderr: pipe::Receiver, mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>) {
     let mut framer = relay::LineFramer::new(MAX_STDERR_LINE);
     let mut lines = Vec::new();
-    while let Ok(Some(chunk)) = relay::read_chunk(&mut stderr).await {
-        framer.push(chunk, &mut lines);
+    loop {
+        let more = match relay::read_chunk(&mut stderr).await {
+            Ok(Some(chunk)) => {
+                framer.push(chunk, &mut lines);
+                true
+            }
+            Ok(None) | Err(_) => {
+                framer.finish(&mut lines);
+                false
+            }
+        };
         for line in lines.drain(..) {
             tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
+            if let Some(tx) = &to_client {
+                if tx.send(line).await.is_err() {
+                    to_client = None; // the session's output side is done
+                }
+            }
         }
-    }
-    framer.finish(&mut lines);
-    for line in lines {
-        tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
+        if !more {
+            return;
+        }
     }
 }

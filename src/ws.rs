@@ -6,7 +6,6 @@
 //! 500 instead of websocketd's 101-then-drop. Over `--maxforks` the answer is 429 and no
 //! process is started.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::child::{self, Spec};
-use crate::config::Config;
+use crate::config::{Config, Program};
 use crate::{env, reap, relay, session};
 
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
@@ -51,7 +50,8 @@ pub struct Endpoint {
 /// One accepted TCP (or TLS) connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Conn {
-    pub peer: SocketAddr,
+    /// The client: the socket's peer, or who a `--trusted-proxy` says it is.
+    pub peer: env::Peer,
     /// Counts from 1 in accept order.
     pub id: u64,
     pub tls: bool,
@@ -66,7 +66,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Refusal {
             status,
             message: message.into(),
@@ -94,6 +94,24 @@ impl Endpoint {
     pub fn next_conn_id(&self) -> u64 {
         self.last_id.fetch_add(1, Ordering::Relaxed) + 1
     }
+
+    /// `UNIQUE_ID` for a request on `conn`.
+    pub fn unique_id(&self, conn: &Conn) -> u64 {
+        self.id_base.wrapping_add(conn.id)
+    }
+
+    /// Takes one `--maxforks` slot (sessions and CGI runs share them); `Ok(None)` when
+    /// unlimited. Over the limit: a 429 refusal.
+    pub fn fork_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+        take_fork_slot(self)
+    }
+}
+
+/// Which program an upgrade starts, and the `SCRIPT_NAME` it sees (`/` for PROGRAM, the
+/// script's URL path with `--dir`).
+pub struct Target<'a> {
+    pub program: &'a Program,
+    pub script_name: &'a str,
 }
 
 /// websocketd's test for "this is a WebSocket request": `Upgrade` has the token
@@ -113,7 +131,12 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 
 /// Checks the handshake, starts the program and the session task, and returns the 101
 /// answer; or says why not.
-pub fn accept(mut req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Result<Response<()>, Refusal> {
+pub fn accept(
+    mut req: Request<Incoming>,
+    ep: &Arc<Endpoint>,
+    conn: Conn,
+    target: Target<'_>,
+) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
     let headers = req.headers();
     let origin = headers
@@ -138,8 +161,8 @@ pub fn accept(mut req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Res
             query: req.uri().query(),
             headers,
             tls: conn.tls,
-            unique_id: ep.id_base.wrapping_add(conn.id),
-            script_name: "/",
+            unique_id: ep.unique_id(&conn),
+            script_name: target.script_name,
         },
         &ep.config.passenv,
     )
@@ -148,12 +171,13 @@ pub fn accept(mut req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Res
         tracing::debug!(header = ?d, "request header left out of the environment");
     }
 
-    let program = &ep.config.program;
+    let program = target.program;
     let spec = Spec {
         name: &program.name,
         program: &program.path,
         args: &program.args,
         env: built.vars,
+        cwd: None,
     };
     let (child, stdio) = child::spawn(spec).map_err(|e| {
         tracing::error!(program = %program.path.display(), error = %e, "failed to start the program");

@@ -44,6 +44,13 @@ fn usage_errors_exit_2() {
     assert_eq!(run(&["--port=notanumber", "cat"]).status.code(), Some(2));
     assert_eq!(run(&["--loglevel=loud", "cat"]).status.code(), Some(2));
     assert_eq!(run(&["--framing=morse", "cat"]).status.code(), Some(2));
+    let o = run(&["--passstderr", "--binary", "cat"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "--passstderr needs line framing: {}",
+        stderr(&o)
+    );
     let o = run(&["--binary", "--framing=line", "cat"]);
     assert_eq!(o.status.code(), Some(1), "conflicting framing: {}", stderr(&o));
     let o = run(&["--origin=http://", "cat"]);

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

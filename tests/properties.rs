@@ -601,7 +601,7 @@ proptest! {
         };
         let headers = header_map(&pairs);
         let req = env::Request {
-            remote,
+            remote: remote.into(),
             version: Version::HTTP_11,
             method,
             raw_path: pq.path(),

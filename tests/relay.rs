@@ -280,3 +280,25 @@ async fn slow_client_gets_all_output_after_the_program_exits() {
     assert!(data.is_empty());
     assert_eq!(code, CloseCode::Normal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passstderr_sends_both_streams_as_tagged_json() {
+    let script = r#"echo out1; echo 'e"rr' >&2; printf 'tab\tx\n' >&2; echo out2"#;
+    let server = TestServer::start(&["--passstderr", "sh", "-c", script]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    let mut got: Vec<String> = data
+        .into_iter()
+        .map(|m| m.into_text().expect("text").to_string())
+        .collect();
+    got.sort();
+    let mut want = vec![
+        r#"{"stream":"stdout","data":"out1"}"#,
+        r#"{"stream":"stdout","data":"out2"}"#,
+        r#"{"stream":"stderr","data":"e\"rr"}"#,
+        r#"{"stream":"stderr","data":"tab\tx"}"#,
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(code, CloseCode::Normal);
+}

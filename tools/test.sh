@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of wsbridge: formatting, lints, unit and integration tests, the
 # Autobahn conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus
-# replay (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the tests need first, idempotently:
-# Python's `websockets` (interop test) and websocketd (benchmark comparison).
+# replay (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the
+# tests need first, idempotently: Python's `websockets` (interop test), websocketd
+# (benchmark comparison), nginx (tests/nginx.rs) and Chromium (tests/browser.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,16 @@ if ! command -v websocketd >/dev/null; then
   echo "tools/test.sh: installing websocketd (Debian package) for the benchmark comparison"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq websocketd >/dev/null
+fi
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "tools/test.sh: installing nginx (Debian package) for tests/nginx.rs"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  echo "tools/test.sh: installing chromium (Debian package) for tests/browser.rs"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 cargo fmt --all -- --check

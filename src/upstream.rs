@@ -1,0 +1,231 @@
+//! `--upstream=http://HOST:PORT`: every plain HTTP request that wsbridge does not serve
+//! itself is forwarded to that server and its answer streamed back, so wsbridge can sit in
+//! front of an existing web server and add WebSockets on the same port. It owns the
+//! forwarding of one request, not the decision to forward (that is [`crate::http`]).
+//!
+//! One upstream connection per request (HTTP/1.1, hyper's client), both bodies streamed
+//! through hyper's bounded buffers. Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and
+//! the fields it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`) are removed both ways. The request keeps its `Host`
+//! and gains `X-Forwarded-For` (the client's address appended to any list it brought),
+//! `X-Forwarded-Proto` and `X-Forwarded-Host`. Connecting is bounded by
+//! [`CONNECT_TIMEOUT`] and the answer's head by [`HEAD_TIMEOUT`]; an unreachable or
+//! failing upstream gets the client a 502 (504 for a head that never came).
+
+use std::io;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::http::{self, Body};
+use crate::ws::Conn;
+
+/// How long connecting to the upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the upstream may take to start its answer once the request is sent.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where to forward: `http://HOST[:PORT][/]`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `HOST:PORT` to connect to (IPv6 in brackets).
+    pub authority: String,
+}
+
+impl Upstream {
+    /// Parses the `--upstream` value. Only `http://` and no path: wsbridge forwards the
+    /// request's own path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid --upstream={s}: {why}");
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("expected http://HOST:PORT"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(bad("expected http://HOST:PORT (no path)"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !rest.ends_with(']') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        if host.is_empty() || (host.starts_with('[') != host.ends_with(']')) {
+            return Err(bad("bad host"));
+        }
+        let port: u16 = match port {
+            None => 80,
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+        };
+        Ok(Upstream {
+            authority: format!("{host}:{port}"),
+        })
+    }
+}
+
+/// Forwards one request and returns the upstream's answer, streaming.
+pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn: Conn) -> Response<Body> {
+    let gateway = |status, msg: &str| http::text(status, msg);
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(up.authority.as_str())).await;
+    let tcp = match connect {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = up.authority, error = %e, "cannot connect to the upstream");
+            return gateway(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: the upstream server is unreachable",
+            );
+        }
+        Err(_) => {
+            tracing::warn!(upstream = up.authority, "connecting to the upstream timed out");
+            return gateway(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: the upstream server is unreachable",
+            );
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(upstream = up.authority, error = %e, "upstream handshake failed");
+            return gateway(StatusCode::BAD_GATEWAY, "bad gateway: the upstream server failed");
+        }
+    };
+    // Drives the upstream connection until the answer's body is done (or dropped).
+    tokio::spawn(
+        async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        }
+        .in_current_span(),
+    );
+
+    let mut req = Request::new(match body {
+        Some(b) => b.map_err(io::Error::other).boxed_unsync(),
+        None => http::empty(),
+    });
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.path_and_query().map_or_else(
+        || "/".parse().expect("a valid URI"),
+        |pq| pq.as_str().parse().unwrap_or_default(),
+    );
+    *req.version_mut() = Version::HTTP_11;
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    // hyper already answered any `Expect: 100-continue` when the body was first read.
+    headers.remove(header::EXPECT);
+    add_forwarded(&mut headers, &parts.headers, conn);
+    if !headers.contains_key(header::HOST) {
+        // An HTTP/1.0 client may send none; HTTP/1.1 requires one.
+        if let Ok(v) = HeaderValue::from_str(&up.authority) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    *req.headers_mut() = headers;
+
+    let answer = match tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(req)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = up.authority, error = %e, "upstream request failed");
+            return gateway(StatusCode::BAD_GATEWAY, "bad gateway: the upstream server failed");
+        }
+        Err(_) => {
+            tracing::warn!(upstream = up.authority, "upstream answer timed out");
+            return gateway(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway timeout: the upstream server did not answer",
+            );
+        }
+    };
+    let (mut head, body) = answer.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    head.version = Version::HTTP_11;
+    Response::from_parts(head, body.map_err(io::Error::other).boxed_unsync())
+}
+
+/// Removes the hop-by-hop fields, including those `Connection` names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+fn add_forwarded(h: &mut HeaderMap, original: &HeaderMap, conn: Conn) {
+    let client = conn.peer.addr_string();
+    let xff = match original.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client}"),
+        None => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    let proto = if conn.tls { "https" } else { "http" };
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Some(host) = original.get(header::HOST) {
+        h.insert("x-forwarded-host", host.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_http_host_port_only() {
+        let a = |s: &str| Upstream::parse(s).map(|u| u.authority);
+        assert_eq!(a("http://127.0.0.1:8000"), Ok("127.0.0.1:8000".into()));
+        assert_eq!(a("http://board/"), Ok("board:80".into()));
+        assert_eq!(a("http://[::1]:81"), Ok("[::1]:81".into()));
+        assert_eq!(a("http://[::1]"), Ok("[::1]:80".into()));
+        for bad in [
+            "https://x:1",
+            "x:1",
+            "http://",
+            "http://x:1/path",
+            "http://x:port",
+            "http://u@x:1",
+            "http://[::1:1",
+        ] {
+            assert!(a(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,182 @@
+//! `--cgidir`: RFC 3875 scripts for plain HTTP requests: the environment, bodies in
+//! (Content-Length and chunked), Status and Location out, scripts that die, hang or
+//! answer garbage, the time limit and `--maxforks`. Raw requests over TCP.
+
+mod common;
+mod rawhttp;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rawhttp::*;
+
+fn cgidir() -> String {
+    format!("--cgidir={}", fixture("cgi-bin"))
+}
+
+fn var<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_follows_rfc_3875() {
+    let server = TestServer::start(&[&cgidir(), "--header-http=X-Http: h"]).await;
+    let extra = "X-Test: yes\r\nProxy: http://evil:3128\r\nX_Test: sneaky\r\n";
+    let a = request(server.addr, "GET", "/env.cgi/extra/path?q=1&r=a%20b", extra).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("content-type"), Some("text/plain"));
+    assert_eq!(a.header("x-http"), Some("h"));
+    let body = a.text();
+    let dir = std::fs::canonicalize(fixture("cgi-bin")).unwrap();
+    let dir = dir.display().to_string();
+    for (name, want) in [
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/env.cgi"),
+        ("PATH_INFO", "/extra/path"),
+        ("PATH_TRANSLATED", &format!("{dir}/extra/path")),
+        ("QUERY_STRING", "q=1&r=a%20b"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("HTTP_X_TEST", "yes"),
+        ("SCRIPT_FILENAME", &format!("{dir}/env.cgi")),
+        ("CWD", &dir),
+        ("CONTENT_LENGTH", ""),
+    ] {
+        assert_eq!(var(&body, name), Some(want), "{name} in\n{body}");
+    }
+    assert!(var(&body, "SERVER_SOFTWARE").unwrap().starts_with("wsbridge/"));
+    assert_eq!(var(&body, "HTTP_PROXY"), None, "httpoxy");
+    assert_eq!(
+        var(&body, "PATH").is_some(),
+        std::env::var_os("PATH").is_some(),
+        "--passenv default"
+    );
+    let a = get(server.addr, "/env.cgi").await;
+    assert_eq!(var(&a.text(), "PATH_INFO"), Some(""));
+    assert_eq!(var(&a.text(), "PATH_TRANSLATED"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_reach_the_script() {
+    let server = TestServer::start(&[&cgidir()]).await;
+    let body = "name=wsbridge&x=1";
+    let extra = format!(
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let raw = format!(
+        "POST /echo.cgi HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}",
+        server.addr
+    );
+    let a = send(server.addr, raw.as_bytes(), false).await;
+    assert_eq!(a.status, 201);
+    assert_eq!(a.text(), body);
+    assert_eq!(a.header("x-length"), Some("17"));
+
+    let chunked = format!(
+        "POST /echo.cgi HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        server.addr
+    );
+    let a = send(server.addr, chunked.as_bytes(), false).await;
+    assert_eq!((a.status, a.text().as_str()), (201, "hello world"));
+    assert_eq!(a.header("x-length"), Some("11"));
+
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut raw = format!(
+        "POST /echo.cgi HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        big.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&big);
+    let a = send(server.addr, &raw, false).await;
+    assert_eq!(a.status, 201);
+    assert!(a.complete);
+    assert!(a.body == big, "1 MB body came back changed ({} bytes)", a.body.len());
+
+    let a = request(server.addr, "POST", "/echo.cgi", "Content-Length: 99999999999\r\n").await;
+    assert_eq!(a.status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_location() {
+    let server = TestServer::start(&[&cgidir()]).await;
+    let a = get(server.addr, "/status.cgi").await;
+    assert_eq!((a.status, a.text().as_str()), (418, "short and stout\n"));
+    let a = get(server.addr, "/away.cgi").await;
+    assert_eq!(a.status, 302);
+    assert_eq!(a.header("location"), Some("http://example.com/elsewhere"));
+    // Local redirect: the server answers with the other resource itself, as a GET.
+    let a = request(server.addr, "POST", "/redirect.cgi", "Content-Length: 0\r\n").await;
+    assert_eq!(a.status, 200);
+    let body = a.text();
+    assert_eq!(var(&body, "QUERY_STRING"), Some("from=redirect"), "{body}");
+    assert_eq!(var(&body, "PATH_INFO"), Some("/after"));
+    assert_eq!(var(&body, "REQUEST_METHOD"), Some("GET"));
+    let a = get(server.addr, "/big.cgi").await;
+    assert_eq!((a.status, a.body.len(), a.complete), (200, 3_000_000, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_scripts_get_clear_answers() {
+    let server = TestServer::start(&[&cgidir()]).await;
+    let a = get(server.addr, "/dies.cgi").await;
+    assert_eq!(a.status, 200);
+    assert!(!a.complete, "a script killed mid-output must not look complete");
+    assert!(a.text().starts_with("partial output"), "{:?}", a.text());
+    let a = get(server.addr, "/noheaders.cgi").await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.text().lines().count(), 1);
+    let a = get(server.addr, "/noexec.cgi").await;
+    assert_eq!(a.status, 403);
+    assert!(!a.text().contains("printf"), "no source");
+    assert_eq!(get(server.addr, "/missing.cgi").await.status, 404);
+    assert_eq!(get(server.addr, "/../cgi-bin/env.cgi").await.status, 404);
+    assert_eq!(get(server.addr, "/%2e%2e/cgi-bin/env.cgi").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_stops_the_script_and_its_group() {
+    let server = TestServer::start(&[&cgidir(), "--cgitimeout=1"]).await;
+    let pidfile = std::env::temp_dir().join(format!("wsbridge-cgi-slow-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let started = Instant::now();
+    let a = get(server.addr, &format!("/slow.cgi?{}", pidfile.display())).await;
+    assert_eq!(a.status, 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        gone_within(pid, Duration::from_secs(3)).await,
+        "timed-out script still running"
+    );
+    let _ = std::fs::remove_file(&pidfile);
+
+    let a = get(server.addr, "/slowbody.cgi").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "started\n");
+    assert!(!a.complete, "an answer cut by the timeout must not look complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgi_runs_count_against_maxforks() {
+    let server = TestServer::start(&[&cgidir(), "--maxforks=1", "--cgitimeout=2"]).await;
+    let pidfile = std::env::temp_dir().join(format!("wsbridge-cgi-forks-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let addr = server.addr;
+    let path = format!("/slow.cgi?{}", pidfile.display());
+    let first = tokio::spawn(async move { get(addr, &path).await.status });
+    let deadline = Instant::now() + STEP;
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "the slow script never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(server.addr, "/env.cgi").await.status, 429);
+    assert_eq!(within(STEP, first).await.unwrap(), 504);
+    assert_eq!(get(server.addr, "/env.cgi").await.status, 200, "the slot came back");
+    let _ = std::fs::remove_file(&pidfile);
+}

@@ -1,0 +1,223 @@
+//! `--upstream`: requests wsbridge does not serve itself go to a real separate HTTP
+//! server (Python's http.server with a 6 MB file, and a small header-echo server in the
+//! test), streamed both ways, with hop-by-hop headers removed and X-Forwarded-* added;
+//! an unreachable upstream is a 502. The WebSocket keeps working on the same port.
+
+mod common;
+mod rawhttp;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use rawhttp::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const BIG: usize = 6_000_000;
+
+/// `python3 -m http.server` on 127.0.0.1 with an OS-chosen port; killed on drop.
+struct PyServer {
+    addr: SocketAddr,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PyServer {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("wsbridge-upstream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let big: Vec<u8> = (0..BIG).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.join("big.bin"), big).unwrap();
+        std::fs::write(dir.join("legacy.html"), "<p>legacy page</p>\n").unwrap();
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for this test");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Serving HTTP on 127.0.0.1 port ") {
+                    let _ = tx.send(rest.split(' ').next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        let port = match rx.recv_timeout(STEP) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("python3 -m http.server did not announce its port");
+            }
+        };
+        PyServer {
+            addr: format!("127.0.0.1:{port}").parse().expect("port"),
+            child,
+            dir,
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An upstream that answers every request with its own request head and body, so the
+/// test sees exactly what wsbridge forwarded.
+async fn echo_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let chunked = head.contains("transfer-encoding: chunked");
+                while (chunked && !buf[head_end..].ends_with(b"0\r\n\r\n")) || (!chunked && buf.len() < head_end + len)
+                {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = if chunked { &buf[..] } else { &buf[..head_end + len] };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: timeout=5\r\nX-Upstream: yes\r\n\r\n",
+                    body.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+                let _ = tcp.write_all(body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_stream_from_a_real_server() {
+    let py = PyServer::start();
+    let www = std::env::temp_dir().join(format!("wsbridge-upstream-www-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&www);
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<p>local page</p>\n").unwrap();
+    let server = TestServer::start(&[
+        &format!("--upstream=http://{}", py.addr),
+        &format!("--staticdir={}", www.display()),
+        "--header-http=X-Http: h",
+        "cat",
+    ])
+    .await;
+    let a = get(server.addr, "/big.bin").await;
+    assert_eq!(a.status, 200);
+    assert!(a.complete);
+    assert_eq!(a.body.len(), BIG);
+    assert!(
+        a.body.iter().enumerate().all(|(i, &b)| b == (i % 253) as u8),
+        "content changed"
+    );
+    assert_eq!(a.header("x-http"), Some("h"), "--header-http on forwarded answers too");
+    let a = get(server.addr, "/legacy.html").await;
+    assert_eq!((a.status, a.text().as_str()), (200, "<p>legacy page</p>\n"));
+    let a = get(server.addr, "/").await;
+    assert_eq!(a.text(), "<p>local page</p>\n", "wsbridge's own files come first");
+    assert_eq!(get(server.addr, "/missing").await.status, 404, "the upstream's 404");
+    let a = request(server.addr, "HEAD", "/big.bin", "").await;
+    assert_eq!((a.status, a.header("content-length")), (200, Some("6000000")));
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "still a websocket").await;
+    assert_eq!(recv_text(&mut ws).await, "still a websocket");
+    let _ = std::fs::remove_dir_all(&www);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_bodies() {
+    let up = echo_upstream().await;
+    let server = TestServer::start(&[&format!("--upstream=http://{up}/"), "cat"]).await;
+    let body = "x".repeat(200_000);
+    let raw = format!(
+        "POST /api/thing?q=1 HTTP/1.1\r\nHost: board.example:8080\r\nConnection: close, X-Private\r\nX-Private: secret\r\nX-Forwarded-For: 10.9.8.7\r\nTE: trailers\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let a = send(server.addr, raw.as_bytes(), false).await;
+    assert_eq!(a.status, 200);
+    let seen = a.text();
+    let (head, got_body) = seen.split_once("\r\n\r\n").expect("echoed head");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("post /api/thing?q=1 http/1.1\r\n"), "{head}");
+    assert!(head.contains("host: board.example:8080"), "{head}");
+    assert!(head.contains("x-forwarded-for: 10.9.8.7, 127.0.0.1"), "{head}");
+    assert!(head.contains("x-forwarded-proto: http"), "{head}");
+    assert!(head.contains("x-forwarded-host: board.example:8080"), "{head}");
+    assert!(
+        !head.contains("x-private") && !head.contains("te: trailers"),
+        "hop-by-hop: {head}"
+    );
+    assert_eq!(got_body.len(), body.len());
+    assert_eq!(a.header("x-upstream"), Some("yes"));
+    assert_eq!(a.header("x-drop"), None, "hop-by-hop fields of the answer go too");
+    assert_eq!(a.header("keep-alive"), None);
+
+    let chunked =
+        "POST /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let a = send(server.addr, chunked.as_bytes(), false).await;
+    assert_eq!(a.status, 200);
+    assert!(a.text().contains("transfer-encoding: chunked"), "{}", a.text());
+    assert!(a.text().ends_with("3\r\nabc\r\n0\r\n\r\n"), "{:?}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_502() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let server = TestServer::start(&[&format!("--upstream=http://127.0.0.1:{port}"), "cat"]).await;
+    let a = get(server.addr, "/page").await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.text().lines().count(), 1, "{}", a.text());
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "up").await;
+    assert_eq!(recv_text(&mut ws).await, "up");
+}
+
+#[test]
+fn bad_upstream_values_are_startup_errors() {
+    for bad in ["https://x:1", "http://x:1/path", "localhost:80"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_wsbridge"))
+            .args(["--port=0", &format!("--upstream={bad}"), "cat"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).starts_with("wsbridge: invalid --upstream="));
+    }
+}
