@@ -180,3 +180,88 @@ async fn oversized_request_head_gets_431() {
     let (status, _, _) = exchange(&server, &req("/", &host, &big)).await;
     assert_eq!(status, 431);
 }
+
+/// Sends raw bytes and returns the status of the answer, or `None` when the server closed
+/// the connection without one.
+async fn status_of(server: &TestServer, raw: &[u8]) -> Option<u16> {
+    let mut tcp = within(STEP, TcpStream::connect(server.addr)).await.expect("connect");
+    within(STEP, tcp.write_all(raw)).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = within(STEP, async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = tcp.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let head = String::from_utf8_lossy(&buf);
+    head.get(9..12).and_then(|s| s.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_defined_answer() {
+    let server = TestServer::start(&["cat"]).await;
+    let host = server.addr.to_string();
+    let ws = format!("{UPGRADE}{KEY}{V13}");
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        (
+            "missing Host",
+            format!("GET / HTTP/1.1\r\n{ws}\r\n").into_bytes(),
+            &[400],
+        ),
+        (
+            "two Host headers",
+            format!("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n{ws}\r\n").into_bytes(),
+            &[400],
+        ),
+        (
+            "too many headers",
+            req("/", &host, &format!("{ws}{many}")).into_bytes(),
+            &[431],
+        ),
+        (
+            "huge request line",
+            req(&format!("/{}", "a".repeat(70_000)), &host, &ws).into_bytes(),
+            &[414, 431],
+        ),
+        (
+            "NUL in a header value",
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-A: a\0b\r\n{ws}\r\n").into_bytes(),
+            &[400],
+        ),
+        (
+            "bare LF inside a value",
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-A: a\rb\r\n{ws}\r\n").into_bytes(),
+            &[400],
+        ),
+        (
+            "obs-fold continuation",
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-A: a\r\n b\r\n{ws}\r\n").into_bytes(),
+            &[400],
+        ),
+        ("not HTTP at all", b"\x16\x03\x01\x00\x05hello\r\n\r\n".to_vec(), &[400]),
+    ];
+    for (what, raw, want) in cases {
+        let got = status_of(&server, &raw).await;
+        assert!(
+            got.is_some_and(|s| want.contains(&s)),
+            "{what}: got {got:?}, want one of {want:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_target_is_served_by_its_path() {
+    let server = TestServer::start(&["env"]).await;
+    let host = server.addr.to_string();
+    let head = format!("GET http://{host}/abs/path?q=1 HTTP/1.1\r\nHost: {host}\r\n{UPGRADE}{KEY}{V13}\r\n");
+    let (status, _, _) = exchange(&server, &head).await;
+    assert_eq!(status, 101);
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -225,4 +225,79 @@ async fn sigchld_fallback_for_kernels_without_pidfd() {
     let mut ws = connect(&exit.url("/")).await;
     let (_, code, reason) = recv_until_close(&mut ws).await;
     assert_eq!((code, reason.as_str()), (CloseCode::Error, "exit status 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_server_refuses_backs_off_and_recovers() {
+    // 40 descriptors: a handful of sessions (socket, three pipes and a pidfd each) use
+    // them up; further connections fail cleanly (500, or wait in the backlog while accept
+    // backs off on EMFILE), and once sessions end the server serves again.
+    let server = BinServer::start_with_fd_limit(&["cat"], 40);
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio_tungstenite::connect_async(server.url("/")),
+        )
+        .await
+        {
+            Ok(Ok((ws, _))) => open.push(ws),
+            Ok(Err(_)) | Err(_) => refused += 1,
+        }
+    }
+    assert!(!open.is_empty(), "no session at all; log:\n{}", server.log());
+    assert!(refused > 0, "the limit was never reached ({} sessions)", open.len());
+    for mut ws in open {
+        let _ = within(STEP, ws.close(None)).await;
+    }
+    // Recovery: poll with a deadline until a new session echoes.
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        if let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio_tungstenite::connect_async(server.url("/")),
+        )
+        .await
+        {
+            send_text(&mut ws, "back").await;
+            assert_eq!(recv_text(&mut ws).await, "back");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.log();
+    assert!(
+        log.contains("accept failed; backing off") || log.contains("failed to start the program"),
+        "no sign of the limit in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_request_head_is_cut_at_the_header_deadline() {
+    // An unfinished request head is dropped after the documented 10 s; a well-behaved
+    // client is served meanwhile.
+    let server = TestServer::start(&["cat"]).await;
+    let mut slow = within(STEP, TcpStream::connect(server.addr)).await.expect("connect");
+    within(STEP, slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "served").await;
+    assert_eq!(recv_text(&mut ws).await, "served");
+    let mut buf = [0u8; 256];
+    let n = within(Duration::from_secs(20), slow.read(&mut buf)).await.unwrap_or(0);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(9), "closed too early: {waited:?}");
+    assert!(
+        n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }

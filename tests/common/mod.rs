@@ -198,15 +198,40 @@ impl BinServer {
 
     /// Like [`BinServer::start`], with extra variables in wsbridge's own environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsbridge"))
-            .envs(env.iter().copied())
+        Self::spawn(args, env, None)
+    }
+
+    /// Like [`BinServer::start`], with the open-files limit (RLIMIT_NOFILE) set to `nofile`.
+    pub fn start_with_fd_limit(args: &[&str], nofile: u64) -> Self {
+        Self::spawn(args, &[], Some(nofile))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsbridge"));
+        cmd.envs(env.iter().copied())
             .args(["--port=0", "--address=127.0.0.1"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wsbridge");
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the forked child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start wsbridge");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
