@@ -25,7 +25,7 @@ if ! [[ $budget =~ ^[0-9]+$ ]]; then
   echo "usage: tools/fuzz.sh [SECONDS]" >&2
   exit 2
 fi
-targets=(line_framer lenprefix origin env_build percent_decode)
+targets=(line_framer lenprefix origin env_build percent_decode route)
 per=$((budget / ${#targets[@]}))
 ((per >= 1)) || per=1
 say() { echo "tools/fuzz.sh: $*"; }
