@@ -240,6 +240,7 @@ fn environment(
             tls: conn.tls,
             unique_id: ep.unique_id(&conn),
             script_name: &script.script_name,
+            protocol: None,
         },
         &ep.config.passenv,
     )?;

@@ -5,7 +5,9 @@
 //! Spawning uses std's `posix_spawn` fast path (no `pre_exec`; the program path always
 //! contains a `/`; the process group is set through `POSIX_SPAWN_SETPGROUP`), so the cost
 //! does not grow with the server's memory. All of wsbridge's own descriptors are
-//! close-on-exec, so the program sees only 0, 1 and 2.
+//! close-on-exec, so the program sees only 0, 1 and 2. `--pty` ([`spawn_pty`]) is the
+//! exception: the terminal must become the program's controlling terminal in a new
+//! session, which needs `pre_exec`, so std forks and execs.
 //!
 //! The exit is observed without reaping (a pidfd on Linux ≥ 5.3, else `SIGCHLD` plus
 //! `waitid(WNOWAIT)`), so the exited leader stays a zombie until [`Child::reap`]. While it
@@ -252,4 +254,58 @@ pub fn describe(status: &ExitStatus) -> String {
         },
         _ => "ended".to_owned(),
     }
+}
+
+/// Starts the program on a new pseudo-terminal (`--pty`): the terminal is its stdin,
+/// stdout and stderr and its controlling terminal, in a new session (so its pid is also
+/// its process group, as with [`spawn`]). Echo is off; the window is `size`.
+///
+/// This needs `pre_exec` (setsid + TIOCSCTTY), so std forks and execs instead of using
+/// posix_spawn; the normal path ([`spawn`]) is untouched.
+pub fn spawn_pty(spec: Spec<'_>, size: crate::pty::WinSize) -> io::Result<(Child, crate::pty::Master)> {
+    use std::os::unix::process::CommandExt;
+    let (master, slave) = crate::pty::open(size)?;
+    let mut cmd = Command::new(spec.program);
+    if let Some(dir) = spec.cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.arg0(spec.name)
+        .args(spec.args)
+        .env_clear()
+        .envs(spec.env)
+        .stdin(StdStdio::from(slave.try_clone()?))
+        .stdout(StdStdio::from(slave.try_clone()?))
+        .stderr(StdStdio::from(slave));
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (setsid, ioctl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // fd 0 is the terminal (std set up stdio before this runs).
+            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut inner = cmd.spawn()?;
+    // The Command (and with it the parent's copies of the slave) is dropped here, so the
+    // master reads EIO once the program's side is closed.
+    drop(cmd);
+    let watch = match watch_exit(inner.id()) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = inner.kill();
+            let _ = inner.wait();
+            return Err(e);
+        }
+    };
+    let child = Child {
+        inner,
+        watch,
+        reaped: false,
+    };
+    Ok((child, master))
 }

@@ -69,6 +69,19 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub passstderr: bool,
 
+    /// Accept these WebSocket subprotocols (comma list): the first one the client offers that is
+    /// listed is chosen, answered in Sec-WebSocket-Protocol and given to the program as
+    /// WEBSOCKET_PROTOCOL; a client offering only others gets 400, one offering none is accepted
+    /// without one [default: offers are ignored]
+    #[arg(long, value_name = "LIST")]
+    pub subprotocol: Option<String>,
+
+    /// Run the program on a pseudo-terminal (stdin, stdout and stderr merged; echo off;
+    /// TERM=xterm; ?cols=N&rows=M sets the window, default 80x24) so it line-buffers like in a
+    /// shell; not with --passstderr or --framing=lenprefix
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub pty: bool,
+
     /// Require an Origin header from the same scheme, host and port (websocketd compatibility)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub sameorigin: bool,

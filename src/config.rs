@@ -61,6 +61,10 @@ pub struct Config {
     pub ping_interval: Option<Duration>,
     /// `--passstderr`: stderr lines go to the client too, as tagged JSON messages.
     pub pass_stderr: bool,
+    /// `--subprotocol`, in our order; empty = offers are ignored.
+    pub subprotocols: Vec<String>,
+    /// `--pty`: the program runs on a pseudo-terminal.
+    pub pty: bool,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
@@ -147,6 +151,12 @@ impl TryFrom<Cli> for Config {
                 "--passstderr sends JSON text messages: it needs line framing, not --binary or --framing".into(),
             );
         }
+        if cli.pty && cli.passstderr {
+            return Err("--pty merges stderr into the terminal: it cannot be combined with --passstderr".into());
+        }
+        if cli.pty && framing(cli.binary, cli.framing.as_deref())? == Framing::LenPrefix {
+            return Err("--pty changes the bytes (CR LF, line editing): it cannot carry --framing=lenprefix".into());
+        }
         if cli.maxframesize == 0 {
             return Err("--maxframesize must be at least 1".into());
         }
@@ -173,6 +183,8 @@ impl TryFrom<Cli> for Config {
             max_message: cli.maxframesize,
             ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
             pass_stderr: cli.passstderr,
+            subprotocols: parse_subprotocols(cli.subprotocol.as_deref())?,
+            pty: cli.pty,
             origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
             headers,
             log_level: match cli.loglevel.as_str() {
@@ -342,6 +354,25 @@ fn read_passenv(list: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `--subprotocol=a,b`: names are HTTP tokens (RFC 6455 §4.1), kept in the given order.
+fn parse_subprotocols(list: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err("--subprotocol needs at least one name".into());
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if let Some(bad) = names.iter().find(|n| !n.chars().all(token)) {
+        return Err(format!("invalid --subprotocol name {bad:?}: not an HTTP token"));
+    }
+    Ok(names)
+}
+
 fn parse_headers(raw: &[String], flag: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     raw.iter()
         .map(|h| {
@@ -384,6 +415,14 @@ mod tests {
         assert_eq!(h[0].1, "b c");
         assert!(parse_headers(&["nocolon".into()], "--header").is_err());
         assert!(parse_headers(&["bad name: x".into()], "--header").is_err());
+    }
+
+    #[test]
+    fn subprotocols_parse_in_order_and_refuse_garbage() {
+        assert_eq!(parse_subprotocols(None).unwrap(), Vec::<String>::new());
+        assert_eq!(parse_subprotocols(Some(" b.v1, a ,")).unwrap(), ["b.v1", "a"]);
+        assert!(parse_subprotocols(Some(",")).is_err());
+        assert!(parse_subprotocols(Some("a b")).is_err());
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Request<'a> {
     /// `SCRIPT_NAME`: `/` for a single program, the script's decoded URL path with `--dir`
     /// and CGI (then `PATH_INFO` is the rest of the path after it).
     pub script_name: &'a str,
+    /// The `--subprotocol` negotiated for this connection: `WEBSOCKET_PROTOCOL`, present
+    /// only when there is one.
+    pub protocol: Option<&'a str>,
 }
 
 /// A request piece that was left out of the environment, for the caller to log.
@@ -169,6 +172,9 @@ pub fn build(req: &Request<'_>, passenv: &[(String, String)]) -> Result<Built, &
     put("REQUEST_URI", request_uri.into());
     if req.tls {
         put("HTTPS", "on".into());
+    }
+    if let Some(p) = req.protocol {
+        put("WEBSOCKET_PROTOCOL", p.into());
     }
 
     let mut dropped = Vec::new();
@@ -282,7 +288,19 @@ mod tests {
             tls: false,
             unique_id: 42,
             script_name: "/",
+            protocol: None,
         }
+    }
+
+    #[test]
+    fn websocket_protocol_only_when_negotiated() {
+        let h = HeaderMap::new();
+        let b = build(&request(&h, "/", None), &[]).unwrap();
+        assert_eq!(get(&b, "WEBSOCKET_PROTOCOL"), None);
+        let mut req = request(&h, "/", None);
+        req.protocol = Some("chat.v2");
+        let b = build(&req, &[]).unwrap();
+        assert_eq!(get(&b, "WEBSOCKET_PROTOCOL"), Some("chat.v2"));
     }
 
     fn get<'a>(b: &'a Built, k: &str) -> Option<&'a str> {

@@ -16,7 +16,8 @@
 //!   paths onto directories safely.
 //! - [`ws`]: handshake checks, [`origin`] policy, `--maxforks`, program start, 101.
 //! - [`session`]: one connection's life: relay, first ending, stop, Close, summary.
-//! - [`child`] (spawn, exit watch, group signals), [`env`] (CGI environment),
+//! - [`child`] (spawn, exit watch, group signals), [`pty`] (`--pty` terminal),
+//!   [`env`] (CGI environment),
 //!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode).
 //! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
@@ -33,6 +34,7 @@ pub mod listen;
 pub mod logging;
 pub mod origin;
 pub mod proxy;
+pub mod pty;
 pub mod reap;
 pub mod relay;
 pub mod route;

@@ -1,7 +1,8 @@
 //! One WebSocket connection's life once the program is running: relay both directions,
 //! notice the first ending (program output done, program exit, client close, ping
 //! timeout, server shutdown), stop the program, send the right Close frame, and log one
-//! summary line.
+//! summary line. The program's side is pipes, or with `--pty` one terminal (stderr merged
+//! into the output): see [`ProgramIo`].
 //!
 //! Close codes: program exited 0 → 1000; any other exit → 1011 with `exit status N` or
 //! `killed by signal NAME`; ping timeout and server shutdown → 1001; a client breaking a
@@ -26,8 +27,8 @@ use tracing::Instrument;
 
 use crate::child::{self, Child, Stdio};
 use crate::config::Config;
-use crate::reap;
 use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
+use crate::{pty, reap};
 
 /// After the program exits, how long its output may make no progress before the session
 /// stops waiting for EOF.
@@ -60,23 +61,53 @@ enum Ending {
     Shutdown,
 }
 
+/// The program's side of a session: its input, its output, and stderr when that is a
+/// separate pipe (not with `--pty`, where it is merged into the terminal).
+pub struct ProgramIo<W, R> {
+    pub input: W,
+    pub output: R,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+impl From<Stdio> for ProgramIo<pipe::Sender, pipe::Receiver> {
+    fn from(s: Stdio) -> Self {
+        ProgramIo {
+            input: s.stdin,
+            output: s.stdout,
+            stderr: Some(s.stderr),
+        }
+    }
+}
+
+impl From<pty::Master> for ProgramIo<pty::Writer, pty::Reader> {
+    fn from(m: pty::Master) -> Self {
+        ProgramIo {
+            input: m.writer,
+            output: m.reader,
+            stderr: None,
+        }
+    }
+}
+
 /// Runs the session to its end and logs its summary. The caller holds the `--maxforks`
 /// slot until this returns, which is after the program has been reaped.
-pub async fn run<S>(
+pub async fn run<S, W, R>(
     ws: WebSocketStream<S>,
     mut child: Child,
-    stdio: Stdio,
+    io: ProgramIo<W, R>,
     config: &Config,
     shutdown: &CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
 {
     let started = Instant::now();
-    let Stdio {
-        stdin,
-        mut stdout,
+    let ProgramIo {
+        input: stdin,
+        output: mut stdout,
         stderr,
-    } = stdio;
+    } = io;
     // --passstderr: stderr lines also go to the client, through the output pump.
     let (stderr_tx, stderr_rx) = match config.pass_stderr {
         true => {
@@ -85,7 +116,7 @@ pub async fn run<S>(
         }
         false => (None, None),
     };
-    let stderr_task = tokio::spawn(log_stderr(stderr, stderr_tx).in_current_span());
+    let stderr_task = stderr.map(|stderr| tokio::spawn(log_stderr(stderr, stderr_tx).in_current_span()));
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
     let ping = config.ping_interval;
@@ -190,11 +221,14 @@ pub async fn run<S>(
         let (code, reason) = close_for_exit(&status);
         close_code = close(sink, stream, Closing::Send(code, reason)).await;
     }
-    let mut stderr_task = stderr_task;
-    if tokio::time::timeout(STDERR_DRAIN, &mut stderr_task).await.is_err() {
-        tracing::debug!("stderr still open after the program ended; no longer reading it");
-        stderr_task.abort();
+    if let Some(mut stderr_task) = stderr_task {
+        if tokio::time::timeout(STDERR_DRAIN, &mut stderr_task).await.is_err() {
+            tracing::debug!("stderr still open after the program ended; no longer reading it");
+            stderr_task.abort();
+        }
     }
+    // With --pty the terminal stays open until here, so the program was never hung up.
+    drop(stdout);
 
     tracing::info!(
         target: "wsbridge::access",

@@ -2,6 +2,9 @@
 //! the `--maxforks` slot, starting the program, the 101 answer, and handing the upgraded
 //! stream to [`crate::session`].
 //!
+//! `--subprotocol` is negotiated here (the client's first offer that we list, or 400 when
+//! nothing matches), and with `--pty` the window size comes from `?cols=&rows=`.
+//!
 //! The program is started before the 101 is sent, so a program that cannot start gets a
 //! 500 instead of websocketd's 101-then-drop. Over `--maxforks` the answer is 429 and no
 //! process is started.
@@ -138,6 +141,13 @@ pub fn accept(
     target: Target<'_>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
+    let protocol = negotiate(req.headers(), &ep.config.subprotocols)?;
+    let size = match ep.config.pty {
+        true => Some(
+            crate::pty::WinSize::from_query(req.uri().query()).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?,
+        ),
+        false => None,
+    };
     let headers = req.headers();
     let origin = headers
         .get(header::ORIGIN)
@@ -163,6 +173,7 @@ pub fn accept(
             tls: conn.tls,
             unique_id: ep.unique_id(&conn),
             script_name: target.script_name,
+            protocol: protocol.as_deref(),
         },
         &ep.config.passenv,
     )
@@ -172,14 +183,23 @@ pub fn accept(
     }
 
     let program = target.program;
+    let mut vars = built.vars;
+    if size.is_some() {
+        vars.retain(|(k, _)| k != "TERM");
+        vars.push(("TERM".into(), PTY_TERM.into()));
+    }
     let spec = Spec {
         name: &program.name,
         program: &program.path,
         args: &program.args,
-        env: built.vars,
+        env: vars,
         cwd: None,
     };
-    let (child, stdio) = child::spawn(spec).map_err(|e| {
+    let spawned = match size {
+        None => child::spawn(spec).map(|(c, s)| (c, Io::Pipes(s))),
+        Some(size) => child::spawn_pty(spec, size).map(|(c, m)| (c, Io::Pty(m))),
+    };
+    let (child, stdio) = spawned.map_err(|e| {
         tracing::error!(program = %program.path.display(), error = %e, "failed to start the program");
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to start the program")
     })?;
@@ -199,7 +219,10 @@ pub fn accept(
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&ep2.config)))
                     .await;
-            session::run(ws, child, stdio, &ep2.config, &ep2.shutdown).await;
+            match stdio {
+                Io::Pipes(s) => session::run(ws, child, s.into(), &ep2.config, &ep2.shutdown).await,
+                Io::Pty(m) => session::run(ws, child, m.into(), &ep2.config, &ep2.shutdown).await,
+            }
         }
         .in_current_span(),
     );
@@ -215,10 +238,55 @@ pub fn accept(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept_key).expect("base64 is a valid header value"),
     );
+    if let Some(p) = protocol {
+        // Config checked every --subprotocol name is an HTTP token.
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(&p).expect("a token is a valid header value"),
+        );
+    }
     Ok(resp)
 }
 
-async fn abandon(child: child::Child, stdio: child::Stdio, config: &Config, why: &str) {
+/// The program's side of a connection: pipes, or a terminal with `--pty`.
+enum Io {
+    Pipes(child::Stdio),
+    Pty(crate::pty::Master),
+}
+
+/// `TERM` for programs on a `--pty` terminal.
+const PTY_TERM: &str = "xterm";
+
+/// RFC 6455 §4.2.2: the first protocol the client offers (in its order, over every
+/// `Sec-WebSocket-Protocol` header) that `ours` lists. With `ours` empty offers are
+/// ignored; an offer with nothing in common is refused (400) naming what we support.
+fn negotiate(headers: &HeaderMap, ours: &[String]) -> Result<Option<String>, Refusal> {
+    if ours.is_empty() {
+        return Ok(None);
+    }
+    let mut offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    if offered.peek().is_none() {
+        return Ok(None);
+    }
+    match offered.find(|p| ours.iter().any(|o| o == p)) {
+        Some(p) => Ok(Some(p.to_owned())),
+        None => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported subprotocol offered; this server speaks: {}",
+                ours.join(", ")
+            ),
+        )),
+    }
+}
+
+async fn abandon(child: child::Child, stdio: Io, config: &Config, why: &str) {
     tracing::info!(reason = why, "upgrade did not complete; stopping the program");
     drop(stdio);
     reap::stop(child, config.close_grace).await;
@@ -306,6 +374,20 @@ mod tests {
         assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZR=="));
         assert!(!valid_key(b"short=="));
         assert!(!valid_key(b"dGhlIHNhbXBsZSBub25j!Q=="));
+    }
+
+    #[test]
+    fn negotiation_takes_the_clients_first_listed_offer() {
+        let ours = ["b".to_owned(), "a".to_owned()];
+        let mut h = HeaderMap::new();
+        assert_eq!(negotiate(&h, &ours).unwrap(), None);
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("x, a"));
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("b"));
+        assert_eq!(negotiate(&h, &ours).unwrap().as_deref(), Some("a"));
+        assert_eq!(negotiate(&h, &[]).unwrap(), None);
+        let e = negotiate(&h, &["z".to_owned()]).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("z"), "{}", e.message);
     }
 
     #[test]

@@ -610,6 +610,7 @@ proptest! {
             tls,
             unique_id,
             script_name: "/",
+            protocol: None,
         };
         let passenv = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
         let decoded = env::percent_decode(pq.path().as_bytes());
@@ -669,6 +670,7 @@ proptest! {
             tls: false,
             unique_id: 1,
             script_name: "/",
+            protocol: None,
         };
         prop_assert!(env::build(&req, &[]).is_err());
     }
@@ -740,4 +742,24 @@ fn lenprefix_long_zero_padded_header_split_before_newline() {
 fn lenprefix_invalid_utf8_text_within_max() {
     let (msgs, _) = decode_lenprefix(&[b"t 1\n\xc3"], 1);
     assert!(msgs.iter().all(|m| m.len() <= 3), "{msgs:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// URL path → directory (route::segments)
+// ---------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// An accepted path yields only segments that cannot leave a directory when joined
+    /// under it: non-empty, no leading `.`, no `/`, `\` or NUL after decoding.
+    #[test]
+    fn route_segments_never_escape(raw in "(/(\\.|%2[eEfF]|%5[cC]|%00|[a-z.]){0,4}){0,5}/?") {
+        if let Some(seg) = wsbridge::route::segments(&raw) {
+            for p in &seg.parts {
+                prop_assert!(!p.is_empty() && !p.starts_with(b"."), "{raw:?} -> {p:?}");
+                prop_assert!(!p.iter().any(|&b| b == b'/' || b == b'\\' || b == 0), "{raw:?} -> {p:?}");
+            }
+        }
+    }
 }
