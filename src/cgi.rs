@@ -118,7 +118,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         mut stdout,
         stderr,
     } = stdio;
-    let stderr = tokio::spawn(log_stderr(stderr).in_current_span());
+    let stderr = tokio::spawn(session::log_stderr(stderr, None).in_current_span());
     // Bounded by the deadline too: a client that stops sending cannot hold the task.
     tokio::spawn(timeout_at(deadline, feed(stdin, input)).in_current_span());
 
@@ -488,21 +488,6 @@ async fn finish(
         stderr.abort();
     }
     drop(permit);
-}
-
-async fn log_stderr(mut stderr: pipe::Receiver) {
-    let mut framer = relay::LineFramer::new(session::MAX_STDERR_LINE);
-    let mut lines = Vec::new();
-    while let Ok(Some(chunk)) = relay::read_chunk(&mut stderr).await {
-        framer.push(chunk, &mut lines);
-        for line in lines.drain(..) {
-            tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
-        }
-    }
-    framer.finish(&mut lines);
-    for line in lines {
-        tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
-    }
 }
 
 #[cfg(test)]

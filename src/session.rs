@@ -335,7 +335,10 @@ async fn await_client_close(stream: &mut impl WsStream) {
 /// Logs the program's stderr line by line (long lines in pieces), always reading, so it
 /// can never fill up and block the program; with `to_client` (`--passstderr`) each line is
 /// also queued for the client, which then paces the program like stdout does.
-async fn log_stderr(mut stderr: pipe::Receiver, mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>) {
+pub(crate) async fn log_stderr(
+    mut stderr: pipe::Receiver,
+    mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+) {
     let mut framer = relay::LineFramer::new(MAX_STDERR_LINE);
     let mut lines = Vec::new();
     loop {
