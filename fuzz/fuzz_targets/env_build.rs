@@ -40,6 +40,7 @@ fn check(headers: &HeaderMap, raw_path: &str, query: Option<&str>, tls: bool, v6
         tls,
         unique_id: 7,
         script_name: "/",
+        protocol: None,
     };
     let passenv = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
     let decoded = env::percent_decode(raw_path.as_bytes());
