@@ -65,7 +65,7 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
-    let mut inner = cmd
+    let inner = cmd
         .arg0(spec.name)
         .args(spec.args)
         .env_clear()
@@ -75,20 +75,7 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
         .stderr(StdStdio::piped())
         .process_group(0)
         .spawn()?;
-    let watch = match watch_exit(inner.id()) {
-        Ok(w) => w,
-        Err(e) => {
-            // Without a way to see it exit we cannot manage it: do not leave it running.
-            let _ = inner.kill();
-            let _ = inner.wait();
-            return Err(e);
-        }
-    };
-    let mut child = Child {
-        inner,
-        watch,
-        reaped: false,
-    };
+    let mut child = manage(inner)?;
     let stdio = child.take_stdio()?;
     Ok((child, stdio))
 }
@@ -128,6 +115,23 @@ pub fn protect_inherited_fds() {
 fn pidfd_disabled() -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *DISABLED.get_or_init(|| std::env::var_os("WSBRIDGE_NO_PIDFD").is_some_and(|v| v == "1"))
+}
+
+/// Starts watching a just-spawned process for its exit. Without a way to see it exit we
+/// cannot manage it, so on failure it is killed and reaped rather than left running.
+fn manage(mut inner: std::process::Child) -> io::Result<Child> {
+    match watch_exit(inner.id()) {
+        Ok(watch) => Ok(Child {
+            inner,
+            watch,
+            reaped: false,
+        }),
+        Err(e) => {
+            let _ = inner.kill();
+            let _ = inner.wait();
+            Err(e)
+        }
+    }
 }
 
 fn watch_exit(pid: u32) -> io::Result<ExitWatch> {
@@ -290,22 +294,9 @@ pub fn spawn_pty(spec: Spec<'_>, size: crate::pty::WinSize) -> io::Result<(Child
             Ok(())
         });
     }
-    let mut inner = cmd.spawn()?;
+    let inner = cmd.spawn()?;
     // The Command (and with it the parent's copies of the slave) is dropped here, so the
     // master reads EIO once the program's side is closed.
     drop(cmd);
-    let watch = match watch_exit(inner.id()) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = inner.kill();
-            let _ = inner.wait();
-            return Err(e);
-        }
-    };
-    let child = Child {
-        inner,
-        watch,
-        reaped: false,
-    };
-    Ok((child, master))
+    Ok((manage(inner)?, master))
 }
