@@ -9,6 +9,7 @@
 mod deploy_support;
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ impl Nginx {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so its workers can be found and stopped with it.
+            .process_group(0)
             .spawn()
             .expect("start nginx");
         let mut n = Nginx {
@@ -124,8 +127,23 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM lets the master stop and reap its workers; if it has not exited within a
+    /// few seconds, the whole process group is killed. Either way no worker is left behind.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // Workers that outlived the master (they should not) go with the group.
+                let _ = killpg(pid, Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = killpg(pid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
