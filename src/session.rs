@@ -8,6 +8,9 @@
 //! `killed by signal NAME`; ping timeout and server shutdown → 1001; a client breaking a
 //! rule → 1002/1003/1007/1009 from the relay. A client's own Close is echoed by the
 //! protocol layer.
+//!
+//! The same code runs both sides ([`Side`]): `--connect` ([`crate::outbound`]) calls
+//! [`run_with`] with the client role, and in its pipe mode without a program at all.
 
 use std::io;
 use std::pin::pin;
@@ -93,11 +96,57 @@ impl From<pty::Master> for ProgramIo<pty::Writer, pty::Reader> {
 /// slot until this returns, which is after the program has been reaped.
 pub async fn run<S, W, R>(
     ws: WebSocketStream<S>,
-    mut child: Child,
+    child: Child,
     io: ProgramIo<W, R>,
     config: &Config,
     shutdown: &CancellationToken,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    run_with(ws, Some(child), io, config, shutdown, Side::Server).await;
+}
+
+/// Which end of the connection wsbridge is: only the wording of the shutdown Close and
+/// the handling of input EOF without a program differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Server,
+    /// `--connect` (see [`crate::outbound`]).
+    Client,
+}
+
+/// How a session ended, for `--connect` to choose its exit status.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The program's exit status; `None` without a program (pipe mode).
+    pub status: Option<io::Result<ExitStatus>>,
+    /// The close code exchanged, if any.
+    pub close: Option<u16>,
+    /// The connection failed (dropped without a Close, protocol error, or a rule broken).
+    pub failed: bool,
+    /// It ended because of SIGINT/SIGTERM.
+    pub shutdown: bool,
+}
+
+/// After EOF on wsbridge's own stdin in pipe mode (no program), how long the peer may stay
+/// quiet before we close: its answers to what we sent are still printed.
+pub const EOF_LINGER: Duration = Duration::from_secs(2);
+
+/// [`run`] for either side, with or without a program. Without one (`--connect` pipe mode)
+/// `io` is wsbridge's own stdin/stdout: its EOF is not the end of the session, the peer's
+/// messages are still relayed until it is quiet for [`EOF_LINGER`] (or closes), then we
+/// close with 1000.
+pub async fn run_with<S, W, R>(
+    ws: WebSocketStream<S>,
+    mut child: Option<Child>,
+    io: ProgramIo<W, R>,
+    config: &Config,
+    shutdown: &CancellationToken,
+    side: Side,
+) -> Outcome
+where
     S: AsyncRead + AsyncWrite + Unpin,
     W: AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
@@ -141,12 +190,17 @@ pub async fn run<S, W, R>(
             &received
         ));
         tokio::select! {
-            end = &mut out => Ending::Output(end),
+            end = &mut out => match (end, &child) {
+                (OutEnd::Eof, None) => linger(inp, &received).await,
+                (end, _) => Ending::Output(end),
+            },
             end = &mut inp => Ending::Input(end),
-            () = child.exited() => {
+            () = exited_opt(&mut child) => {
                 exited = true;
                 // Whatever the program left in its group would keep the output open.
-                child.signal_group(Signal::SIGKILL);
+                if let Some(child) = &child {
+                    child.signal_group(Signal::SIGKILL);
+                }
                 Ending::Output(drain(out, &sent).await)
             }
             () = watchdog(ping, &liveness) => Ending::PingTimeout,
@@ -157,6 +211,11 @@ pub async fn run<S, W, R>(
 
     // What to tell the client, when it does not depend on how the program ends.
     let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
+    let ending_kind = match &ending {
+        Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)) => EndKind::Normal,
+        Ending::Shutdown => EndKind::Shutdown,
+        _ => EndKind::Failed,
+    };
     let early: Closing = match ending {
         Ending::PingTimeout => {
             tracing::info!("no pong within two ping intervals; closing");
@@ -195,8 +254,17 @@ pub async fn run<S, W, R>(
             tracing::warn!(error = %e, "websocket error");
             Closing::Send(CloseCode::Error, "internal error".into())
         }
-        Ending::Shutdown => Closing::Send(CloseCode::Away, "server shutting down".into()),
+        Ending::Shutdown => Closing::Send(
+            CloseCode::Away,
+            match side {
+                Side::Server => "server shutting down",
+                Side::Client => "client shutting down",
+            }
+            .into(),
+        ),
     };
+    let failed = matches!(ending_kind, EndKind::Failed);
+    let was_shutdown = matches!(ending_kind, EndKind::Shutdown);
     // Finish the close handshake before stopping the program, so the client does not wait
     // for the stop ladder; when the program's output ended, the Close carries its status.
     let mut socket = Some((sink, stream));
@@ -207,18 +275,24 @@ pub async fn run<S, W, R>(
         }
     }
 
-    let (status, signalled) = if exited {
-        (reap::collect(child), None)
-    } else {
-        let stopped = reap::stop(child, config.close_grace).await;
-        (stopped.status, stopped.signalled)
+    let (status, signalled) = match child {
+        None => (None, None),
+        Some(child) if exited => (Some(reap::collect(child)), None),
+        Some(child) => {
+            let stopped = reap::stop(child, config.close_grace).await;
+            (Some(stopped.status), stopped.signalled)
+        }
     };
     let exit = match &status {
-        Ok(s) => child::describe(s),
-        Err(e) => e.to_string(),
+        None => "none".to_owned(),
+        Some(Ok(s)) => child::describe(s),
+        Some(Err(e)) => e.to_string(),
     };
     if let Some((sink, stream)) = socket.take() {
-        let (code, reason) = close_for_exit(&status);
+        let (code, reason) = match &status {
+            Some(status) => close_for_exit(status),
+            None => (CloseCode::Normal, String::new()),
+        };
         close_code = close(sink, stream, Closing::Send(code, reason)).await;
     }
     if let Some(mut stderr_task) = stderr_task {
@@ -243,6 +317,42 @@ pub async fn run<S, W, R>(
         close = close_code,
         "session ended"
     );
+    Outcome {
+        status,
+        close: close_code,
+        failed,
+        shutdown: was_shutdown,
+    }
+}
+
+/// Coarse kind of [`Ending`], kept for the [`Outcome`].
+enum EndKind {
+    Normal,
+    Failed,
+    Shutdown,
+}
+
+/// Resolves when the program exits; never without one.
+async fn exited_opt(child: &mut Option<Child>) {
+    match child {
+        Some(c) => c.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Pipe mode after EOF on our stdin: keep relaying the peer's messages until it closes or
+/// has been quiet for [`EOF_LINGER`].
+async fn linger<F: std::future::Future<Output = InEnd>>(mut inp: std::pin::Pin<&mut F>, received: &Counters) -> Ending {
+    let tick = EOF_LINGER / 10;
+    let (mut seen, mut quiet_since) = (received.messages(), Instant::now());
+    loop {
+        match tokio::time::timeout(tick, &mut inp).await {
+            Ok(end) => return Ending::Input(end),
+            Err(_) if received.messages() != seen => (seen, quiet_since) = (received.messages(), Instant::now()),
+            Err(_) if quiet_since.elapsed() >= EOF_LINGER => return Ending::Output(OutEnd::Eof),
+            Err(_) => {}
+        }
+    }
 }
 
 async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
