@@ -60,7 +60,7 @@ pub struct Cli {
     pub pingms: u64,
 
     /// Allowed browser origins: comma list of [scheme://]host[:port], `null`, or `*` for any
-    /// [default: same origin only]
+    /// [default: same origin only]; with --connect, the one Origin value to send
     #[arg(long, value_name = "LIST")]
     pub origin: Option<String>,
 
@@ -72,7 +72,7 @@ pub struct Cli {
     /// Accept these WebSocket subprotocols (comma list): the first one the client offers that is
     /// listed is chosen, answered in Sec-WebSocket-Protocol and given to the program as
     /// WEBSOCKET_PROTOCOL; a client offering only others gets 400, one offering none is accepted
-    /// without one [default: offers are ignored]
+    /// without one [default: offers are ignored]; with --connect, the protocols to offer
     #[arg(long, value_name = "LIST")]
     pub subprotocol: Option<String>,
 
@@ -86,7 +86,8 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub sameorigin: bool,
 
-    /// Extra response header "Name: value" on every response; repeatable
+    /// Extra response header "Name: value" on every response (with --connect: extra request
+    /// header of the handshake); repeatable
     #[arg(long, value_name = "HEADER")]
     pub header: Vec<String>,
 
@@ -107,15 +108,16 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub ssl: bool,
 
-    /// TLS certificate chain, PEM (with --ssl; reread on SIGHUP)
+    /// TLS certificate chain, PEM (with --ssl; reread on SIGHUP; with --connect, the client certificate)
     #[arg(long, value_name = "FILE")]
     pub sslcert: Option<PathBuf>,
 
-    /// TLS private key, PEM (with --ssl; reread on SIGHUP)
+    /// TLS private key, PEM (with --ssl; reread on SIGHUP; with --connect, the client key)
     #[arg(long, value_name = "FILE")]
     pub sslkey: Option<PathBuf>,
 
-    /// Require client certificates signed by the CA certificates in FILE, PEM (mutual TLS)
+    /// Require client certificates signed by the CA certificates in FILE, PEM (mutual TLS);
+    /// with --connect=wss://, trust only the CAs in FILE instead of the system's
     #[arg(long, value_name = "FILE")]
     pub sslca: Option<PathBuf>,
 
@@ -157,8 +159,24 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
 
-    /// The program to run for each connection (optional with --dir, --staticdir, --cgidir or --devconsole)
-    #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole"])]
+    /// Connect out to this ws:// or wss:// URL instead of listening, and relay it to PROGRAM, or
+    /// without PROGRAM to wsbridge's own stdin/stdout (see "Connecting out" in the man page)
+    #[arg(long, value_name = "URL")]
+    pub connect: Option<String>,
+
+    /// With --connect: tunnel through this HTTP proxy, http://[USER:PASS@]HOST:PORT, or `none`
+    /// [default: from wss_proxy, https_proxy, ws_proxy, http_proxy, all_proxy, no_proxy]
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// With --connect: when the connection or the program ends, connect again with a fresh
+    /// program (waits 0.5 s, doubling up to 30 s, while connecting fails)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub reconnect: bool,
+
+    /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
+    /// --devconsole or --connect)
+    #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]
     pub program: Option<OsString>,
 
     /// Arguments for PROGRAM, passed as they are
@@ -266,6 +284,18 @@ mod tests {
             let err = Cli::try_parse_args(["wsbridge", word].map(OsString::from)).unwrap_err();
             assert_eq!(err.exit_code(), 0, "{word}");
         }
+    }
+
+    #[test]
+    fn connect_needs_no_program_and_keeps_program_args() {
+        let cli = parse(&["-connect", "ws://h/", "--reconnect", "cat", "--connect=x"]);
+        assert_eq!(cli.connect.as_deref(), Some("ws://h/"));
+        assert!(cli.reconnect);
+        assert_eq!(cli.program.as_deref(), Some("cat".as_ref()));
+        assert_eq!(cli.args, ["--connect=x"]);
+        let cli = parse(&["--connect=ws://h/", "--proxy=http://p:1"]);
+        assert!(cli.program.is_none());
+        assert_eq!(cli.proxy.as_deref(), Some("http://p:1"));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Config {
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
+    /// `--connect`: wsbridge is a client; the listening settings above are unused.
+    pub outbound: Option<crate::outbound::Settings>,
 }
 
 /// `--sslcert`, `--sslkey` and `--sslca`, checked to be given together with `--ssl`.
@@ -113,6 +115,12 @@ impl TryFrom<Cli> for Config {
     type Error = String;
 
     fn try_from(cli: Cli) -> Result<Self, String> {
+        if cli.connect.is_some() {
+            return client_config(cli);
+        }
+        if cli.proxy.is_some() || cli.reconnect {
+            return Err("--proxy and --reconnect need --connect=URL".into());
+        }
         let port = cli.port.unwrap_or(if cli.ssl { 443 } else { 80 });
         let tcp = cli.unixsocket.is_none() || cli.port.is_some() || !cli.address.is_empty();
         let tls = tls_files(&cli)?;
@@ -187,20 +195,154 @@ impl TryFrom<Cli> for Config {
             pty: cli.pty,
             origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
             headers,
-            log_level: match cli.loglevel.as_str() {
-                "debug" => LogLevel::Debug,
-                "trace" => LogLevel::Trace,
-                "info" => LogLevel::Info,
-                "error" => LogLevel::Error,
-                "fatal" => LogLevel::Fatal,
-                "none" => LogLevel::None,
-                _ => LogLevel::Access,
-            },
+            log_level: log_level(&cli.loglevel),
+            outbound: None,
         })
     }
 }
 
+fn log_level(name: &str) -> LogLevel {
+    match name {
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        "info" => LogLevel::Info,
+        "error" => LogLevel::Error,
+        "fatal" => LogLevel::Fatal,
+        "none" => LogLevel::None,
+        _ => LogLevel::Access,
+    }
+}
+
+/// `--connect`: the session settings as for a server, plus [`crate::outbound::Settings`];
+/// flags that only make sense for a server are refused.
+fn client_config(cli: Cli) -> Result<Config, String> {
+    use crate::outbound::{proxy, Settings, Target};
+    let server_only = [
+        ("--port", cli.port.is_some()),
+        ("--address", !cli.address.is_empty()),
+        ("--ssl", cli.ssl),
+        ("--unixsocket", cli.unixsocket.is_some()),
+        ("--trusted-proxy", !cli.trusted_proxy.is_empty()),
+        ("--redirport", cli.redirport.is_some()),
+        ("--staticdir", cli.staticdir.is_some()),
+        ("--cgidir", cli.cgidir.is_some()),
+        ("--dir", cli.dir.is_some()),
+        ("--devconsole", cli.devconsole),
+        ("--upstream", cli.upstream.is_some()),
+        ("--sameorigin", cli.sameorigin),
+        ("--header-ws", !cli.header_ws.is_empty()),
+        ("--header-http", !cli.header_http.is_empty()),
+    ];
+    if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
+        return Err(format!("{flag} is a server flag: it cannot be combined with --connect"));
+    }
+    let url = cli.connect.as_deref().unwrap_or_default();
+    let target = Target::parse(url)?;
+    let proxy = match cli.proxy.as_deref().map(str::trim) {
+        Some("" | "none") => None,
+        Some(p) => Some(proxy::Proxy::parse(p).map_err(|e| format!("--proxy: {e}"))?),
+        None => proxy::from_env(&target, |k| std::env::var(k).ok())?,
+    };
+    let headers = parse_headers(&cli.header, "--header")?;
+    const OURS: [&str; 5] = [
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+    ];
+    if let Some((name, _)) = headers.iter().find(|(n, _)| OURS.contains(&n.as_str())) {
+        return Err(format!("--header={name}: wsbridge sets that handshake header itself"));
+    }
+    let origin = match cli.origin.as_deref() {
+        None => None,
+        Some(o) if o.contains(',') || o.trim() != o || o.is_empty() => {
+            return Err(format!(
+                "--origin={o:?}: with --connect it is the one Origin value to send (e.g. https://example.com)"
+            ))
+        }
+        Some(o) => Some(HeaderValue::from_str(o).map_err(|_| format!("--origin={o:?}: not a valid header value"))?),
+    };
+    if !target.secure && (cli.sslca.is_some() || cli.sslcert.is_some() || cli.sslkey.is_some()) {
+        return Err("--sslca, --sslcert and --sslkey are for wss:// URLs".into());
+    }
+    let client_cert = match (cli.sslcert, cli.sslkey) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("--sslcert and --sslkey go together (a client certificate and its key)".into()),
+    };
+    if target.secure && !cfg!(feature = "tls") {
+        return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
+    }
+    let framing = framing(cli.binary, cli.framing.as_deref())?;
+    if cli.program.is_none() && (cli.pty || cli.passstderr) {
+        return Err("--pty and --passstderr need PROGRAM (without it wsbridge relays its own stdin/stdout)".into());
+    }
+    if cli.passstderr && framing != Framing::Line {
+        return Err("--passstderr sends JSON text messages: it needs line framing, not --binary or --framing".into());
+    }
+    if cli.pty && cli.passstderr {
+        return Err("--pty merges stderr into the terminal: it cannot be combined with --passstderr".into());
+    }
+    if cli.pty && framing == Framing::LenPrefix {
+        return Err("--pty changes the bytes (CR LF, line editing): it cannot carry --framing=lenprefix".into());
+    }
+    if cli.maxframesize == 0 {
+        return Err("--maxframesize must be at least 1".into());
+    }
+    let program = match cli.program {
+        Some(name) => Some(Program {
+            path: resolve_program(&name)?,
+            name,
+            args: cli.args,
+        }),
+        None => None,
+    };
+    Ok(Config {
+        addresses: Vec::new(),
+        port: 0,
+        tcp: false,
+        unix_socket: None,
+        redirect_port: None,
+        tls: None,
+        trusted_proxies: TrustedProxies::parse(&[])?,
+        program,
+        script_dir: None,
+        static_dir: None,
+        cgi_dir: None,
+        cgi_timeout: Duration::from_secs(cli.cgitimeout.max(1)),
+        dev_console: false,
+        upstream: None,
+        framing,
+        max_forks: None,
+        close_grace: Duration::from_millis(cli.closems),
+        passenv: read_passenv(&cli.passenv),
+        max_message: cli.maxframesize,
+        ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
+        pass_stderr: cli.passstderr,
+        subprotocols: parse_subprotocols(cli.subprotocol.as_deref())?,
+        pty: cli.pty,
+        origin: OriginPolicy::from_flags(None, false)?,
+        headers: ExtraHeaders::default(),
+        log_level: log_level(&cli.loglevel),
+        outbound: Some(Settings {
+            target,
+            proxy,
+            headers,
+            origin,
+            ca: cli.sslca,
+            client_cert,
+            reconnect: cli.reconnect,
+        }),
+    })
+}
+
 impl Config {
+    /// Whether this is `--connect` (client) mode.
+    pub fn is_client(&self) -> bool {
+        self.outbound.is_some()
+    }
+
     /// A config for `program` with every other setting at its default; for embedding and
     /// tests. Fails like the command line does when the program cannot be run.
     pub fn for_program(program: &str, args: &[&str]) -> Result<Self, String> {

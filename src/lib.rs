@@ -20,6 +20,10 @@
 //!   [`env`] (CGI environment),
 //!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode).
+//! - [`outbound`] (`--connect`): the client direction. It dials out (through an HTTP
+//!   proxy's CONNECT tunnel from [`outbound::proxy`] when one applies; client TLS for
+//!   wss://), then hands the socket to [`session`] like [`ws`] does, with a program or, in
+//!   pipe mode, wsbridge's own stdin/stdout; `--reconnect` backoff.
 //! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
 
 pub mod cgi;
@@ -33,6 +37,7 @@ pub mod http;
 pub mod listen;
 pub mod logging;
 pub mod origin;
+pub mod outbound;
 pub mod proxy;
 pub mod pty;
 pub mod reap;

@@ -11,7 +11,7 @@ use wsbridge::cli::Cli;
 use wsbridge::config::LogLevel;
 use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
-use wsbridge::{logging, shutdown, Config};
+use wsbridge::{logging, outbound, shutdown, Config};
 
 fn main() -> ExitCode {
     wsbridge::child::protect_inherited_fds();
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level);
+    if config.is_client() {
+        return connect(config);
+    }
     let tls = match server::load_tls(&config) {
         Ok(t) => t,
         Err(e) => {
@@ -77,6 +80,36 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--connect`: one connection out (or a series with `--reconnect`); exits with the
+/// program's status, or 0/1 in pipe mode (see [`wsbridge::outbound`]).
+fn connect(config: Config) -> ExitCode {
+    let client = match outbound::prepare(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wsbridge: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wsbridge: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        let token = CancellationToken::new();
+        if let Err(e) = shutdown::watch_signals(token.clone()) {
+            eprintln!("wsbridge: cannot watch signals: {e}");
+            return 1;
+        }
+        outbound::run(client, &config, token).await
+    });
+    // A read of our stdin may still be blocked in a runtime thread; do not wait for it.
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }
 
 fn announce(listeners: &[Listener], tls: bool) {

@@ -111,7 +111,7 @@ fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<Certifie
     Ok(Arc::new(pair))
 }
 
-fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read {flag}={shown}: {}", pem_error(&e)))?
@@ -123,7 +123,7 @@ fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path, "--sslca")? {
         roots
@@ -133,7 +133,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+pub(crate) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error;
     match e {
         Error::Io(io) => io.to_string().to_lowercase(),

@@ -292,7 +292,7 @@ async fn abandon(child: child::Child, stdio: Io, config: &Config, why: &str) {
     reap::stop(child, config.close_grace).await;
 }
 
-fn ws_config(config: &Config) -> WebSocketConfig {
+pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)

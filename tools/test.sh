@@ -3,7 +3,8 @@
 # Autobahn conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus
 # replay (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the
 # tests need first, idempotently: Python's `websockets` (interop test), websocketd
-# (benchmark comparison), nginx (tests/nginx.rs) and Chromium (tests/browser.rs).
+# (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs) and
+# tinyproxy (tests/outbound.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,11 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   echo "tools/test.sh: installing nginx (Debian package) for tests/nginx.rs"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+if ! command -v tinyproxy >/dev/null; then
+  echo "tools/test.sh: installing tinyproxy (Debian package) for tests/outbound.rs"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
 fi
 if [ ! -x /usr/bin/chromium ]; then
   echo "tools/test.sh: installing chromium (Debian package) for tests/browser.rs"
