@@ -20,7 +20,7 @@ use clap::{CommandFactory, Parser};
         Every WebSocket connection starts PROGRAM once. Each incoming message becomes a line on \
         its stdin; each line it prints becomes a message. Everything after PROGRAM is passed to \
         PROGRAM, even words that look like flags.",
-    after_help = "Example: wsbridge --port=8080 ./count.sh"
+    after_help = "Examples: wsbridge --port=8080 ./count.sh\n          echo hi | wsbridge --connect=ws://localhost:8080/"
 )]
 pub struct Cli {
     /// TCP port to listen on (0 picks a free port) [default: 80]
@@ -173,6 +173,11 @@ pub struct Cli {
     /// program (waits 0.5 s, doubling up to 30 s, while connecting fails)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub reconnect: bool,
+
+    /// With --connect: seconds each step of connecting may take (TCP connect, the proxy's
+    /// answer, TLS handshake, WebSocket handshake)
+    #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
 
     /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
     /// --devconsole or --connect)

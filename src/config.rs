@@ -274,6 +274,9 @@ fn client_config(cli: Cli) -> Result<Config, String> {
     if target.secure && !cfg!(feature = "tls") {
         return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
     }
+    if cli.connect_timeout == 0 {
+        return Err("--connect-timeout must be at least 1".into());
+    }
     let framing = framing(cli.binary, cli.framing.as_deref())?;
     if cli.program.is_none() && (cli.pty || cli.passstderr) {
         return Err("--pty and --passstderr need PROGRAM (without it wsbridge relays its own stdin/stdout)".into());
@@ -333,6 +336,7 @@ fn client_config(cli: Cli) -> Result<Config, String> {
             ca: cli.sslca,
             client_cert,
             reconnect: cli.reconnect,
+            step_timeout: Duration::from_secs(cli.connect_timeout),
         }),
     })
 }

@@ -32,9 +32,6 @@ use crate::child::{self, Spec};
 use crate::config::Config;
 use crate::session::{self, Outcome, ProgramIo, Side};
 
-/// Bound on each step of a connection: TCP connect, the proxy's CONNECT answer, the TLS
-/// handshake, the WebSocket handshake.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--reconnect`: the first delay, doubled after each failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -129,6 +126,8 @@ pub struct Settings {
     /// `--sslcert` and `--sslkey`: our client certificate (mutual TLS).
     pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub reconnect: bool,
+    /// `--connect-timeout`: the bound on each step of connecting.
+    pub step_timeout: Duration,
 }
 
 /// A ready client: settings plus the TLS configuration (built once, at startup).
@@ -177,17 +176,13 @@ impl Client {
     async fn connect(&self, config: &Config) -> Result<(Connected, Option<String>), String> {
         let s = &self.settings;
         let t = &s.target;
+        let step = s.step_timeout;
         let tcp = match &s.proxy {
-            Some(p) => proxy::tunnel(p, t, STEP_TIMEOUT).await?,
-            None => match tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect((t.host.as_str(), t.port))).await {
+            Some(p) => proxy::tunnel(p, t, step).await?,
+            None => match tokio::time::timeout(step, TcpStream::connect((t.host.as_str(), t.port))).await {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(e)) => return Err(format!("cannot connect to {}: {}", t.shown(), lower(&e))),
-                Err(_) => {
-                    return Err(format!(
-                        "cannot connect to {}: timed out after {STEP_TIMEOUT:?}",
-                        t.shown()
-                    ))
-                }
+                Err(_) => return Err(format!("cannot connect to {}: timed out after {step:?}", t.shown())),
             },
         };
         let _ = tcp.set_nodelay(true);
@@ -197,15 +192,15 @@ impl Client {
         if let Some(connector) = &self.tls {
             let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                 .map_err(|_| format!("cannot use {:?} as a TLS server name", t.host))?;
-            let tls = match tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp)).await {
+            let tls = match tokio::time::timeout(step, connector.connect(name, tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return Err(format!("TLS handshake with {} failed: {e}", t.shown())),
                 Err(_) => return Err(format!("TLS handshake with {} timed out", t.shown())),
             };
-            let (ws, protocol) = handshake(request, tls, ws_config, t).await?;
+            let (ws, protocol) = handshake(request, tls, ws_config, t, step).await?;
             return Ok((Connected::Tls(ws), protocol));
         }
-        let (ws, protocol) = handshake(request, tcp, ws_config, t).await?;
+        let (ws, protocol) = handshake(request, tcp, ws_config, t, step).await?;
         Ok((Connected::Plain(ws), protocol))
     }
 
@@ -245,13 +240,14 @@ async fn handshake<S>(
     stream: S,
     ws_config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
     t: &Target,
+    step: Duration,
 ) -> Result<(WebSocketStream<S>, Option<String>), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let url = t.url();
     let shake = tokio_tungstenite::client_async_with_config(request, stream, ws_config);
-    let (ws, response) = match tokio::time::timeout(STEP_TIMEOUT, shake).await {
+    let (ws, response) = match tokio::time::timeout(step, shake).await {
         Ok(Ok(r)) => r,
         Ok(Err(WsError::Http(resp))) => {
             let status = resp.status();
@@ -264,11 +260,7 @@ where
             .to_owned());
         }
         Ok(Err(e)) => return Err(format!("WebSocket handshake with {url} failed: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "WebSocket handshake with {url} timed out after {STEP_TIMEOUT:?}"
-            ))
-        }
+        Err(_) => return Err(format!("WebSocket handshake with {url} timed out after {step:?}")),
     };
     let protocol = response
         .headers()

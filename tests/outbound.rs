@@ -454,3 +454,71 @@ async fn bad_command_lines_are_one_line_errors() {
         assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
     }
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn client_certificate_for_a_server_that_requires_one() {
+    let pki = certs();
+    make_ca(&pki.0, "cli");
+    make_leaf(&pki.0, "cli", "client", true);
+    let require = format!("--sslca={}", pki.path("cli-ca.pem").display());
+    let server = tls_server(&pki, &[require.as_str(), "cat"]);
+    let url = format!("--connect=wss://127.0.0.1:{}/", server.tcp_addr().port());
+    let ca = format!("--sslca={}", pki.path("srv-ca.pem").display());
+    let cert = format!("--sslcert={}", pki.path("client.pem").display());
+    let key = format!("--sslkey={}", pki.path("client.key").display());
+    let run = client(&[&url, &ca, &cert, &key], &[], Some(b"mtls\n"), STEP).await;
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "mtls\n"), "{}", run.stderr);
+    // Without it the server refuses us: one line, exit 1.
+    let run = client(&[&url, &ca], &[], Some(b"x\n"), STEP).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+}
+
+/// A listener that accepts and then, per connection, writes `answer` and stays silent.
+async fn fake_peer(answer: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let _ = sock.write_all(&answer).await;
+            held.push(sock); // never closed, never answered further
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn silent_or_babbling_peers_are_bounded_errors_not_hangs() {
+    // A proxy that accepts and never answers CONNECT.
+    let (silent, t1) = fake_peer(Vec::new()).await;
+    let via = format!("--proxy=http://{silent}");
+    let run = client(
+        &["--connect=ws://example.com/", &via, "--connect-timeout=1"],
+        &[],
+        Some(b""),
+        STEP,
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!("wsbridge: proxy {silent}: no answer to CONNECT example.com:80 within 1s\n")
+    );
+    assert!(run.took < Duration::from_secs(4), "took {:?}", run.took);
+    // A proxy whose answer head never ends: cut at 8 KiB.
+    let (babbling, t2) = fake_peer(format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(9000)).into_bytes()).await;
+    let via = format!("--proxy=http://{babbling}");
+    let run = client(&["--connect=ws://example.com/", &via], &[], Some(b""), STEP).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("longer than 8192 bytes"), "{}", run.stderr);
+    // A server that accepts and never answers the WebSocket handshake.
+    let url = format!("--connect=ws://{silent}/");
+    let run = client(&[&url, "--connect-timeout=1"], &[], Some(b""), STEP).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("timed out after 1s"), "{}", run.stderr);
+    t1.abort();
+    t2.abort();
+}

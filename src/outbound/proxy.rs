@@ -22,13 +22,23 @@ use crate::env::percent_decode;
 /// The proxy's answer to CONNECT must fit in this many bytes.
 pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
-/// An `http://[user:pass@]host[:port]` proxy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An `http://[user:pass@]host[:port]` proxy. Its `Debug` form hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
     pub host: String,
     pub port: u16,
     /// `user:pass`, percent-decoded, for Basic authentication.
     pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proxy {
@@ -334,6 +344,8 @@ mod tests {
         assert!(e.contains("only http://") && !e.contains("secret"), "{e}");
         assert!(Proxy::parse("http://h:99999").is_err());
         assert!(Proxy::parse("http://:80").is_err());
+        let p = Proxy::parse("http://u:hidden@h:1").unwrap();
+        assert!(!format!("{p:?}").contains("hidden"));
     }
 
     #[test]
