@@ -7,7 +7,8 @@
 //!
 //! Exit status without `--reconnect` (and with it after SIGINT/SIGTERM): the program's
 //! (128+N when a signal ended it); in pipe mode 0 after a normal close (1000, or a Close
-//! without a code), else 1; 1 when the connection could not be made or failed.
+//! without a code), else 1; 1 when the connection could not be made or failed; 0 when a
+//! signal came while no session was running (connecting, or waiting to reconnect).
 
 pub mod proxy;
 #[cfg(feature = "tls")]
@@ -285,7 +286,7 @@ enum Attempt {
 pub async fn run(client: Client, config: &Config, shutdown: CancellationToken) -> u8 {
     let mut pipes = config.program.is_none().then(Pipes::new);
     let mut backoff = Backoff::new();
-    let mut code = 0;
+    let mut code: u8;
     let reconnect = client.settings.reconnect;
     let url = client.settings.target.url();
     loop {
@@ -312,7 +313,10 @@ pub async fn run(client: Client, config: &Config, shutdown: CancellationToken) -
             }
         };
         match attempt {
-            Attempt::Cancelled => break,
+            Attempt::Cancelled => {
+                code = 0; // a requested stop, with no session running
+                break;
+            }
             Attempt::Failed(e) if !reconnect => {
                 // The one line a user sees, like a startup error.
                 eprintln!("wsbridge: {e}");
@@ -344,7 +348,10 @@ pub async fn run(client: Client, config: &Config, shutdown: CancellationToken) -
         tracing::info!(retry_in_ms = delay.as_millis() as u64, "reconnecting");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => {
+                code = 0;
+                break;
+            }
         }
     }
     if let Some(p) = pipes {
