@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
@@ -440,7 +442,19 @@ where
         false => child::spawn(spec).map(|(c, s)| (c, Some(s), None)),
         true => child::spawn_pty(spec, crate::pty::WinSize::default()).map(|(c, m)| (c, None, Some(m))),
     };
-    let (child, stdio, pty) = started.map_err(|e| format!("cannot start {}: {e}", program.path.display()))?;
+    let (child, stdio, pty) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            // Tell the server, as our server side would answer 500.
+            let mut ws = ws;
+            let frame = CloseFrame {
+                code: CloseCode::Error,
+                reason: "failed to start the program".into(),
+            };
+            let _ = tokio::time::timeout(session::CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+            return Err(format!("cannot start {}: {e}", program.path.display()));
+        }
+    };
     tracing::debug!(pid = child.id(), "program started");
     Ok(match (stdio, pty) {
         (Some(s), _) => session::run_with(ws, Some(child), s.into(), config, shutdown, Side::Client).await,
