@@ -254,17 +254,17 @@ where
             tracing::warn!(error = %e, "websocket error");
             Closing::Send(CloseCode::Error, "internal error".into())
         }
-        Ending::Shutdown => Closing::Send(
-            CloseCode::Away,
-            match side {
-                Side::Server => "server shutting down",
-                Side::Client => "client shutting down",
-            }
-            .into(),
-        ),
+        Ending::Shutdown => Closing::Send(CloseCode::Away, "server shutting down".into()),
     };
+
     let failed = matches!(ending_kind, EndKind::Failed);
     let was_shutdown = matches!(ending_kind, EndKind::Shutdown);
+    let early = match early {
+        Closing::Send(CloseCode::Away, _) if was_shutdown && side == Side::Client => {
+            Closing::Send(CloseCode::Away, "client shutting down".into())
+        }
+        early => early,
+    };
     // Finish the close handshake before stopping the program, so the client does not wait
     // for the stop ladder; when the program's output ended, the Close carries its status.
     let mut socket = Some((sink, stream));
