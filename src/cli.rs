@@ -82,6 +82,17 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub pty: bool,
 
+    /// One program for all clients: every line it prints goes to every client, every client's
+    /// messages go to its stdin. MODES (comma list, optional): eager (start now, not at the
+    /// first connection), once (exit with it instead of restarting), ids (prefix input lines
+    /// with the client's id; `@ID text` answers one client)
+    #[arg(long, value_name = "MODES", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub shared: Option<String>,
+
+    /// With --shared: a client with more than BYTES of output waiting is dropped (close 1008)
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub sharedqueue: usize,
+
     /// Require an Origin header from the same scheme, host and port (websocketd compatibility)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub sameorigin: bool,

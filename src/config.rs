@@ -65,9 +65,24 @@ pub struct Config {
     pub subprotocols: Vec<String>,
     /// `--pty`: the program runs on a pseudo-terminal.
     pub pty: bool,
+    /// `--shared`: one program for every client.
+    pub shared: Option<Shared>,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
+}
+
+/// `--shared[=eager,once,ids]` and `--sharedqueue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    /// Start the program at startup rather than at the first connection.
+    pub eager: bool,
+    /// When the program ends, close every client and exit with its status (no restart).
+    pub once: bool,
+    /// Prefix each input line with the client's id; `@ID text` goes to that client only.
+    pub ids: bool,
+    /// Output bytes that may wait for one client before it is dropped.
+    pub queue_bytes: usize,
 }
 
 /// `--sslcert`, `--sslkey` and `--sslca`, checked to be given together with `--ssl`.
@@ -130,6 +145,7 @@ impl TryFrom<Cli> for Config {
         if cli.devconsole && cli.upstream.is_some() {
             return Err("--devconsole answers every plain request, so --upstream would never be used: give one".into());
         }
+        let shared = parse_shared(&cli)?;
         let program = match cli.program {
             Some(name) => Some(Program {
                 path: resolve_program(&name)?,
@@ -185,6 +201,7 @@ impl TryFrom<Cli> for Config {
             pass_stderr: cli.passstderr,
             subprotocols: parse_subprotocols(cli.subprotocol.as_deref())?,
             pty: cli.pty,
+            shared,
             origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
             headers,
             log_level: match cli.loglevel.as_str() {
@@ -352,6 +369,45 @@ fn read_passenv(list: &str) -> Vec<(String, String)> {
             (!v.is_empty()).then(|| (n.to_owned(), v.to_owned()))
         })
         .collect()
+}
+
+/// `--shared=MODES`, checked against the flags it cannot work with.
+fn parse_shared(cli: &Cli) -> Result<Option<Shared>, String> {
+    let Some(modes) = cli.shared.as_deref() else {
+        return Ok(None);
+    };
+    if modes.trim() == "false" {
+        return Ok(None);
+    }
+    let mut shared = Shared {
+        eager: false,
+        once: false,
+        ids: false,
+        queue_bytes: cli.sharedqueue,
+    };
+    for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        match mode {
+            "eager" => shared.eager = true,
+            "once" => shared.once = true,
+            "ids" => shared.ids = true,
+            // websocketd-style booleans: --shared=true is --shared.
+            "true" | "lazy" => {}
+            other => return Err(format!("unknown --shared mode {other:?}: expected eager, once or ids")),
+        }
+    }
+    if cli.program.is_none() {
+        return Err("--shared needs PROGRAM (it cannot be combined with --dir)".into());
+    }
+    if cli.pty || cli.passstderr {
+        return Err("--shared cannot be combined with --pty or --passstderr".into());
+    }
+    if shared.ids && framing(cli.binary, cli.framing.as_deref())? != Framing::Line {
+        return Err("--shared=ids prefixes lines: it needs line framing".into());
+    }
+    if shared.queue_bytes == 0 {
+        return Err("--sharedqueue must be at least 1".into());
+    }
+    Ok(Some(shared))
 }
 
 /// `--subprotocol=a,b`: names are HTTP tokens (RFC 6455 §4.1), kept in the given order.

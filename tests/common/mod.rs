@@ -139,10 +139,20 @@ pub async fn recv_until_close(ws: &mut Ws) -> (Vec<Message>, CloseCode, String) 
 /// it, and the client stays silent unless told otherwise): `GET path` with a fixed key;
 /// `first` is sent in the same write as the request. Asserts the 101.
 pub async fn raw_upgrade(addr: SocketAddr, path: &str, first: &[u8]) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = within(STEP, tokio::net::TcpStream::connect(addr))
+    let tcp = within(STEP, tokio::net::TcpStream::connect(addr))
         .await
         .expect("connect");
+    raw_upgrade_on(tcp, addr, path, first).await
+}
+
+/// [`raw_upgrade`] on a stream the test connected itself (to set socket options first).
+pub async fn raw_upgrade_on(
+    mut tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    first: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
