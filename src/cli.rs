@@ -72,9 +72,10 @@ pub struct Cli {
     /// Accept these WebSocket subprotocols (comma list): the first one the client offers that is
     /// listed is chosen, answered in Sec-WebSocket-Protocol and given to the program as
     /// WEBSOCKET_PROTOCOL; a client offering only others gets 400, one offering none is accepted
-    /// without one [default: offers are ignored]
+    /// without one. With --dir, /PATH=LIST sets the list of the script at URL path /PATH;
+    /// repeatable [default: offers are ignored]
     #[arg(long, value_name = "LIST")]
-    pub subprotocol: Option<String>,
+    pub subprotocol: Vec<String>,
 
     /// Run the program on a pseudo-terminal (stdin, stdout and stderr merged; echo off;
     /// TERM=xterm; ?cols=N&rows=M sets the window, default 80x24) so it line-buffers like in a

@@ -62,7 +62,7 @@ pub struct Config {
     /// `--passstderr`: stderr lines go to the client too, as tagged JSON messages.
     pub pass_stderr: bool,
     /// `--subprotocol`, in our order; empty = offers are ignored.
-    pub subprotocols: Vec<String>,
+    pub subprotocols: Subprotocols,
     /// `--pty`: the program runs on a pseudo-terminal.
     pub pty: bool,
     /// `--shared`: one program for every client.
@@ -70,6 +70,24 @@ pub struct Config {
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
+}
+
+/// `--subprotocol` lists: one for every endpoint, and with `--dir` one per script path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subprotocols {
+    pub all: Vec<String>,
+    /// `/PATH=LIST`: the script at URL path `/PATH` (its `SCRIPT_NAME`) speaks `LIST`.
+    pub by_path: Vec<(String, Vec<String>)>,
+}
+
+impl Subprotocols {
+    /// The list for the endpoint at `script_name`: its own, else the common one.
+    pub fn for_path(&self, script_name: &str) -> &[String] {
+        self.by_path
+            .iter()
+            .find(|(p, _)| p == script_name)
+            .map_or(&self.all, |(_, list)| list)
+    }
 }
 
 /// `--shared[=eager,once,ids]` and `--sharedqueue`.
@@ -199,7 +217,7 @@ impl TryFrom<Cli> for Config {
             max_message: cli.maxframesize,
             ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
             pass_stderr: cli.passstderr,
-            subprotocols: parse_subprotocols(cli.subprotocol.as_deref())?,
+            subprotocols: subprotocols(&cli.subprotocol, cli.dir.is_some())?,
             pty: cli.pty,
             shared,
             origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
@@ -410,9 +428,34 @@ fn parse_shared(cli: &Cli) -> Result<Option<Shared>, String> {
     Ok(Some(shared))
 }
 
+/// Every `--subprotocol`: at most one common `LIST`, and (with `--dir` only) one
+/// `/PATH=LIST` per path.
+fn subprotocols(values: &[String], dir: bool) -> Result<Subprotocols, String> {
+    let mut out = Subprotocols::default();
+    let mut common = false;
+    for v in values {
+        match v.split_once('=') {
+            Some((path, list)) if path.starts_with('/') => {
+                if !dir {
+                    return Err(format!("--subprotocol={v}: a per-path list needs --dir"));
+                }
+                if out.by_path.iter().any(|(p, _)| p == path) {
+                    return Err(format!("--subprotocol: {path} is given twice"));
+                }
+                out.by_path.push((path.to_owned(), parse_subprotocols(list)?));
+            }
+            _ if common => return Err("--subprotocol: give one common list (or /PATH=LIST with --dir)".into()),
+            _ => {
+                out.all = parse_subprotocols(v)?;
+                common = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `--subprotocol=a,b`: names are HTTP tokens (RFC 6455 §4.1), kept in the given order.
-fn parse_subprotocols(list: Option<&str>) -> Result<Vec<String>, String> {
-    let Some(list) = list else { return Ok(Vec::new()) };
+fn parse_subprotocols(list: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = list
         .split(',')
         .map(str::trim)
@@ -475,10 +518,24 @@ mod tests {
 
     #[test]
     fn subprotocols_parse_in_order_and_refuse_garbage() {
-        assert_eq!(parse_subprotocols(None).unwrap(), Vec::<String>::new());
-        assert_eq!(parse_subprotocols(Some(" b.v1, a ,")).unwrap(), ["b.v1", "a"]);
-        assert!(parse_subprotocols(Some(",")).is_err());
-        assert!(parse_subprotocols(Some("a b")).is_err());
+        assert_eq!(parse_subprotocols(" b.v1, a ,").unwrap(), ["b.v1", "a"]);
+        assert!(parse_subprotocols(",").is_err());
+        assert!(parse_subprotocols("a b").is_err());
+    }
+
+    #[test]
+    fn subprotocols_per_path_need_dir_and_fall_back_to_the_common_list() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(subprotocols(&[], false).unwrap(), Subprotocols::default());
+        let s = subprotocols(&v(&["a", "/chat.sh=chat.v2,chat.v1"]), true).unwrap();
+        assert_eq!(s.for_path("/chat.sh"), ["chat.v2", "chat.v1"]);
+        assert_eq!(s.for_path("/other.sh"), ["a"]);
+        assert!(subprotocols(&v(&["/chat.sh=x"]), false)
+            .unwrap_err()
+            .contains("needs --dir"));
+        assert!(subprotocols(&v(&["a", "b"]), false).is_err());
+        assert!(subprotocols(&v(&["/x=a", "/x=b"]), true).is_err());
+        assert!(subprotocols(&v(&["/x=a b"]), true).is_err());
     }
 
     #[test]

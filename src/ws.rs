@@ -2,8 +2,9 @@
 //! the `--maxforks` slot, starting the program, the 101 answer, and handing the upgraded
 //! stream to [`crate::session`].
 //!
-//! `--subprotocol` is negotiated here (the client's first offer that we list, or 400 when
-//! nothing matches), and with `--pty` the window size comes from `?cols=&rows=`.
+//! `--subprotocol` is negotiated here (the client's first offer that we list for this
+//! endpoint, or 400 when nothing matches), and with `--pty` the window size comes from
+//! `?cols=&rows=`.
 //!
 //! The program is started before the 101 is sent, so a program that cannot start gets a
 //! 500 instead of websocketd's 101-then-drop. Over `--maxforks` the answer is 429 and no
@@ -148,7 +149,7 @@ pub fn accept(
     target: Target<'_>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
-    let protocol = negotiate(req.headers(), &ep.config.subprotocols)?;
+    let protocol = negotiate(req.headers(), ep.config.subprotocols.for_path(target.script_name))?;
     let size = match ep.config.pty {
         true => Some(
             crate::pty::WinSize::from_query(req.uri().query()).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?,

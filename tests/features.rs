@@ -83,6 +83,44 @@ async fn subprotocol_not_offered_is_accepted_without_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subprotocol_lists_per_dir_path_fall_back_to_the_common_one() {
+    let dir = format!("--dir={}", fixture("wsdir"));
+    let server = TestServer::start(&[
+        &dir,
+        "--subprotocol=plain.v1",
+        "--subprotocol=/sub/info.sh=info.v2,info.v1",
+    ])
+    .await;
+    // The script with its own list answers from it…
+    let (ws, resp) = connect_offering(&server.url("/sub/info.sh"), &["plain.v1, info.v1"])
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.as_bytes()),
+        Some(&b"info.v1"[..])
+    );
+    drop(ws);
+    // …and refuses the common list's protocol, naming its own.
+    match connect_offering(&server.url("/sub/info.sh"), &["plain.v1"]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("info.v2, info.v1"), "{body}");
+        }
+        other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // A script without a list of its own uses the common one.
+    let (_ws, resp) = connect_offering(&server.url("/echo.sh"), &["info.v1, plain.v1"])
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.as_bytes()),
+        Some(&b"plain.v1"[..])
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subprotocol_offers_are_ignored_without_the_flag() {
     // tungstenite's client refuses an answer without the protocol it offered (as browsers
     // do), so this handshake is written by hand to see what the server answers.
