@@ -381,13 +381,16 @@ impl Hub {
         let waiting = m.queued.load(Ordering::Acquire);
         let full = waiting >= self.settings.queue_bytes;
         if !full {
+            // Counted before it is queued, so the client's subtraction never comes first.
+            m.queued.fetch_add(len, Ordering::AcqRel);
             match m.tx.try_send(msg) {
-                Ok(()) => {
-                    m.queued.fetch_add(len, Ordering::AcqRel);
-                    return true;
+                Ok(()) => return true,
+                Err(e) => {
+                    m.queued.fetch_sub(len, Ordering::AcqRel);
+                    if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+                        return false;
+                    }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                Err(mpsc::error::TrySendError::Full(_)) => {}
             }
         }
         tracing::warn!(
@@ -574,6 +577,11 @@ pub async fn run_client<S>(
             () = session::watchdog(ping, &liveness) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
+    };
+    // Dropping a client also closes its queue, so the queue may be seen ending first.
+    let ending = match member.kick.token.is_cancelled() {
+        true => Ending::Dropped,
+        false => ending,
     };
     let reason = member.kick.reason.get().cloned();
     let id = member.id;

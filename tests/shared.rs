@@ -86,6 +86,7 @@ async fn a_stalled_client_is_dropped_while_the_others_keep_every_line() {
     )
     .await;
     log_shows(&server, "client too slow").await;
+    log_shows(&server, "close=1008").await;
     // The stalled client's connection is closed: reading it now reaches EOF.
     let mut sink = vec![0u8; 1 << 16];
     within(STEP, async {
