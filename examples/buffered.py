@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A program that never flushes: one line a second, five times.
+"""A program that never flushes: `buffered.py [N] [DELAY]` prints tick 1 … tick N
+(default 5), DELAY seconds apart (default 1).
 
 Run:  wsbridge --port=8080 --pty examples/buffered.py   (lines arrive one a second)
       wsbridge --port=8080 examples/buffered.py         (all five arrive at the end)
@@ -7,8 +8,12 @@ Run:  wsbridge --port=8080 --pty examples/buffered.py   (lines arrive one a seco
 Under pipes Python block-buffers stdout; on the terminal --pty gives it, it
 line-buffers, as it does in a shell.
 """
+import sys
 import time
 
-for i in range(1, 6):
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+delay = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+for i in range(1, n + 1):
     print(f"tick {i}")
-    time.sleep(1)
+    if i < n:
+        time.sleep(delay)

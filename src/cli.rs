@@ -72,15 +72,27 @@ pub struct Cli {
     /// Accept these WebSocket subprotocols (comma list): the first one the client offers that is
     /// listed is chosen, answered in Sec-WebSocket-Protocol and given to the program as
     /// WEBSOCKET_PROTOCOL; a client offering only others gets 400, one offering none is accepted
-    /// without one [default: offers are ignored]; with --connect, the protocols to offer
+    /// without one. With --dir, /PATH=LIST sets the list of the script at URL path /PATH;
+    /// repeatable [default: offers are ignored]; with --connect, the protocols to offer
     #[arg(long, value_name = "LIST")]
-    pub subprotocol: Option<String>,
+    pub subprotocol: Vec<String>,
 
     /// Run the program on a pseudo-terminal (stdin, stdout and stderr merged; echo off;
     /// TERM=xterm; ?cols=N&rows=M sets the window, default 80x24) so it line-buffers like in a
     /// shell; not with --passstderr or --framing=lenprefix
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub pty: bool,
+
+    /// One program for all clients: every line it prints goes to every client, every client's
+    /// messages go to its stdin. MODES (comma list, optional): eager (start now, not at the
+    /// first connection), once (exit with it instead of restarting), ids (prefix input lines
+    /// with the client's id; `@ID text` answers one client)
+    #[arg(long, value_name = "MODES", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub shared: Option<String>,
+
+    /// With --shared: a client with more than BYTES of output waiting is dropped (close 1008)
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub sharedqueue: usize,
 
     /// Require an Origin header from the same scheme, host and port (websocketd compatibility)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]

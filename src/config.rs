@@ -62,14 +62,47 @@ pub struct Config {
     /// `--passstderr`: stderr lines go to the client too, as tagged JSON messages.
     pub pass_stderr: bool,
     /// `--subprotocol`, in our order; empty = offers are ignored.
-    pub subprotocols: Vec<String>,
+    pub subprotocols: Subprotocols,
     /// `--pty`: the program runs on a pseudo-terminal.
     pub pty: bool,
+    /// `--shared`: one program for every client.
+    pub shared: Option<Shared>,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
     /// `--connect`: wsbridge is a client; the listening settings above are unused.
     pub outbound: Option<crate::outbound::Settings>,
+}
+
+/// `--subprotocol` lists: one for every endpoint, and with `--dir` one per script path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subprotocols {
+    pub all: Vec<String>,
+    /// `/PATH=LIST`: the script at URL path `/PATH` (its `SCRIPT_NAME`) speaks `LIST`.
+    pub by_path: Vec<(String, Vec<String>)>,
+}
+
+impl Subprotocols {
+    /// The list for the endpoint at `script_name`: its own, else the common one.
+    pub fn for_path(&self, script_name: &str) -> &[String] {
+        self.by_path
+            .iter()
+            .find(|(p, _)| p == script_name)
+            .map_or(&self.all, |(_, list)| list)
+    }
+}
+
+/// `--shared[=eager,once,ids]` and `--sharedqueue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    /// Start the program at startup rather than at the first connection.
+    pub eager: bool,
+    /// When the program ends, close every client and exit with its status (no restart).
+    pub once: bool,
+    /// Prefix each input line with the client's id; `@ID text` goes to that client only.
+    pub ids: bool,
+    /// Output bytes that may wait for one client before it is dropped.
+    pub queue_bytes: usize,
 }
 
 /// `--sslcert`, `--sslkey` and `--sslca`, checked to be given together with `--ssl`.
@@ -138,6 +171,7 @@ impl TryFrom<Cli> for Config {
         if cli.devconsole && cli.upstream.is_some() {
             return Err("--devconsole answers every plain request, so --upstream would never be used: give one".into());
         }
+        let shared = parse_shared(&cli)?;
         let program = match cli.program {
             Some(name) => Some(Program {
                 path: resolve_program(&name)?,
@@ -191,8 +225,9 @@ impl TryFrom<Cli> for Config {
             max_message: cli.maxframesize,
             ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
             pass_stderr: cli.passstderr,
-            subprotocols: parse_subprotocols(cli.subprotocol.as_deref())?,
+            subprotocols: subprotocols(&cli.subprotocol, cli.dir.is_some())?,
             pty: cli.pty,
+            shared,
             origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
             headers,
             log_level: log_level(&cli.loglevel),
@@ -232,6 +267,7 @@ fn client_config(cli: Cli) -> Result<Config, String> {
         ("--sameorigin", cli.sameorigin),
         ("--header-ws", !cli.header_ws.is_empty()),
         ("--header-http", !cli.header_http.is_empty()),
+        ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
     ];
     if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
         return Err(format!("{flag} is a server flag: it cannot be combined with --connect"));
@@ -323,8 +359,9 @@ fn client_config(cli: Cli) -> Result<Config, String> {
         max_message: cli.maxframesize,
         ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
         pass_stderr: cli.passstderr,
-        subprotocols: parse_subprotocols(cli.subprotocol.as_deref())?,
+        subprotocols: subprotocols(&cli.subprotocol, false)?,
         pty: cli.pty,
+        shared: None,
         origin: OriginPolicy::from_flags(None, false)?,
         headers: ExtraHeaders::default(),
         log_level: log_level(&cli.loglevel),
@@ -500,9 +537,73 @@ fn read_passenv(list: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `--shared=MODES`, checked against the flags it cannot work with.
+fn parse_shared(cli: &Cli) -> Result<Option<Shared>, String> {
+    let Some(modes) = cli.shared.as_deref() else {
+        return Ok(None);
+    };
+    if modes.trim() == "false" {
+        return Ok(None);
+    }
+    let mut shared = Shared {
+        eager: false,
+        once: false,
+        ids: false,
+        queue_bytes: cli.sharedqueue,
+    };
+    for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        match mode {
+            "eager" => shared.eager = true,
+            "once" => shared.once = true,
+            "ids" => shared.ids = true,
+            // websocketd-style booleans: --shared=true is --shared.
+            "true" | "lazy" => {}
+            other => return Err(format!("unknown --shared mode {other:?}: expected eager, once or ids")),
+        }
+    }
+    if cli.program.is_none() {
+        return Err("--shared needs PROGRAM (it cannot be combined with --dir)".into());
+    }
+    if cli.pty || cli.passstderr {
+        return Err("--shared cannot be combined with --pty or --passstderr".into());
+    }
+    if shared.ids && framing(cli.binary, cli.framing.as_deref())? != Framing::Line {
+        return Err("--shared=ids prefixes lines: it needs line framing".into());
+    }
+    if shared.queue_bytes == 0 {
+        return Err("--sharedqueue must be at least 1".into());
+    }
+    Ok(Some(shared))
+}
+
+/// Every `--subprotocol`: at most one common `LIST`, and (with `--dir` only) one
+/// `/PATH=LIST` per path.
+fn subprotocols(values: &[String], dir: bool) -> Result<Subprotocols, String> {
+    let mut out = Subprotocols::default();
+    let mut common = false;
+    for v in values {
+        match v.split_once('=') {
+            Some((path, list)) if path.starts_with('/') => {
+                if !dir {
+                    return Err(format!("--subprotocol={v}: a per-path list needs --dir"));
+                }
+                if out.by_path.iter().any(|(p, _)| p == path) {
+                    return Err(format!("--subprotocol: {path} is given twice"));
+                }
+                out.by_path.push((path.to_owned(), parse_subprotocols(list)?));
+            }
+            _ if common => return Err("--subprotocol: give one common list (or /PATH=LIST with --dir)".into()),
+            _ => {
+                out.all = parse_subprotocols(v)?;
+                common = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `--subprotocol=a,b`: names are HTTP tokens (RFC 6455 §4.1), kept in the given order.
-fn parse_subprotocols(list: Option<&str>) -> Result<Vec<String>, String> {
-    let Some(list) = list else { return Ok(Vec::new()) };
+fn parse_subprotocols(list: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = list
         .split(',')
         .map(str::trim)
@@ -565,10 +666,24 @@ mod tests {
 
     #[test]
     fn subprotocols_parse_in_order_and_refuse_garbage() {
-        assert_eq!(parse_subprotocols(None).unwrap(), Vec::<String>::new());
-        assert_eq!(parse_subprotocols(Some(" b.v1, a ,")).unwrap(), ["b.v1", "a"]);
-        assert!(parse_subprotocols(Some(",")).is_err());
-        assert!(parse_subprotocols(Some("a b")).is_err());
+        assert_eq!(parse_subprotocols(" b.v1, a ,").unwrap(), ["b.v1", "a"]);
+        assert!(parse_subprotocols(",").is_err());
+        assert!(parse_subprotocols("a b").is_err());
+    }
+
+    #[test]
+    fn subprotocols_per_path_need_dir_and_fall_back_to_the_common_list() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(subprotocols(&[], false).unwrap(), Subprotocols::default());
+        let s = subprotocols(&v(&["a", "/chat.sh=chat.v2,chat.v1"]), true).unwrap();
+        assert_eq!(s.for_path("/chat.sh"), ["chat.v2", "chat.v1"]);
+        assert_eq!(s.for_path("/other.sh"), ["a"]);
+        assert!(subprotocols(&v(&["/chat.sh=x"]), false)
+            .unwrap_err()
+            .contains("needs --dir"));
+        assert!(subprotocols(&v(&["a", "b"]), false).is_err());
+        assert!(subprotocols(&v(&["/x=a", "/x=b"]), true).is_err());
+        assert!(subprotocols(&v(&["/x=a b"]), true).is_err());
     }
 
     #[test]

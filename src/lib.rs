@@ -16,6 +16,8 @@
 //!   paths onto directories safely.
 //! - [`ws`]: handshake checks, [`origin`] policy, `--maxforks`, program start, 101.
 //! - [`session`]: one connection's life: relay, first ending, stop, Close, summary.
+//!   With `--shared`, [`shared`] instead: one program's output fanned out to every
+//!   client through bounded queues, every client's input funnelled into its stdin.
 //! - [`child`] (spawn, exit watch, group signals), [`pty`] (`--pty` terminal),
 //!   [`env`] (CGI environment),
 //!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
@@ -45,6 +47,7 @@ pub mod relay;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod shutdown;
 pub mod statics;
 #[cfg(feature = "tls")]

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         f.remove();
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("wsbridge: {e}");
             ExitCode::from(1)

@@ -222,9 +222,9 @@ impl Client {
         if let Some(origin) = &s.origin {
             h.insert(hyper::header::ORIGIN, origin.clone());
         }
-        if !config.subprotocols.is_empty() {
+        if !config.subprotocols.all.is_empty() {
             // Config checked every name is a token.
-            let list = HeaderValue::from_str(&config.subprotocols.join(", "))
+            let list = HeaderValue::from_str(&config.subprotocols.all.join(", "))
                 .map_err(|_| "invalid --subprotocol list".to_owned())?;
             h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, list);
         }

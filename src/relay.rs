@@ -46,7 +46,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&self, payload: usize) {
+    pub(crate) fn add(&self, payload: usize) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(payload as u64, Ordering::Relaxed);
     }
@@ -124,11 +124,7 @@ where
     let tagged = side.is_some();
     // With a second source, the output ends when both have ended.
     let mut stdout_done = false;
-    let mut ticker = ping.map(|every| {
-        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    let mut ticker = ping_ticker(ping);
     loop {
         let read = tokio::select! {
             biased;
@@ -201,7 +197,17 @@ async fn recv_side(side: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
     }
 }
 
-async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+/// A ticker for pings every `ping`, first one interval from now; `None` without pings.
+pub(crate) fn ping_ticker(ping: Option<Duration>) -> Option<tokio::time::Interval> {
+    ping.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    })
+}
+
+/// The next tick of `ticker`; never with `None`.
+pub(crate) async fn tick(ticker: &mut Option<tokio::time::Interval>) {
     match ticker {
         Some(t) => {
             t.tick().await;

@@ -56,7 +56,9 @@ pub async fn run<L: Into<Listener>>(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let tls = load_tls(&config).map_err(io::Error::other)?;
-    serve(listeners.into_iter().map(Into::into).collect(), config, tls, shutdown).await
+    serve(listeners.into_iter().map(Into::into).collect(), config, tls, shutdown)
+        .await
+        .map(drop)
 }
 
 /// The TLS state for `config`: `None` without `--ssl`.
@@ -73,12 +75,13 @@ pub fn load_tls(config: &Config) -> Result<Option<Tls>, String> {
 /// Serves on `listeners` until `shutdown` is cancelled, then stops accepting, sends every
 /// session Close 1001, stops every program and returns once all are reaped (or a bounded
 /// time has passed). TCP listeners speak TLS when `tls` is given; Unix sockets never do.
+/// Returns wsbridge's exit status: 0, or with `--shared=once` the program's.
 pub async fn serve(
     listeners: Vec<Listener>,
     config: Config,
     tls: Option<Tls>,
     shutdown: CancellationToken,
-) -> io::Result<()> {
+) -> io::Result<u8> {
     let drain_limit = reap::max_stop_time(config.close_grace) + 2 * CLOSE_TIMEOUT + Duration::from_secs(1);
     let ep = Arc::new(Endpoint::new(config, shutdown.clone()));
     let connections = TaskTracker::new();
@@ -124,7 +127,7 @@ pub async fn serve(
         Ok(()) => tracing::info!("all sessions ended"),
         Err(_) => tracing::warn!(sessions = ep.sessions.len(), "shutdown drain timed out"),
     }
-    Ok(())
+    Ok(ep.hub.as_ref().map_or(0, |hub| hub.exit_status()))
 }
 
 enum Acceptor {

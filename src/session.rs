@@ -46,7 +46,7 @@ const STDERR_QUEUE: usize = 64;
 pub const MAX_STDERR_LINE: usize = 4096;
 
 /// How the WebSocket ends.
-enum Closing {
+pub(crate) enum Closing {
     /// Send this Close and wait (briefly) for the client's.
     Send(CloseCode, String),
     /// The client sent Close (with this code); flush our automatic answer.
@@ -241,19 +241,7 @@ where
                 format!("malformed frame from the program at byte {}", e.offset),
             )
         }
-        Ending::Input(InEnd::Closed(frame)) => Closing::Answer(frame.map(|f| f.code)),
-        Ending::Input(InEnd::Gone) => {
-            tracing::debug!("client went away without a Close frame");
-            Closing::Drop
-        }
-        Ending::Input(InEnd::Refused(code, reason)) => {
-            tracing::info!(code = u16::from(code), reason, "closing: client broke a rule");
-            Closing::Send(code, reason.into())
-        }
-        Ending::Input(InEnd::Error(e)) => {
-            tracing::warn!(error = %e, "websocket error");
-            Closing::Send(CloseCode::Error, "internal error".into())
-        }
+        Ending::Input(end) => closing_for_input(end),
         Ending::Shutdown => Closing::Send(CloseCode::Away, "server shutting down".into()),
     };
 
@@ -355,7 +343,26 @@ async fn linger<F: std::future::Future<Output = InEnd>>(mut inp: std::pin::Pin<&
     }
 }
 
-async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
+/// How to close after the client's side ended the relay.
+pub(crate) fn closing_for_input(end: InEnd) -> Closing {
+    match end {
+        InEnd::Closed(frame) => Closing::Answer(frame.map(|f| f.code)),
+        InEnd::Gone => {
+            tracing::debug!("client went away without a Close frame");
+            Closing::Drop
+        }
+        InEnd::Refused(code, reason) => {
+            tracing::info!(code = u16::from(code), reason, "closing: client broke a rule");
+            Closing::Send(code, reason.into())
+        }
+        InEnd::Error(e) => {
+            tracing::warn!(error = %e, "websocket error");
+            Closing::Send(CloseCode::Error, "internal error".into())
+        }
+    }
+}
+
+pub(crate) async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
     match ping {
         Some(every) => relay::watchdog(every, liveness).await,
         None => std::future::pending().await,
@@ -382,7 +389,7 @@ async fn drain<F: std::future::Future<Output = OutEnd>>(mut out: std::pin::Pin<&
     }
 }
 
-fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
+pub(crate) fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
     match status {
         Ok(s) if s.success() => (CloseCode::Normal, String::new()),
         Ok(s) => (CloseCode::Error, child::describe(s)),
@@ -392,7 +399,7 @@ fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
 
 /// Ends the WebSocket as `how` says, then drops it; returns the close code that was
 /// exchanged, if any.
-async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Option<u16>
+pub(crate) async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Option<u16>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -417,7 +424,10 @@ where
 }
 
 /// The receiving half of a WebSocket.
-trait WsStream: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin {}
+pub(crate) trait WsStream:
+    futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin
+{
+}
 impl<T: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin> WsStream for T {}
 
 /// After our Close: read until the client's Close (or EOF) so that unread data does not

@@ -2,8 +2,9 @@
 //! the `--maxforks` slot, starting the program, the 101 answer, and handing the upgraded
 //! stream to [`crate::session`].
 //!
-//! `--subprotocol` is negotiated here (the client's first offer that we list, or 400 when
-//! nothing matches), and with `--pty` the window size comes from `?cols=&rows=`.
+//! `--subprotocol` is negotiated here (the client's first offer that we list for this
+//! endpoint, or 400 when nothing matches), and with `--pty` the window size comes from
+//! `?cols=&rows=`.
 //!
 //! The program is started before the 101 is sent, so a program that cannot start gets a
 //! 500 instead of websocketd's 101-then-drop. Over `--maxforks` the answer is 429 and no
@@ -27,7 +28,7 @@ use tracing::Instrument;
 
 use crate::child::{self, Spec};
 use crate::config::{Config, Program};
-use crate::{env, reap, relay, session};
+use crate::{env, reap, relay, session, shared};
 
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
 /// Small, because it is paid per idle connection.
@@ -48,6 +49,8 @@ pub struct Endpoint {
     id_base: u64,
     /// The last connection number handed out, across all listeners.
     last_id: AtomicU64,
+    /// `--shared`: the one program every connection joins.
+    pub hub: Option<Arc<shared::Hub>>,
 }
 
 /// One accepted TCP (or TLS) connection.
@@ -83,13 +86,18 @@ impl Endpoint {
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        let sessions = TaskTracker::new();
+        let hub = config
+            .shared
+            .map(|settings| shared::Hub::new(&config, settings, shutdown.clone(), sessions.clone()));
         Endpoint {
             forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
             config,
-            sessions: TaskTracker::new(),
+            sessions,
             shutdown,
             id_base,
             last_id: AtomicU64::new(0),
+            hub,
         }
     }
 
@@ -141,7 +149,7 @@ pub fn accept(
     target: Target<'_>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
-    let protocol = negotiate(req.headers(), &ep.config.subprotocols)?;
+    let protocol = negotiate(req.headers(), ep.config.subprotocols.for_path(target.script_name))?;
     let size = match ep.config.pty {
         true => Some(
             crate::pty::WinSize::from_query(req.uri().query()).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?,
@@ -161,6 +169,26 @@ pub fn accept(
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
     let permit = take_fork_slot(ep)?;
+
+    if let Some(hub) = &ep.hub {
+        let member = hub
+            .join(conn.id)
+            .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let ep2 = Arc::clone(ep);
+        let tracked = hub.track(
+            async move {
+                let _permit = permit;
+                match upgrade(on_upgrade, &ep2.config).await {
+                    Ok(ws) => shared::run_client(ws, member, &ep2.config, &ep2.shutdown).await,
+                    Err(why) => tracing::info!(reason = why, "upgrade did not complete"),
+                }
+            }
+            .in_current_span(),
+        );
+        ep.sessions.spawn(tracked);
+        return Ok(switching(&key, protocol));
+    }
 
     let built = env::build(
         &env::Request {
@@ -211,14 +239,10 @@ pub fn accept(
     ep.sessions.spawn(
         async move {
             let _permit = permit;
-            let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
-                Ok(Ok(u)) => u,
-                Ok(Err(e)) => return abandon(child, stdio, &ep2.config, &e.to_string()).await,
-                Err(_) => return abandon(child, stdio, &ep2.config, "timed out").await,
+            let ws = match upgrade(on_upgrade, &ep2.config).await {
+                Ok(ws) => ws,
+                Err(why) => return abandon(child, stdio, &ep2.config, &why).await,
             };
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&ep2.config)))
-                    .await;
             match stdio {
                 Io::Pipes(s) => session::run(ws, child, s.into(), &ep2.config, &ep2.shutdown).await,
                 Io::Pty(m) => session::run(ws, child, m.into(), &ep2.config, &ep2.shutdown).await,
@@ -227,6 +251,11 @@ pub fn accept(
         .in_current_span(),
     );
 
+    Ok(switching(&key, protocol))
+}
+
+/// The 101 answer for a client's key and the negotiated subprotocol.
+fn switching(key: &str, protocol: Option<String>) -> Response<()> {
     let accept_key = derive_accept_key(key.as_bytes());
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -245,7 +274,20 @@ pub fn accept(
             HeaderValue::from_str(&p).expect("a token is a valid header value"),
         );
     }
-    Ok(resp)
+    resp
+}
+
+/// Waits for hyper to hand over the upgraded connection and wraps it as a WebSocket.
+async fn upgrade(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    config: &Config,
+) -> Result<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, String> {
+    let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("timed out".into()),
+    };
+    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(config))).await)
 }
 
 /// The program's side of a connection: pipes, or a terminal with `--pty`.

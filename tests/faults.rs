@@ -11,13 +11,12 @@
 
 mod common;
 
-use std::collections::{BTreeSet, VecDeque};
-use std::io::{self, BufRead, BufReader};
+use std::collections::BTreeSet;
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -103,19 +102,28 @@ fn fd_count(pid: i32) -> usize {
         .count()
 }
 
-/// How many log lines to keep for failure messages (the stderr flood logs thousands).
-const LOG_TAIL: usize = 300;
-
 /// The real binary, started with `--port=0 --address=127.0.0.1` plus `args` as the leader
-/// of a new session. On drop it and whatever is left in its session are killed.
+/// of a new session. On drop it and whatever is left in its session are killed. Its log,
+/// signals and exit come from the shared [`common::Proc`].
 struct Server {
-    addr: SocketAddr,
-    child: Child,
-    log: Arc<Mutex<VecDeque<String>>>,
+    inner: BinServer,
     /// Descriptors open before the first connection.
     base_fds: usize,
     /// Peak RSS before the first connection.
     base_hwm_kib: u64,
+}
+
+impl std::ops::Deref for Server {
+    type Target = BinServer;
+    fn deref(&self) -> &BinServer {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut BinServer {
+        &mut self.inner
+    }
 }
 
 impl Server {
@@ -128,12 +136,8 @@ impl Server {
     /// /dev/null without close-on-exec, as a careless parent would leave it.
     fn start_with(args: &[&str], inherit: Option<i32>) -> Self {
         use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsbridge"));
-        cmd.args(["--port=0", "--address=127.0.0.1"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = common::Proc::command();
+        cmd.args(["--port=0", "--address=127.0.0.1"]).args(args);
         // SAFETY: only async-signal-safe system calls on memory owned by this closure.
         unsafe {
             cmd.pre_exec(move || {
@@ -155,71 +159,14 @@ impl Server {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().expect("start wsbridge");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).split(b'\n') {
-                let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line).into_owned();
-                if let Some(rest) = line.strip_prefix("wsbridge: listening on ws://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
-                    }
-                }
-                let mut l = log2.lock().expect("log lock");
-                if l.len() == LOG_TAIL {
-                    l.pop_front();
-                }
-                l.push_back(line);
-            }
-        });
-        let addr = match rx.recv_timeout(STEP) {
-            Ok(a) => a.parse().expect("address in the startup line"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no startup line; log:\n{}",
-                    log.lock()
-                        .expect("log lock")
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-        };
-        let pid = child.id() as i32;
+        let inner = BinServer::from_proc(common::Proc::spawn(cmd, 1));
+        let pid = inner.pid();
         let (base_fds, base_hwm_kib) = (fd_count(pid), status_kib(pid, "VmHWM"));
         Server {
-            addr,
-            child,
-            log,
+            inner,
             base_fds,
             base_hwm_kib,
         }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    fn log(&self) -> String {
-        self.log
-            .lock()
-            .expect("log lock")
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 
     /// Live (not zombie) processes in the server's session other than the server.
@@ -310,32 +257,12 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid()), sig).expect("signal wsbridge");
-    }
-
-    async fn wait_exit(&mut self, d: Duration) -> ExitStatus {
-        let deadline = Instant::now() + d;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wsbridge did not exit within {d:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let me = self.pid();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.kill();
         // Whatever the server left behind is ours too: all of it descends from the server.
         for p in all_procs() {
             if p.session == me && p.pid != me {

@@ -83,6 +83,44 @@ async fn subprotocol_not_offered_is_accepted_without_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subprotocol_lists_per_dir_path_fall_back_to_the_common_one() {
+    let dir = format!("--dir={}", fixture("wsdir"));
+    let server = TestServer::start(&[
+        &dir,
+        "--subprotocol=plain.v1",
+        "--subprotocol=/sub/info.sh=info.v2,info.v1",
+    ])
+    .await;
+    // The script with its own list answers from it…
+    let (ws, resp) = connect_offering(&server.url("/sub/info.sh"), &["plain.v1, info.v1"])
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.as_bytes()),
+        Some(&b"info.v1"[..])
+    );
+    drop(ws);
+    // …and refuses the common list's protocol, naming its own.
+    match connect_offering(&server.url("/sub/info.sh"), &["plain.v1"]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("info.v2, info.v1"), "{body}");
+        }
+        other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // A script without a list of its own uses the common one.
+    let (_ws, resp) = connect_offering(&server.url("/echo.sh"), &["info.v1, plain.v1"])
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.as_bytes()),
+        Some(&b"plain.v1"[..])
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subprotocol_offers_are_ignored_without_the_flag() {
     // tungstenite's client refuses an answer without the protocol it offered (as browsers
     // do), so this handshake is written by hand to see what the server answers.
@@ -118,8 +156,10 @@ async fn subprotocol_offers_are_ignored_without_the_flag() {
     server.stop().await;
 }
 
-/// A Python that neither runs with `-u` nor flushes.
-const BUFFERED_PY: &str = "import time; print('a'); time.sleep(3); print('b')";
+/// examples/buffered.py, which never flushes: two lines, 3 s apart.
+fn buffered_py() -> [String; 4] {
+    [python().to_owned(), example("buffered.py"), "2".into(), "3".into()]
+}
 
 fn python() -> &'static str {
     if std::path::Path::new("/usr/bin/python3").exists() {
@@ -131,22 +171,24 @@ fn python() -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_makes_a_buffered_program_line_buffered() {
-    let server = TestServer::start(&["--pty", python(), "-c", BUFFERED_PY]).await;
+    let [py, script, n, delay] = buffered_py();
+    let server = TestServer::start(&["--pty", &py, &script, &n, &delay]).await;
     let mut ws = connect(&server.url("/")).await;
-    assert_eq!(within(Duration::from_secs(2), recv_text(&mut ws)).await, "a");
-    assert_eq!(recv_text(&mut ws).await, "b");
+    assert_eq!(within(Duration::from_secs(2), recv_text(&mut ws)).await, "tick 1");
+    assert_eq!(recv_text(&mut ws).await, "tick 2");
     drop(ws);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pty_a_buffered_program_holds_its_output() {
-    let server = TestServer::start(&[python(), "-c", BUFFERED_PY]).await;
+    let [py, script, n, delay] = buffered_py();
+    let server = TestServer::start(&[&py, &script, &n, &delay]).await;
     let mut ws = connect(&server.url("/")).await;
     let early = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
     assert!(early.is_err(), "output arrived before the program exited: {early:?}");
-    assert_eq!(recv_text(&mut ws).await, "a");
-    assert_eq!(recv_text(&mut ws).await, "b");
+    assert_eq!(recv_text(&mut ws).await, "tick 1");
+    assert_eq!(recv_text(&mut ws).await, "tick 2");
     drop(ws);
     server.stop().await;
 }
@@ -238,5 +280,18 @@ async fn pty_merges_stderr_and_binary_gets_raw_terminal_bytes() {
         })
         .collect();
     assert_eq!(bytes, b"x\r\n");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_example_reports_the_agreed_subprotocol() {
+    let server = TestServer::start(&["--subprotocol=chat.v2,chat.v1", &example("protocol.sh")]).await;
+    let (mut ws, _) = connect_offering(&server.url("/"), &["chat.v1"])
+        .await
+        .expect("handshake");
+    assert_eq!(recv_text(&mut ws).await, "speaking chat.v1");
+    send_text(&mut ws, "hi").await;
+    assert_eq!(recv_text(&mut ws).await, "hi");
+    drop(ws);
     server.stop().await;
 }

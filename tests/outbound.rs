@@ -4,7 +4,6 @@
 //! proxy environment with no_proxy, failures that must be quick one-line errors, close
 //! codes both ways, `--reconnect` with its backoff, and SIGTERM.
 
-mod common;
 mod deploy_support;
 
 use std::net::{SocketAddr, TcpListener};
@@ -12,9 +11,34 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{within, BinServer, STEP};
-use deploy_support::{make_ca, make_leaf, Proc, TempDir};
+use deploy_support::{make_ca, make_leaf, within, Proc, TempDir, STEP};
 use tokio::io::AsyncWriteExt;
+
+/// Our server mode, the real binary on 127.0.0.1 with an OS-chosen port; killed on drop.
+struct BinServer {
+    addr: SocketAddr,
+    proc: Proc,
+}
+
+impl BinServer {
+    fn start(args: &[&str]) -> Self {
+        let mut all = vec!["--port=0", "--address=127.0.0.1"];
+        all.extend(args);
+        let proc = Proc::start(&all, &[], 1);
+        BinServer {
+            addr: proc.tcp_addr(),
+            proc,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    fn log(&self) -> String {
+        self.proc.log()
+    }
+}
 
 /// Every proxy variable the client could read; cleared so the machine's own settings do
 /// not leak into a test.

@@ -302,3 +302,23 @@ async fn passstderr_sends_both_streams_as_tagged_json() {
     assert_eq!(got, want);
     assert_eq!(code, CloseCode::Normal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_example_sends_results_and_progress_apart() {
+    let server = TestServer::start(&["--passstderr", &example("progress.sh")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let readme = format!("{}/README.md", env!("CARGO_MANIFEST_DIR"));
+    send_text(&mut ws, &readme).await;
+    let mut got = vec![recv_text(&mut ws).await, recv_text(&mut ws).await];
+    got.sort(); // the two streams are separate pipes: either may come first
+    assert!(
+        got[0].starts_with("{\"stream\":\"stderr\",\"data\":\"counting "),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("{\"stream\":\"stdout\",\"data\":\"") && got[1].ends_with(" lines\"}"),
+        "{got:?}"
+    );
+    drop(ws);
+    server.stop().await;
+}

@@ -3,12 +3,12 @@
 //! through [`within`], so a bug fails the test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod proc;
+pub use proc::Proc;
+
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -139,10 +139,20 @@ pub async fn recv_until_close(ws: &mut Ws) -> (Vec<Message>, CloseCode, String) 
 /// it, and the client stays silent unless told otherwise): `GET path` with a fixed key;
 /// `first` is sent in the same write as the request. Asserts the 101.
 pub async fn raw_upgrade(addr: SocketAddr, path: &str, first: &[u8]) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = within(STEP, tokio::net::TcpStream::connect(addr))
+    let tcp = within(STEP, tokio::net::TcpStream::connect(addr))
         .await
         .expect("connect");
+    raw_upgrade_on(tcp, addr, path, first).await
+}
+
+/// [`raw_upgrade`] on a stream the test connected itself (to set socket options first).
+pub async fn raw_upgrade_on(
+    mut tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    first: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -184,11 +194,11 @@ pub async fn gone_within(pid: i32, d: Duration) -> bool {
 }
 
 /// The real binary, started with `--port=0 --address=127.0.0.1` plus `args`; its address
-/// is read from the startup line. Killed on drop.
+/// is read from the startup line. Killed on drop. Everything else ([`Proc::log`],
+/// [`Proc::signal`], [`Proc::wait_exit`], …) comes from [`Proc`].
 pub struct BinServer {
     pub addr: SocketAddr,
-    child: Child,
-    log: Arc<Mutex<String>>,
+    proc: Proc,
 }
 
 impl BinServer {
@@ -207,13 +217,10 @@ impl BinServer {
     }
 
     fn spawn(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsbridge"));
+        let mut cmd = Proc::command();
         cmd.envs(env.iter().copied())
             .args(["--port=0", "--address=127.0.0.1"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(args);
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs in the forked child.
@@ -231,72 +238,31 @@ impl BinServer {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("start wsbridge");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("wsbridge: listening on ws://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
-                    }
-                }
-                let mut l = log2.lock().expect("log lock");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(STEP) {
-            Ok(a) => a.parse().expect("address in the startup line"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no startup line; log:\n{}", log.lock().expect("log lock"));
-            }
-        };
-        BinServer { addr, child, log }
+        Self::from_proc(Proc::spawn(cmd, 1))
+    }
+
+    /// A server from a [`Proc`] that announced its TCP listener.
+    pub fn from_proc(proc: Proc) -> Self {
+        BinServer {
+            addr: proc.tcp_addr(),
+            proc,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
+}
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal wsbridge");
-    }
-
-    /// Polls for the exit status until `d` passes.
-    pub async fn wait_exit(&mut self, d: Duration) -> ExitStatus {
-        let deadline = Instant::now() + d;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wsbridge did not exit within {d:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+impl std::ops::Deref for BinServer {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
     }
 }
 
-impl Drop for BinServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::DerefMut for BinServer {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
     }
 }
