@@ -348,6 +348,9 @@ impl Batch<'_> {
             let mut write = std::pin::pin!(writer.write_all(&current));
             loop {
                 tokio::select! {
+                    // The write first: a Close that arrived meanwhile must not abandon a
+                    // batch the program (or our stdout) can take at once.
+                    biased;
                     r = &mut write => break Ok(r),
                     next = stream.next(), if self.buf.len() < HOLD_LIMIT => {
                         if let Some(end) = self.accept(next) {
