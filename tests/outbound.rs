@@ -546,3 +546,42 @@ async fn silent_or_babbling_peers_are_bounded_errors_not_hangs() {
     t1.abort();
     t2.abort();
 }
+
+#[tokio::test]
+async fn a_plain_tungstenite_server_sees_masked_frames_and_the_exit_status_close() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        // tungstenite's server side refuses unmasked client frames (RFC 6455 §5.1).
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("handshake");
+        ws.send(Message::text("ping-me")).await.expect("send");
+        let mut seen = Vec::new();
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => seen.push(t.to_string()),
+                Some(Ok(Message::Close(frame))) => {
+                    let frame = frame.expect("a close code");
+                    return (seen, frame.code, frame.reason.to_string());
+                }
+                Some(Ok(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let url = format!("--connect=ws://{addr}/");
+    let run = client(
+        &[&url, "sh", "-c", "read line; echo \"got $line\"; exit 3"],
+        &[],
+        None,
+        STEP,
+    )
+    .await;
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    let (seen, code, reason) = within(STEP, server).await.expect("server task");
+    assert_eq!(seen, ["got ping-me"]);
+    assert_eq!((code, reason.as_str()), (CloseCode::Error, "exit status 3"));
+}
