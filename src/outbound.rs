@@ -285,8 +285,10 @@ enum Attempt {
 
 /// Runs `--connect` until it is over (once, or with `--reconnect` until a signal) and
 /// returns the exit status.
-pub async fn run(client: Client, config: &Config, shutdown: CancellationToken) -> u8 {
-    let mut pipes = config.program.is_none().then(Pipes::new);
+pub async fn run(client: Client, config: &Config, signalled: CancellationToken) -> u8 {
+    // In pipe mode a closed stdout (`... | head -1`) ends the run like a signal does.
+    let shutdown = signalled.child_token();
+    let mut pipes = config.program.is_none().then(|| Pipes::new(shutdown.clone()));
     let mut backoff = Backoff::new();
     let mut code: u8;
     let reconnect = client.settings.reconnect;
@@ -503,10 +505,11 @@ struct Pipes {
 }
 
 impl Pipes {
-    fn new() -> Self {
+    /// `stdout_closed` is cancelled when stdout can no longer be written.
+    fn new(stdout_closed: CancellationToken) -> Self {
         Pipes {
             stdin: Stdin::new(),
-            stdout: Stdout::new(),
+            stdout: Stdout::new(stdout_closed),
         }
     }
 
@@ -586,14 +589,17 @@ struct Stdout {
 }
 
 impl Stdout {
-    fn new() -> Self {
+    fn new(closed: CancellationToken) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let thread = std::thread::spawn(move || {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = rx.blocking_recv() {
-                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
-                    return; // stdout closed: later writes fail like a closed pipe
+                if let Err(e) = out.write_all(&chunk).and_then(|()| out.flush()) {
+                    // Nobody reads what the server sends any more: end the session.
+                    tracing::info!(error = %e, "stdout is closed; closing the connection");
+                    closed.cancel();
+                    return; // later writes fail like a closed pipe
                 }
             }
         });

@@ -585,3 +585,30 @@ async fn a_plain_tungstenite_server_sees_masked_frames_and_the_exit_status_close
     assert_eq!(seen, ["got ping-me"]);
     assert_eq!((code, reason.as_str()), (CloseCode::Error, "exit status 3"));
 }
+
+#[tokio::test]
+async fn pipe_mode_ends_when_its_stdout_is_closed() {
+    use tokio::io::AsyncReadExt;
+    // `wsbridge --connect=ws://feed | head -c 5`: an endless feed must not keep it running.
+    let server = BinServer::start(&["yes", "tick"]);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsbridge"));
+    for v in PROXY_VARS {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd
+        .arg(format!("--connect={}", server.url("/")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the client");
+    let _stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 5];
+    within(STEP, stdout.read_exact(&mut first)).await.expect("read");
+    assert_eq!(&first, b"tick\n");
+    drop(stdout);
+    let status = within(STEP, child.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
