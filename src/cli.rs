@@ -186,6 +186,11 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub reconnect: bool,
 
+    /// With --connect=wss://: do not check the server's certificate (DANGEROUS: anyone on
+    /// the path can read and change the traffic; for tests only; logged as a warning)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub insecure: bool,
+
     /// With --connect: seconds each step of connecting may take (TCP connect, the proxy's
     /// answer, TLS handshake, WebSocket handshake)
     #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10)]

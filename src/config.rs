@@ -151,8 +151,8 @@ impl TryFrom<Cli> for Config {
         if cli.connect.is_some() {
             return client_config(cli);
         }
-        if cli.proxy.is_some() || cli.reconnect {
-            return Err("--proxy and --reconnect need --connect=URL".into());
+        if cli.proxy.is_some() || cli.reconnect || cli.insecure {
+            return Err("--proxy, --reconnect and --insecure need --connect=URL".into());
         }
         let port = cli.port.unwrap_or(if cli.ssl { 443 } else { 80 });
         let tcp = cli.unixsocket.is_none() || cli.port.is_some() || !cli.address.is_empty();
@@ -302,6 +302,12 @@ fn client_config(cli: Cli) -> Result<Config, String> {
     if !target.secure && (cli.sslca.is_some() || cli.sslcert.is_some() || cli.sslkey.is_some()) {
         return Err("--sslca, --sslcert and --sslkey are for wss:// URLs".into());
     }
+    if cli.insecure && !target.secure {
+        return Err("--insecure is about wss:// certificates; this URL is ws://".into());
+    }
+    if cli.insecure && cli.sslca.is_some() {
+        return Err("--insecure skips the certificate check that --sslca is for: give one".into());
+    }
     let client_cert = match (cli.sslcert, cli.sslkey) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
@@ -373,6 +379,7 @@ fn client_config(cli: Cli) -> Result<Config, String> {
             ca: cli.sslca,
             client_cert,
             reconnect: cli.reconnect,
+            insecure: cli.insecure,
             step_timeout: Duration::from_secs(cli.connect_timeout),
         }),
     })

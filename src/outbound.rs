@@ -129,6 +129,8 @@ pub struct Settings {
     /// `--sslcert` and `--sslkey`: our client certificate (mutual TLS).
     pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub reconnect: bool,
+    /// `--insecure`: do not check the server's certificate.
+    pub insecure: bool,
     /// `--connect-timeout`: the bound on each step of connecting.
     pub step_timeout: Duration,
 }
@@ -150,7 +152,11 @@ pub fn prepare(config: &Config) -> Result<Client, String> {
     #[cfg(feature = "tls")]
     {
         let tls = match settings.target.secure {
-            true => Some(tls::connector(settings.ca.as_deref(), settings.client_cert.as_ref())?),
+            true => Some(tls::connector(
+                settings.ca.as_deref(),
+                settings.client_cert.as_ref(),
+                settings.insecure,
+            )?),
             false => None,
         };
         Ok(Client { settings, tls })
@@ -193,11 +199,23 @@ impl Client {
         let ws_config = Some(crate::ws::ws_config(config));
         #[cfg(feature = "tls")]
         if let Some(connector) = &self.tls {
+            if s.insecure {
+                tracing::warn!(
+                    server = %t.shown(),
+                    "--insecure: the server's certificate is NOT checked; anyone on the path can read and change this connection"
+                );
+            }
             let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                 .map_err(|_| format!("cannot use {:?} as a TLS server name", t.host))?;
             let tls = match tokio::time::timeout(step, connector.connect(name, tcp)).await {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return Err(format!("TLS handshake with {} failed: {e}", t.shown())),
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "TLS handshake with {} failed: {}",
+                        t.shown(),
+                        tls::describe(&e)
+                    ))
+                }
                 Err(_) => return Err(format!("TLS handshake with {} timed out", t.shown())),
             };
             let (ws, protocol) = handshake(request, tls, ws_config, t, step).await?;

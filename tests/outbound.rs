@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use deploy_support::{make_ca, make_leaf, within, Proc, TempDir, STEP};
+use deploy_support::{make_ca, make_leaf, openssl, within, Proc, TempDir, STEP};
 use tokio::io::AsyncWriteExt;
 
 /// Our server mode, the real binary on 127.0.0.1 with an OS-chosen port; killed on drop.
@@ -470,6 +470,8 @@ async fn bad_command_lines_are_one_line_errors() {
         (vec!["--connect=ws://h/", "--origin=a,b"], "one Origin"),
         (vec!["--connect=ws://h/", "--header=Upgrade: x"], "itself"),
         (vec!["--reconnect", "cat"], "need --connect"),
+        (vec!["--connect=ws://h/", "--insecure"], "wss://"),
+        (vec!["--connect=wss://h/", "--insecure", "--sslca=x.pem"], "give one"),
         (vec!["--connect=ws://h/", "no-such-program-xyz"], "not found"),
     ] {
         let run = client(&args, &[], Some(b""), STEP).await;
@@ -611,4 +613,47 @@ async fn pipe_mode_ends_when_its_stdout_is_closed() {
     drop(stdout);
     let status = within(STEP, child.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0));
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_self_signed_server_needs_an_explicit_and_loud_insecure() {
+    // `openssl req -x509` as people make it: a CA certificate used as the server's own.
+    let dir = TempDir::new("outbound-selfsigned");
+    openssl(
+        &dir.0,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=self",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    let server = tls_server(&dir, &["cat"]);
+    let url = format!("--connect=wss://127.0.0.1:{}/", server.tcp_addr().port());
+    let ca = format!("--sslca={}", dir.path("server.pem").display());
+    let run = client(&[&url, &ca], &[], Some(b"x\n"), STEP).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("openssl req -x509"), "a hint: {}", run.stderr);
+    let run = client(&[&url, "--insecure"], &[], Some(b"anyway\n"), STEP).await;
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "anyway\n"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("WARN") && run.stderr.contains("NOT checked"),
+        "{}",
+        run.stderr
+    );
 }
