@@ -190,7 +190,7 @@ impl Client {
             Some(p) => proxy::tunnel(p, t, step).await?,
             None => match tokio::time::timeout(step, TcpStream::connect((t.host.as_str(), t.port))).await {
                 Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => return Err(format!("cannot connect to {}: {}", t.shown(), lower(&e))),
+                Ok(Err(e)) => return Err(format!("cannot connect to {}: {}", t.shown(), proxy::lower(&e))),
                 Err(_) => return Err(format!("cannot connect to {}: timed out after {step:?}", t.shown())),
             },
         };
@@ -643,11 +643,6 @@ impl AsyncWrite for Stdout {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-}
-
-fn lower(e: &io::Error) -> String {
-    let s = e.to_string();
-    s.split(" (os error").next().unwrap_or(&s).to_lowercase()
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ fn connect_request(authority: &str, credentials: Option<&(String, String)>) -> S
     let mut r = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some((user, pass)) = credentials {
         r.push_str("Proxy-Authorization: Basic ");
-        r.push_str(&base64(format!("{user}:{pass}").as_bytes()));
+        r.push_str(&data_encoding::BASE64.encode(format!("{user}:{pass}").as_bytes()));
         r.push_str("\r\n");
     }
     r.push_str("\r\n");
@@ -295,27 +295,10 @@ fn parse_status(head: &[u8]) -> Option<(u16, String)> {
     Some((code, reason))
 }
 
-fn lower(e: &std::io::Error) -> String {
+/// An I/O error as a lower-case phrase without the `(os error N)` tail.
+pub(crate) fn lower(e: &std::io::Error) -> String {
     let s = e.to_string();
     s.split(" (os error").next().unwrap_or(&s).to_lowercase()
-}
-
-/// Standard base64 with padding (for Basic credentials).
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -414,10 +397,6 @@ mod tests {
             r,
             "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\nProxy-Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n\r\n"
         );
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(
             parse_status(b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n"),
             Some((407, "Proxy Authentication Required".into()))
