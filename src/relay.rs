@@ -273,6 +273,10 @@ where
             }
         }
         if let Some(end) = batch.write_watching(&mut writer, stream).await {
+            if matches!(end, InEnd::Closed(_)) {
+                // Messages gathered before the Close go to the program too.
+                return batch.finish(&mut writer, end).await;
+            }
             batch.log_discarded();
             return end;
         }
@@ -333,7 +337,9 @@ impl Batch<'_> {
     }
 
     /// Writes the batch while gathering the next one from the socket. An ending seen
-    /// meanwhile abandons the write (the client is gone) and is returned.
+    /// meanwhile is returned: after a Close the write is given [`FINAL_WRITE`] to finish
+    /// (what the client sent before closing is delivered if the program takes it); any
+    /// other ending (the client is gone) abandons it.
     async fn write_watching<W, St>(&mut self, writer: &mut W, stream: &mut St) -> Option<InEnd>
     where
         W: AsyncWrite + Unpin,
@@ -344,17 +350,21 @@ impl Batch<'_> {
         if current.is_empty() || !self.open {
             return None;
         }
-        let outcome = {
+        let (written, end) = {
             let mut write = std::pin::pin!(writer.write_all(&current));
             loop {
                 tokio::select! {
                     // The write first: a Close that arrived meanwhile must not abandon a
                     // batch the program (or our stdout) can take at once.
                     biased;
-                    r = &mut write => break Ok(r),
+                    r = &mut write => break (Some(r), None),
                     next = stream.next(), if self.buf.len() < HOLD_LIMIT => {
                         if let Some(end) = self.accept(next) {
-                            break Err(end);
+                            let r = match end {
+                                InEnd::Closed(_) => tokio::time::timeout(FINAL_WRITE, &mut write).await.ok(),
+                                _ => None,
+                            };
+                            break (r, Some(end));
                         }
                     }
                 }
@@ -364,21 +374,21 @@ impl Batch<'_> {
             self.buf = current; // reuse the allocation
             self.buf.clear();
         }
-        match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => {
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 self.open = false;
                 self.discarded += self.queued;
                 self.queued = 0;
                 self.buf.clear();
                 tracing::warn!(error = %e, "program's stdin is closed; discarding further client messages");
-                None
             }
-            Err(end) => {
-                tracing::info!("the client's session ended while the program was not reading its input");
-                Some(end)
-            }
+            None => tracing::info!(
+                "the client's session ended while the program was not reading its input; \
+                 the messages being written to it were not delivered"
+            ),
         }
+        end
     }
 
     /// Delivers what was gathered before the end (bounded: the program may not be

@@ -322,3 +322,40 @@ async fn the_progress_example_sends_results_and_progress_apart() {
     drop(ws);
     server.stop().await;
 }
+
+/// Messages sent just before a Close reach a program that is slow to read them: the write
+/// under way when the Close arrives is finished (bounded), not abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_before_a_close_reach_a_slow_reader() {
+    const COUNT: usize = 100;
+    const SIZE: usize = 2000;
+    let out = std::env::temp_dir().join(format!("wsbridge-slow-reader-{}", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    // Ignoring SIGINT and SIGTERM leaves it the ladder's 850 ms to finish after stdin ends.
+    let script = format!(
+        "trap '' INT TERM; sleep 0.3; wc -c > {}.tmp; mv {0}.tmp {0}",
+        out.display()
+    );
+    let server = TestServer::start(&["sh", "-c", &script]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let line = "x".repeat(SIZE);
+    for _ in 0..COUNT {
+        within(STEP, ws.feed(Message::text(line.clone()))).await.expect("feed");
+    }
+    // More than a pipe holds, so the write is still under way when the Close comes.
+    within(STEP, ws.close(None)).await.expect("close");
+    let deadline = std::time::Instant::now() + STEP;
+    let counted = loop {
+        if let Ok(s) = std::fs::read_to_string(&out) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program never finished counting"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(counted.trim(), (COUNT * (SIZE + 1)).to_string());
+    server.stop().await;
+}
