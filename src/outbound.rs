@@ -28,12 +28,11 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::child::{self, Spec};
 use crate::config::Config;
-use crate::session::{self, Outcome, ProgramIo, Side};
+use crate::session::{self, Outcome, ProgramIo, Side, Socket, Transport};
 
 /// `--reconnect`: the first delay, doubled after each failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -170,19 +169,10 @@ pub fn prepare(config: &Config) -> Result<Client, String> {
     }
 }
 
-/// One connected WebSocket, plain or TLS.
-// One exists per connection and only briefly, so its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Connected {
-    Plain(WebSocketStream<TcpStream>),
-    #[cfg(feature = "tls")]
-    Tls(WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
 impl Client {
     /// Connects (through the proxy, if any), does TLS and the WebSocket handshake; returns
     /// the socket and the subprotocol the server chose.
-    async fn connect(&self, config: &Config) -> Result<(Connected, Option<String>), String> {
+    async fn connect(&self, config: &Config) -> Result<(Socket, Option<String>), String> {
         let s = &self.settings;
         let t = &s.target;
         let step = s.step_timeout;
@@ -218,11 +208,9 @@ impl Client {
                 }
                 Err(_) => return Err(format!("TLS handshake with {} timed out", t.shown())),
             };
-            let (ws, protocol) = handshake(request, tls, ws_config, t, step).await?;
-            return Ok((Connected::Tls(ws), protocol));
+            return handshake(request, Box::new(tls), ws_config, t, step).await;
         }
-        let (ws, protocol) = handshake(request, tcp, ws_config, t, step).await?;
-        Ok((Connected::Plain(ws), protocol))
+        handshake(request, Box::new(tcp), ws_config, t, step).await
     }
 
     fn request(&self, config: &Config) -> Result<Request, String> {
@@ -256,16 +244,13 @@ impl Client {
     }
 }
 
-async fn handshake<S>(
+async fn handshake(
     request: Request,
-    stream: S,
+    stream: Box<dyn Transport>,
     ws_config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
     t: &Target,
     step: Duration,
-) -> Result<(WebSocketStream<S>, Option<String>), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(Socket, Option<String>), String> {
     let url = t.url();
     let shake = tokio_tungstenite::client_async_with_config(request, stream, ws_config);
     let (ws, response) = match tokio::time::timeout(step, shake).await {
@@ -401,38 +386,20 @@ fn exit_code(o: &Outcome) -> u8 {
     }
 }
 
+/// Starts the program (or takes our own stdin/stdout) and runs the session.
 async fn run_session(
-    (conn, protocol): (Connected, Option<String>),
+    (ws, protocol): (Socket, Option<String>),
     config: &Config,
     url: &str,
     shutdown: &CancellationToken,
     pipes: Option<&mut Pipes>,
 ) -> Result<Outcome, String> {
     tracing::info!(url, protocol = protocol.as_deref(), "connected");
-    match conn {
-        Connected::Plain(ws) => with_program(ws, protocol, config, url, shutdown, pipes).await,
-        #[cfg(feature = "tls")]
-        Connected::Tls(ws) => with_program(ws, protocol, config, url, shutdown, pipes).await,
-    }
-}
-
-/// Starts the program (or takes our own stdin/stdout) and runs the session.
-async fn with_program<S>(
-    ws: WebSocketStream<S>,
-    protocol: Option<String>,
-    config: &Config,
-    url: &str,
-    shutdown: &CancellationToken,
-    pipes: Option<&mut Pipes>,
-) -> Result<Outcome, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
     let Some(program) = &config.program else {
         let pipes = pipes.ok_or_else(|| "pipe mode without pipes".to_owned())?;
         let io = ProgramIo {
-            input: &mut pipes.stdout,
-            output: &mut pipes.stdin,
+            input: Box::new(&mut pipes.stdout),
+            output: Box::new(&mut pipes.stdin),
             stderr: None,
         };
         return Ok(session::run_with(ws, None, io, config, shutdown, Side::Client).await);

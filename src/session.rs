@@ -64,29 +64,40 @@ enum Ending {
     Shutdown,
 }
 
+/// What carries a WebSocket: an upgraded HTTP connection, TCP or TLS. Sessions take it
+/// boxed ([`Socket`]), so the session and relay code is compiled once rather than once
+/// per transport and program I/O (a virtual call per read or write, next to a syscall).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// A WebSocket over any [`Transport`].
+pub type Socket = WebSocketStream<Box<dyn Transport>>;
+
 /// The program's side of a session: its input, its output, and stderr when that is a
-/// separate pipe (not with `--pty`, where it is merged into the terminal).
-pub struct ProgramIo<W, R> {
-    pub input: W,
-    pub output: R,
+/// separate pipe (not with `--pty`, where it is merged into the terminal). Boxed for the
+/// same reason as [`Socket`]: pipes, a terminal, or (`--connect` pipe mode) wsbridge's own
+/// stdin and stdout.
+pub struct ProgramIo<'a> {
+    pub input: Box<dyn AsyncWrite + Unpin + Send + 'a>,
+    pub output: Box<dyn AsyncRead + Unpin + Send + 'a>,
     pub stderr: Option<pipe::Receiver>,
 }
 
-impl From<Stdio> for ProgramIo<pipe::Sender, pipe::Receiver> {
+impl From<Stdio> for ProgramIo<'static> {
     fn from(s: Stdio) -> Self {
         ProgramIo {
-            input: s.stdin,
-            output: s.stdout,
+            input: Box::new(s.stdin),
+            output: Box::new(s.stdout),
             stderr: Some(s.stderr),
         }
     }
 }
 
-impl From<pty::Master> for ProgramIo<pty::Writer, pty::Reader> {
+impl From<pty::Master> for ProgramIo<'static> {
     fn from(m: pty::Master) -> Self {
         ProgramIo {
-            input: m.writer,
-            output: m.reader,
+            input: Box::new(m.writer),
+            output: Box::new(m.reader),
             stderr: None,
         }
     }
@@ -94,17 +105,7 @@ impl From<pty::Master> for ProgramIo<pty::Writer, pty::Reader> {
 
 /// Runs the session to its end and logs its summary. The caller holds the `--maxforks`
 /// slot until this returns, which is after the program has been reaped.
-pub async fn run<S, W, R>(
-    ws: WebSocketStream<S>,
-    child: Child,
-    io: ProgramIo<W, R>,
-    config: &Config,
-    shutdown: &CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-    W: AsyncWrite + Unpin,
-    R: AsyncRead + Unpin,
-{
+pub async fn run(ws: Socket, child: Child, io: ProgramIo<'_>, config: &Config, shutdown: &CancellationToken) {
     run_with(ws, Some(child), io, config, shutdown, Side::Server).await;
 }
 
@@ -138,19 +139,30 @@ pub const EOF_LINGER: Duration = Duration::from_secs(2);
 /// `io` is wsbridge's own stdin/stdout: its EOF is not the end of the session, the peer's
 /// messages are still relayed until it is quiet for [`EOF_LINGER`] (or closes), then we
 /// close with 1000.
-pub async fn run_with<S, W, R>(
-    ws: WebSocketStream<S>,
+///
+/// Returned boxed: every caller (server, `--connect` with pipes, a terminal or no program)
+/// then shares one compiled copy of the session instead of inlining its own. Inside, the
+/// futures of the ending (drain, linger, close, stop ladder) are boxed when reached, so
+/// the state every idle session keeps holds only the relay.
+pub fn run_with<'a>(
+    ws: Socket,
+    child: Option<Child>,
+    io: ProgramIo<'a>,
+    config: &'a Config,
+    shutdown: &'a CancellationToken,
+    side: Side,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>> {
+    Box::pin(session(ws, child, io, config, shutdown, side))
+}
+
+async fn session(
+    ws: Socket,
     mut child: Option<Child>,
-    io: ProgramIo<W, R>,
+    io: ProgramIo<'_>,
     config: &Config,
     shutdown: &CancellationToken,
     side: Side,
-) -> Outcome
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    W: AsyncWrite + Unpin,
-    R: AsyncRead + Unpin,
-{
+) -> Outcome {
     let started = Instant::now();
     let ProgramIo {
         input: stdin,
@@ -191,7 +203,7 @@ where
         ));
         tokio::select! {
             end = &mut out => match (end, &child) {
-                (OutEnd::Eof, None) => linger(inp, &received).await,
+                (OutEnd::Eof, None) => Box::pin(linger(inp, &received)).await,
                 (end, _) => Ending::Output(end),
             },
             end = &mut inp => Ending::Input(end),
@@ -201,7 +213,7 @@ where
                 if let Some(child) = &child {
                     child.signal_group(Signal::SIGKILL);
                 }
-                Ending::Output(drain(out, &sent).await)
+                Ending::Output(Box::pin(drain(out, &sent)).await)
             }
             () = watchdog(ping, &liveness) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
@@ -259,7 +271,7 @@ where
     let mut close_code = None;
     if !output_done {
         if let Some((sink, stream)) = socket.take() {
-            close_code = close(sink, stream, early).await;
+            close_code = Box::pin(close(sink, stream, early)).await;
         }
     }
 
@@ -267,7 +279,7 @@ where
         None => (None, None),
         Some(child) if exited => (Some(reap::collect(child)), None),
         Some(child) => {
-            let stopped = reap::stop(child, config.close_grace).await;
+            let stopped = Box::pin(reap::stop(child, config.close_grace)).await;
             (Some(stopped.status), stopped.signalled)
         }
     };
@@ -281,7 +293,7 @@ where
             Some(status) => close_for_exit(status),
             None => (CloseCode::Normal, String::new()),
         };
-        close_code = close(sink, stream, Closing::Send(code, reason)).await;
+        close_code = Box::pin(close(sink, stream, Closing::Send(code, reason))).await;
     }
     if let Some(mut stderr_task) = stderr_task {
         if tokio::time::timeout(STDERR_DRAIN, &mut stderr_task).await.is_err() {

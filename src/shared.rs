@@ -28,12 +28,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -540,14 +539,7 @@ enum Ending {
 }
 
 /// One client's session with the shared program, to its end; logs a summary line.
-pub async fn run_client<S>(
-    ws: WebSocketStream<S>,
-    mut member: Membership,
-    config: &Config,
-    shutdown: &CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Config, shutdown: &CancellationToken) {
     let started = Instant::now();
     let hub = Arc::clone(&member.hub);
     let (mut sink, mut stream) = ws.split();

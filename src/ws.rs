@@ -278,16 +278,14 @@ fn switching(key: &str, protocol: Option<String>) -> Response<()> {
 }
 
 /// Waits for hyper to hand over the upgraded connection and wraps it as a WebSocket.
-async fn upgrade(
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    config: &Config,
-) -> Result<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, String> {
+async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Config) -> Result<session::Socket, String> {
     let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("timed out".into()),
     };
-    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(config))).await)
+    let transport: Box<dyn session::Transport> = Box::new(TokioIo::new(upgraded));
+    Ok(WebSocketStream::from_raw_socket(transport, Role::Server, Some(ws_config(config))).await)
 }
 
 /// The program's side of a connection: pipes, or a terminal with `--pty`.
