@@ -31,8 +31,10 @@ use crate::config::{Config, Program};
 use crate::{env, reap, relay, session, shared};
 
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
-/// Small, because it is paid per idle connection.
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// Small, because it is paid per idle connection: 2 KiB instead of 4 KiB took 12.0 to
+/// 10.0 KiB per idle connection with echo 1 KiB and 64 KiB throughput unchanged within
+/// the noise (`cargo bench --bench compare -- --only=echo1k,echo64k,rss_1000 --runs=3`).
+const WS_READ_BUFFER: usize = 2 * 1024;
 /// Outgoing frames are gathered up to this size before a socket write.
 const WS_WRITE_BUFFER: usize = 32 * 1024;
 /// How long hyper may take to hand over the upgraded connection.
