@@ -124,6 +124,18 @@ pub struct Program {
     pub args: Vec<OsString>,
 }
 
+impl Program {
+    /// PROGRAM and its arguments from the command line, looked up once (`None`: no PROGRAM).
+    fn resolve(name: Option<OsString>, args: Vec<OsString>) -> Result<Option<Program>, String> {
+        let Some(name) = name else { return Ok(None) };
+        Ok(Some(Program {
+            path: resolve_program(&name)?,
+            name,
+            args,
+        }))
+    }
+}
+
 /// `--header`, `--header-ws`, `--header-http`, parsed.
 #[derive(Debug, Clone, Default)]
 pub struct ExtraHeaders {
@@ -172,14 +184,7 @@ impl TryFrom<Cli> for Config {
             return Err("--devconsole answers every plain request, so --upstream would never be used: give one".into());
         }
         let shared = parse_shared(&cli)?;
-        let program = match cli.program {
-            Some(name) => Some(Program {
-                path: resolve_program(&name)?,
-                name,
-                args: cli.args,
-            }),
-            None => None,
-        };
+        let program = Program::resolve(cli.program, cli.args)?;
         if cli.cgitimeout == 0 {
             return Err("--cgitimeout must be at least 1".into());
         }
@@ -335,14 +340,7 @@ fn client_config(cli: Cli) -> Result<Config, String> {
     if cli.maxframesize == 0 {
         return Err("--maxframesize must be at least 1".into());
     }
-    let program = match cli.program {
-        Some(name) => Some(Program {
-            path: resolve_program(&name)?,
-            name,
-            args: cli.args,
-        }),
-        None => None,
-    };
+    let program = Program::resolve(cli.program, cli.args)?;
     Ok(Config {
         addresses: Vec::new(),
         port: 0,

@@ -30,7 +30,6 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::{CancellationToken, PollSender};
 
-use crate::child::{self, Spec};
 use crate::config::Config;
 use crate::session::{self, Outcome, ProgramIo, Side, Socket, Transport};
 
@@ -414,22 +413,9 @@ async fn run_session(
     if let Some(p) = &protocol {
         vars.push(("WEBSOCKET_PROTOCOL".into(), p.into()));
     }
-    if config.pty {
-        vars.retain(|(k, _)| k != "TERM");
-        vars.push(("TERM".into(), "xterm".into()));
-    }
-    let spec = Spec {
-        name: &program.name,
-        program: &program.path,
-        args: &program.args,
-        env: vars,
-        cwd: None,
-    };
-    let started = match config.pty {
-        false => child::spawn(spec).map(|(c, s)| (c, Some(s), None)),
-        true => child::spawn_pty(spec, crate::pty::WinSize::default()).map(|(c, m)| (c, None, Some(m))),
-    };
-    let (child, stdio, pty) = match started {
+    let pty = config.pty.then(crate::pty::WinSize::default);
+    let started = session::start(program, vars, pty);
+    let (child, io) = match started {
         Ok(s) => s,
         Err(e) => {
             // Tell the server, as our server side would answer 500.
@@ -443,11 +429,7 @@ async fn run_session(
         }
     };
     tracing::debug!(pid = child.id(), "program started");
-    Ok(match (stdio, pty) {
-        (Some(s), _) => session::run_with(ws, Some(child), s.into(), config, shutdown, Side::Client).await,
-        (None, Some(m)) => session::run_with(ws, Some(child), m.into(), config, shutdown, Side::Client).await,
-        (None, None) => unreachable!("spawned with pipes or a terminal"),
-    })
+    Ok(session::run_with(ws, Some(child), io, config, shutdown, Side::Client).await)
 }
 
 /// `--reconnect` delays: start at [`BACKOFF_START`], double up to [`BACKOFF_MAX`]; each

@@ -218,7 +218,7 @@ pub(crate) async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 
 /// One read into a stack buffer that lives only during the poll, so an idle connection
 /// holds no read buffer at all; the bytes read are copied out once.
-pub async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<Bytes>> {
+pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(reader: &mut R) -> io::Result<Option<Bytes>> {
     poll_fn(|cx| {
         let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut rb = ReadBuf::uninit(&mut buf);

@@ -12,6 +12,7 @@
 //! The same code runs both sides ([`Side`]): `--connect` ([`crate::outbound`]) calls
 //! [`run_with`] with the client role, and in its pipe mode without a program at all.
 
+use std::ffi::OsString;
 use std::io;
 use std::pin::pin;
 use std::process::ExitStatus;
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::child::{self, Child, Stdio};
-use crate::config::Config;
+use crate::config::{Config, Program};
 use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
 use crate::{pty, reap};
 
@@ -100,6 +101,33 @@ impl From<pty::Master> for ProgramIo<'static> {
             output: Box::new(m.reader),
             stderr: None,
         }
+    }
+}
+
+/// `TERM` for programs on a `--pty` terminal.
+const PTY_TERM: &str = "xterm";
+
+/// Starts `program` with exactly `env`: on pipes, or with `pty` on a terminal of that
+/// size (with `TERM` set). Both sides of wsbridge start their programs here.
+pub fn start(
+    program: &Program,
+    mut env: Vec<(OsString, OsString)>,
+    pty: Option<pty::WinSize>,
+) -> io::Result<(Child, ProgramIo<'static>)> {
+    if pty.is_some() {
+        env.retain(|(k, _)| k != "TERM");
+        env.push(("TERM".into(), PTY_TERM.into()));
+    }
+    let spec = child::Spec {
+        name: &program.name,
+        program: &program.path,
+        args: &program.args,
+        env,
+        cwd: None,
+    };
+    match pty {
+        None => child::spawn(spec).map(|(c, s)| (c, s.into())),
+        Some(size) => child::spawn_pty(spec, size).map(|(c, m)| (c, m.into())),
     }
 }
 
@@ -295,12 +323,7 @@ async fn session(
         };
         close_code = Box::pin(close(sink, stream, Closing::Send(code, reason))).await;
     }
-    if let Some(mut stderr_task) = stderr_task {
-        if tokio::time::timeout(STDERR_DRAIN, &mut stderr_task).await.is_err() {
-            tracing::debug!("stderr still open after the program ended; no longer reading it");
-            stderr_task.abort();
-        }
-    }
+    finish_stderr(stderr_task).await;
     // With --pty the terminal stays open until here, so the program was never hung up.
     drop(stdout);
 
@@ -461,6 +484,17 @@ async fn await_client_close(stream: &mut impl WsStream) {
             discarded = late,
             "client messages arrived after the session ended; discarded"
         );
+    }
+}
+
+/// Once the program is gone: lets the stderr reader reach EOF, for at most
+/// [`STDERR_DRAIN`] (a descendant may still hold stderr open), then stops it.
+pub(crate) async fn finish_stderr(task: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(mut task) = task {
+        if tokio::time::timeout(STDERR_DRAIN, &mut task).await.is_err() {
+            tracing::debug!("stderr still open after the program ended; no longer reading it");
+            task.abort();
+        }
     }
 }
 

@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -37,7 +36,7 @@ use tokio_util::sync::{CancellationToken, PollSender};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::child::{self, Spec, Stdio};
+use crate::child;
 use crate::config::{Config, Program, Shared};
 use crate::framing::{Decoder, Framing};
 use crate::reap;
@@ -238,21 +237,7 @@ impl Hub {
 
     /// One run of the program; `None` when it was stopped for shutdown.
     async fn run_once(&self, input: &mut mpsc::Receiver<Bytes>) -> Option<io::Result<ExitStatus>> {
-        let spec = Spec {
-            name: &self.program.name,
-            program: &self.program.path,
-            args: &self.program.args,
-            env: self.env.clone(),
-            cwd: None,
-        };
-        let (
-            mut child,
-            Stdio {
-                stdin,
-                mut stdout,
-                stderr,
-            },
-        ) = match child::spawn(spec) {
+        let (mut child, io) = match session::start(&self.program, self.env.clone(), None) {
             Ok(started) => started,
             Err(e) => {
                 tracing::error!(program = %self.program.path.display(), error = %e, "failed to start the shared program");
@@ -263,8 +248,14 @@ impl Hub {
                 };
             }
         };
+        let session::ProgramIo {
+            input: stdin,
+            output: mut stdout,
+            stderr,
+        } = io;
         tracing::info!(pid = child.id(), "shared program started");
-        let mut stderr_task = tokio::spawn(session::log_stderr(stderr, None).in_current_span());
+        // Started on pipes, so stderr is its own pipe.
+        let stderr_task = stderr.map(|e| tokio::spawn(session::log_stderr(e, None).in_current_span()));
         let mut exited = false;
         let mut stopping = false;
         {
@@ -287,9 +278,7 @@ impl Hub {
             true => reap::collect(child),
             false => reap::stop(child, self.close_grace).await.status,
         };
-        if tokio::time::timeout(OUTPUT_DRAIN, &mut stderr_task).await.is_err() {
-            stderr_task.abort();
-        }
+        session::finish_stderr(stderr_task).await;
         if stopping {
             let exit = status.as_ref().map_or_else(|e| e.to_string(), child::describe);
             tracing::info!(exit = %exit, "shared program stopped for shutdown");
@@ -300,7 +289,7 @@ impl Hub {
 
     /// Reads the program's output and hands each message to the clients; returns at EOF
     /// or on a read or framing error (logged).
-    async fn pump_output(&self, stdout: &mut pipe::Receiver) {
+    async fn pump_output(&self, stdout: &mut (dyn AsyncRead + Unpin + Send)) {
         let mut decoder = Decoder::new(self.framing, self.max_message);
         let mut messages = Vec::new();
         loop {
@@ -459,7 +448,7 @@ fn address(msg: Message) -> (Option<u64>, Message) {
 /// Writes client input to the program, a batch at a time. If the program closes its
 /// stdin, input is read and discarded (with a log line) until the run ends; returns only
 /// when the hub is gone.
-async fn feed_input(input: &mut mpsc::Receiver<Bytes>, mut stdin: pipe::Sender) {
+async fn feed_input(input: &mut mpsc::Receiver<Bytes>, mut stdin: Box<dyn AsyncWrite + Unpin + Send>) {
     let mut batch = BytesMut::new();
     let mut discarded = 0u64;
     let mut open = true;

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::child::{self, Spec};
+use crate::child;
 use crate::config::{Config, Program};
 use crate::{env, reap, relay, session, shared};
 
@@ -213,22 +213,7 @@ pub fn accept(
     }
 
     let program = target.program;
-    let mut vars = built.vars;
-    if size.is_some() {
-        vars.retain(|(k, _)| k != "TERM");
-        vars.push(("TERM".into(), PTY_TERM.into()));
-    }
-    let spec = Spec {
-        name: &program.name,
-        program: &program.path,
-        args: &program.args,
-        env: vars,
-        cwd: None,
-    };
-    let spawned = match size {
-        None => child::spawn(spec).map(|(c, s)| (c, Io::Pipes(s))),
-        Some(size) => child::spawn_pty(spec, size).map(|(c, m)| (c, Io::Pty(m))),
-    };
+    let spawned = session::start(program, built.vars, size);
     let (child, stdio) = spawned.map_err(|e| {
         tracing::error!(program = %program.path.display(), error = %e, "failed to start the program");
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to start the program")
@@ -245,10 +230,7 @@ pub fn accept(
                 Ok(ws) => ws,
                 Err(why) => return abandon(child, stdio, &ep2.config, &why).await,
             };
-            match stdio {
-                Io::Pipes(s) => session::run(ws, child, s.into(), &ep2.config, &ep2.shutdown).await,
-                Io::Pty(m) => session::run(ws, child, m.into(), &ep2.config, &ep2.shutdown).await,
-            }
+            session::run(ws, child, stdio, &ep2.config, &ep2.shutdown).await
         }
         .in_current_span(),
     );
@@ -290,15 +272,6 @@ async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Config) -> Resu
     Ok(WebSocketStream::from_raw_socket(transport, Role::Server, Some(ws_config(config))).await)
 }
 
-/// The program's side of a connection: pipes, or a terminal with `--pty`.
-enum Io {
-    Pipes(child::Stdio),
-    Pty(crate::pty::Master),
-}
-
-/// `TERM` for programs on a `--pty` terminal.
-const PTY_TERM: &str = "xterm";
-
 /// RFC 6455 §4.2.2: the first protocol the client offers (in its order, over every
 /// `Sec-WebSocket-Protocol` header) that `ours` lists. With `ours` empty offers are
 /// ignored; an offer with nothing in common is refused (400) naming what we support.
@@ -328,7 +301,7 @@ fn negotiate(headers: &HeaderMap, ours: &[String]) -> Result<Option<String>, Ref
     }
 }
 
-async fn abandon(child: child::Child, stdio: Io, config: &Config, why: &str) {
+async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Config, why: &str) {
     tracing::info!(reason = why, "upgrade did not complete; stopping the program");
     drop(stdio);
     reap::stop(child, config.close_grace).await;
