@@ -71,7 +71,7 @@ pub struct Config {
     pub headers: ExtraHeaders,
     pub log_level: LogLevel,
     /// `--connect`: wsbridge is a client; the listening settings above are unused.
-    pub outbound: Option<crate::outbound::Settings>,
+    pub outbound: Option<ClientSettings>,
 }
 
 /// `--subprotocol` lists: one for every endpoint, and with `--dir` one per script path.
@@ -253,8 +253,22 @@ fn log_level(name: &str) -> LogLevel {
     }
 }
 
+/// What `--connect` needs beyond the session settings (cargo feature `connect`).
+#[cfg(feature = "connect")]
+pub type ClientSettings = crate::outbound::Settings;
+/// Built without the cargo feature `connect`: there is never a client side.
+#[cfg(not(feature = "connect"))]
+#[derive(Debug, Clone)]
+pub enum ClientSettings {}
+
+#[cfg(not(feature = "connect"))]
+fn client_config(_cli: Cli) -> Result<Config, String> {
+    Err("--connect: this wsbridge was built without it (cargo feature `connect`)".into())
+}
+
 /// `--connect`: the session settings as for a server, plus [`crate::outbound::Settings`];
 /// flags that only make sense for a server are refused.
+#[cfg(feature = "connect")]
 fn client_config(cli: Cli) -> Result<Config, String> {
     use crate::outbound::{proxy, Settings, Target};
     let server_only = [

@@ -39,6 +39,7 @@ pub mod http;
 pub mod listen;
 pub mod logging;
 pub mod origin;
+#[cfg(feature = "connect")]
 pub mod outbound;
 pub mod proxy;
 pub mod pty;

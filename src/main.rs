@@ -11,7 +11,7 @@ use wsbridge::cli::Cli;
 use wsbridge::config::LogLevel;
 use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
-use wsbridge::{logging, outbound, shutdown, Config};
+use wsbridge::{logging, shutdown, Config};
 
 fn main() -> ExitCode {
     wsbridge::child::protect_inherited_fds();
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level);
+    #[cfg(feature = "connect")]
     if config.is_client() {
         return connect(config);
     }
@@ -84,7 +85,9 @@ fn main() -> ExitCode {
 
 /// `--connect`: one connection out (or a series with `--reconnect`); exits with the
 /// program's status, or 0/1 in pipe mode (see [`wsbridge::outbound`]).
+#[cfg(feature = "connect")]
 fn connect(config: Config) -> ExitCode {
+    use wsbridge::outbound;
     let client = match outbound::prepare(&config) {
         Ok(c) => c,
         Err(e) => {

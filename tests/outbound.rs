@@ -1,3 +1,4 @@
+#![cfg(feature = "connect")]
 //! `--connect` with the real binary on both ends: our server mode as the peer, and a real
 //! HTTP proxy (Debian's tinyproxy, started by the test on a free port with a config in a
 //! temp dir) in between. Pipe mode and program mode, ws:// and wss://, proxy auth, the

@@ -43,6 +43,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
+tools/minimal.sh
 tools/autobahn.sh
 tools/fuzz.sh 60
 cargo bench --bench compare -- --quick

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The minimal build (`--no-default-features`: no TLS, no --connect), for small boards:
+# it passes clippy, serves a WebSocket, and refuses the flags it was built without with
+# one line and exit 1. Called by tools/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo clippy --no-default-features --all-targets -- -D warnings
+cargo build --no-default-features --target-dir target/minimal
+bin=target/minimal/debug/wsbridge
+
+expect_refusal() {
+  local want=$1; shift
+  local out status=0
+  out=$("$bin" "$@" 2>&1) || status=$?
+  if [ "$status" -ne 1 ] || [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] || [[ "$out" != *"$want"* ]]; then
+    echo "tools/minimal.sh: '$*' should fail with exit 1 and one line naming $want; got $status: $out" >&2
+    exit 1
+  fi
+}
+expect_refusal "cargo feature \`connect\`" --connect=ws://127.0.0.1:9/
+expect_refusal "cargo feature \`tls\`" --ssl --sslcert=x.pem --sslkey=y.pem --port=0 cat
+
+# It still serves: one echo through cat, with Python's websockets (installed by tools/test.sh).
+log=$(mktemp)
+"$bin" --port=0 --address=127.0.0.1 cat 2>"$log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 100); do
+  grep -q "listening on" "$log" && break
+  sleep 0.05
+done
+addr=$(grep -o 'ws://[^ ]*' "$log" | head -1)
+[ -n "$addr" ] || { echo "tools/minimal.sh: no startup line: $(cat "$log")" >&2; exit 1; }
+timeout 10 python3 - "$addr" <<'PY'
+import asyncio, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        await ws.send("minimal")
+        assert await asyncio.wait_for(ws.recv(), 5) == "minimal"
+asyncio.run(main())
+PY
+echo "tools/minimal.sh: minimal build OK"
