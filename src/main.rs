@@ -20,10 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os());
     let config = match Config::try_from(cli) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wsbridge: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(e, 1),
     };
     logging::init(config.log_level);
     #[cfg(feature = "connect")]
@@ -32,10 +29,7 @@ fn main() -> ExitCode {
     }
     let tls = match server::load_tls(&config) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("wsbridge: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(e, 1),
     };
     let (listeners, socket_file) = match activated {
         Ok(Some(inherited)) => {
@@ -44,22 +38,13 @@ fn main() -> ExitCode {
         }
         Ok(None) => match listen::bind(&config) {
             Ok(b) => (b.listeners, b.unix_socket),
-            Err(e) => {
-                eprintln!("wsbridge: {e}");
-                return ExitCode::from(3);
-            }
+            Err(e) => return fail(e, 3),
         },
-        Err(e) => {
-            eprintln!("wsbridge: {e}");
-            return ExitCode::from(3);
-        }
+        Err(e) => return fail(e, 3),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("wsbridge: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let quiet = config.log_level == LogLevel::None;
     let result = runtime.block_on(async move {
@@ -76,10 +61,7 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(status) => ExitCode::from(status),
-        Err(e) => {
-            eprintln!("wsbridge: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(e, 1),
     }
 }
 
@@ -90,17 +72,11 @@ fn connect(config: Config) -> ExitCode {
     use wsbridge::outbound;
     let client = match outbound::prepare(&config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wsbridge: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(e, 1),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("wsbridge: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(async move {
         let token = CancellationToken::new();
@@ -112,6 +88,20 @@ fn connect(config: Config) -> ExitCode {
     });
     // A read of our stdin may still be blocked in a runtime thread; do not wait for it.
     runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// The multi-threaded runtime both modes run on; exit 1 if it cannot start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format_args!("cannot start the runtime: {e}"), 1))
+}
+
+/// One `wsbridge:` line on stderr, and the exit status to leave with.
+fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("wsbridge: {message}");
     ExitCode::from(code)
 }
 

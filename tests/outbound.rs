@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use deploy_support::{make_ca, make_leaf, openssl, within, Proc, TempDir, STEP};
+use deploy_support::{make_ca, make_leaf, openssl, tls_server, within, Proc, TempDir, STEP};
 use tokio::io::AsyncWriteExt;
 
 /// Our server mode, the real binary on 127.0.0.1 with an OS-chosen port; killed on drop.
@@ -183,15 +183,6 @@ fn certs() -> TempDir {
     make_ca(&dir.0, "srv");
     make_leaf(&dir.0, "srv", "server", false);
     dir
-}
-
-/// Our server with `--ssl` and the test certificate.
-fn tls_server(pki: &TempDir, program: &[&str]) -> Proc {
-    let cert = format!("--sslcert={}", pki.path("server.pem").display());
-    let key = format!("--sslkey={}", pki.path("server.key").display());
-    let mut args = vec!["--port=0", "--address=127.0.0.1", "--ssl", &cert, &key];
-    args.extend(program);
-    Proc::start(&args, &[], 1)
 }
 
 async fn wait_log(server: &BinServer, needle: &str) {

@@ -33,12 +33,7 @@ fn pki(tag: &str) -> TempDir {
 }
 
 fn start(dir: &TempDir, extra: &[&str]) -> Proc {
-    let cert = format!("--sslcert={}", dir.path("server.pem").display());
-    let key = format!("--sslkey={}", dir.path("server.key").display());
-    let mut args = vec!["--port=0", "--address=127.0.0.1", "--ssl", &cert, &key];
-    args.extend(extra);
-    args.extend(REPORTER);
-    Proc::start(&args, &[], 1)
+    tls_server(dir, &[extra, &REPORTER[..]].concat())
 }
 
 async fn tls_connect(

@@ -61,6 +61,16 @@ impl Drop for TempDir {
     }
 }
 
+/// wsbridge with `--ssl` on 127.0.0.1 (port 0) with `dir`'s `server.pem`/`server.key`
+/// (from [`make_leaf`]), then `rest`: more flags, PROGRAM and its arguments.
+pub fn tls_server(dir: &TempDir, rest: &[&str]) -> Proc {
+    let cert = format!("--sslcert={}", dir.path("server.pem").display());
+    let key = format!("--sslkey={}", dir.path("server.key").display());
+    let mut args = vec!["--port=0", "--address=127.0.0.1", "--ssl", &cert, &key];
+    args.extend(rest);
+    Proc::start(&args, &[], 1)
+}
+
 /// Runs the binary to completion (for startup errors).
 pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let mut c = Proc::command();
