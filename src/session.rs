@@ -251,11 +251,8 @@ async fn session(
 
     // What to tell the client, when it does not depend on how the program ends.
     let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
-    let ending_kind = match &ending {
-        Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)) => EndKind::Normal,
-        Ending::Shutdown => EndKind::Shutdown,
-        _ => EndKind::Failed,
-    };
+    let was_shutdown = matches!(ending, Ending::Shutdown);
+    let failed = !was_shutdown && !matches!(ending, Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)));
     let early: Closing = match ending {
         Ending::PingTimeout => {
             tracing::info!("no pong within two ping intervals; closing");
@@ -282,16 +279,14 @@ async fn session(
             )
         }
         Ending::Input(end) => closing_for_input(end),
-        Ending::Shutdown => Closing::Send(CloseCode::Away, "server shutting down".into()),
-    };
-
-    let failed = matches!(ending_kind, EndKind::Failed);
-    let was_shutdown = matches!(ending_kind, EndKind::Shutdown);
-    let early = match early {
-        Closing::Send(CloseCode::Away, _) if was_shutdown && side == Side::Client => {
-            Closing::Send(CloseCode::Away, "client shutting down".into())
-        }
-        early => early,
+        Ending::Shutdown => Closing::Send(
+            CloseCode::Away,
+            match side {
+                Side::Server => "server shutting down",
+                Side::Client => "client shutting down",
+            }
+            .into(),
+        ),
     };
     // Finish the close handshake before stopping the program, so the client does not wait
     // for the stop ladder; when the program's output ended, the Close carries its status.
@@ -346,13 +341,6 @@ async fn session(
         failed,
         shutdown: was_shutdown,
     }
-}
-
-/// Coarse kind of [`Ending`], kept for the [`Outcome`].
-enum EndKind {
-    Normal,
-    Failed,
-    Shutdown,
 }
 
 /// Resolves when the program exits; never without one.
