@@ -128,8 +128,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub sslkey: Option<PathBuf>,
 
-    /// Require client certificates signed by the CA certificates in FILE, PEM (mutual TLS);
-    /// with --connect=wss://, trust only the CAs in FILE instead of the system's
+    /// Require client certificates signed by the CA certificates in FILE, PEM (mutual TLS;
+    /// reread on SIGHUP); with --connect=wss://, trust only the CAs in FILE instead of the system's
     #[arg(long, value_name = "FILE")]
     pub sslca: Option<PathBuf>,
 

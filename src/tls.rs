@@ -6,9 +6,10 @@
 //! The crypto provider is ring: it builds with only a C compiler (aws-lc-rs needs cmake
 //! and is larger), and it covers RSA, ECDSA (P-256, P-384) and Ed25519 keys.
 //!
-//! Reload swaps the certified key behind a lock that each new handshake reads once: live
-//! sessions keep their connection, new ones get the new pair. A pair that fails to load
-//! (unreadable file, key that does not match the certificate) is reported and the old one
+//! Reload builds a whole new server configuration (certificate, key and `--sslca`) and
+//! swaps it behind a lock that each new handshake reads once: live sessions keep their
+//! connection, new ones get the new files. Files that fail to load (unreadable, a key that
+//! does not match the certificate, a bad CA file) are reported and the old configuration
 //! stays in service.
 
 use std::io;
@@ -27,24 +28,21 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
 
-/// The TLS state the server shares: the acceptor and the reloadable certificate.
+/// The TLS state the server shares: the current configuration, and what to rebuild it from.
 #[derive(Clone)]
 pub struct Tls {
-    acceptor: TlsAcceptor,
-    current: Arc<CurrentKey>,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
 }
 
-/// The certificate and key new handshakes use.
+/// Serves one certificate and key.
 #[derive(Debug)]
-struct CurrentKey(RwLock<Arc<CertifiedKey>>);
+struct Fixed(Arc<CertifiedKey>);
 
-impl ResolvesServerCert for CurrentKey {
+impl ResolvesServerCert for Fixed {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // A poisoned lock still holds a valid key (writers only swap an Arc).
-        let guard = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(Arc::clone(&guard))
+        Some(Arc::clone(&self.0))
     }
 }
 
@@ -53,48 +51,51 @@ impl Tls {
     /// file (startup exit status 1).
     pub fn load(files: &TlsFiles) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = load_pair(files, &provider)?;
-        let current = Arc::new(CurrentKey(RwLock::new(key)));
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("cannot set up TLS: {e}"))?;
-        let builder = match &files.client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let roots = load_roots(ca)?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(|e| format!("cannot use --sslca={}: {e}", ca.display()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut config = builder.with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
-        // WebSocket upgrades need HTTP/1.1 (RFC 8441 over HTTP/2 is not supported).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = build(files, &provider)?;
         Ok(Tls {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            current,
+            current: Arc::new(RwLock::new(config)),
             files: files.clone(),
             provider,
         })
     }
 
-    /// Rereads `--sslcert` and `--sslkey`. On failure the old pair stays in service.
+    /// Rereads `--sslcert`, `--sslkey` and `--sslca`. On failure the old configuration
+    /// stays in service.
     pub fn reload(&self) -> Result<(), String> {
-        let key = load_pair(&self.files, &self.provider)?;
-        let mut guard = self
-            .current
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = key;
+        let config = build(&self.files, &self.provider)?;
+        // A poisoned lock still holds a valid configuration (writers only swap an Arc).
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
         Ok(())
     }
 
     /// The server side of the handshake (the caller bounds it with a timeout).
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
-        self.acceptor.accept(tcp).await
+        let config = Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        TlsAcceptor::from(config).accept(tcp).await
     }
+}
+
+/// A server configuration from the files: TLS 1.3 and 1.2, ALPN `http/1.1`, client
+/// certificates checked against `--sslca` when given.
+fn build(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Arc<ServerConfig>, String> {
+    let key = load_pair(files, provider)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = load_roots(ca)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+                .build()
+                .map_err(|e| format!("cannot use --sslca={}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Fixed(key)));
+    // WebSocket upgrades need HTTP/1.1 (RFC 8441 over HTTP/2 is not supported).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {

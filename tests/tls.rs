@@ -220,6 +220,44 @@ async fn sighup_reloads_the_certificate_without_dropping_sessions() {
     echo(&mut fresh, "both").await;
 }
 
+#[tokio::test]
+async fn sighup_rereads_the_client_ca_too() {
+    let dir = pki("reload-ca");
+    let ca_file = dir.path("trusted-ca.pem");
+    std::fs::copy(dir.path("cli-ca.pem"), &ca_file).expect("copy CA");
+    let ca = format!("--sslca={}", ca_file.display());
+    let p = start(&dir, &[&ca]);
+    let addr = p.tcp_addr();
+    let srv_ca = dir.path("srv-ca.pem");
+    let (cert, key) = (dir.path("client.pem"), dir.path("client.key"));
+    let (rc, rk) = (dir.path("roguecl.pem"), dir.path("roguecl.key"));
+    let mut live = wss(addr, &srv_ca, Some((&cert, &key))).await.expect("CA 1's client");
+    report(&mut live).await;
+    assert!(
+        wss(addr, &srv_ca, Some((&rc, &rk))).await.is_err(),
+        "CA 2's client refused"
+    );
+
+    // Trust the other CA instead: new handshakes follow, the live session stays.
+    std::fs::copy(dir.path("rogue-ca.pem"), &ca_file).expect("swap CA");
+    p.signal(nix::sys::signal::Signal::SIGHUP);
+    p.wait_log("certificate reloaded").await;
+    let mut fresh = wss(addr, &srv_ca, Some((&rc, &rk))).await.expect("CA 2's client now");
+    report(&mut fresh).await;
+    assert!(
+        wss(addr, &srv_ca, Some((&cert, &key))).await.is_err(),
+        "CA 1's client now refused"
+    );
+    echo(&mut live, "still connected").await;
+
+    // A CA file that cannot be read: logged, the last good configuration stays.
+    std::fs::write(&ca_file, "not a certificate").expect("break CA");
+    p.signal(nix::sys::signal::Signal::SIGHUP);
+    p.wait_log("certificate reload failed").await;
+    let mut after = wss(addr, &srv_ca, Some((&rc, &rk))).await.expect("CA 2 still trusted");
+    report(&mut after).await;
+}
+
 #[test]
 fn ssl_flag_errors_are_one_line_exit_1() {
     for args in [
