@@ -29,25 +29,10 @@ fn decode(chunks: &[&[u8]], max: usize) -> (Vec<impl PartialEq + std::fmt::Debug
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [max, n, rest @ ..] = data else { return };
-    let max = usize::from(*max);
-    let n = usize::from(*n % 8);
-    if rest.len() < 2 * n {
+    let Some((max, payload, chunks)) = wsbridge_fuzz::cut(data) else {
         return;
-    }
-    let (cuts, payload) = rest.split_at(2 * n);
-    let mut at: Vec<usize> = cuts
-        .chunks_exact(2)
-        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (payload.len() + 1))
-        .collect();
-    at.sort_unstable();
-    let mut chunks = Vec::with_capacity(n + 1);
-    let mut start = 0;
-    for end in at {
-        chunks.push(&payload[start..end]);
-        start = end;
-    }
-    chunks.push(&payload[start..]);
+    };
+    let max = usize::from(max);
 
     let whole = decode(&[payload], max);
     let chunked = decode(&chunks, max);
