@@ -107,18 +107,22 @@ impl Nginx {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
         };
-        // Ready when it accepts; gone if it could not bind.
+        // Ready once the master starts its worker: it opens every listening socket
+        // first, so that line proves this nginx holds the port. A successful connect
+        // would not: while a port just handed out is taken by another test's nginx,
+        // this one retries bind() for seconds, and the connect reaches the other one.
+        // Gone if it could not bind at all.
         let deadline = Instant::now() + STEP;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = n.child.try_wait() {
                 return None;
             }
-            if std::net::TcpStream::connect(n.addr).is_ok() {
+            if n.error_log().contains("start worker process") {
                 return Some(n);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("nginx did not accept within {STEP:?}; error log:\n{}", n.error_log());
+        panic!("nginx did not start within {STEP:?}; error log:\n{}", n.error_log());
     }
 
     fn error_log(&self) -> String {
@@ -171,9 +175,11 @@ macro_rules! need_nginx {
 
 /// A WebSocket to nginx from 127.0.0.2, so the real client differs from the proxy.
 async fn client_via(
-    nginx: SocketAddr,
+    nginx: &Nginx,
     headers: &[(&str, &str)],
 ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let nginx_log = || nginx.error_log();
+    let nginx = nginx.addr;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
@@ -187,10 +193,10 @@ async fn client_via(
             v.parse().expect("value"),
         );
     }
-    within(STEP, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("websocket handshake through nginx")
-        .0
+    match within(STEP, tokio_tungstenite::client_async(req, tcp)).await {
+        Ok((ws, _)) => ws,
+        Err(e) => panic!("websocket handshake through nginx: {e}; nginx log:\n{}", nginx_log()),
+    }
 }
 
 fn wsbridge_tcp(extra: &[&str], env: &[(&str, &str)]) -> Proc {
@@ -212,7 +218,7 @@ async fn nginx_over_tcp_passes_upgrades_and_the_real_client() {
         ("forwarded", "for=6.6.6.7;proto=https"),
         ("x-forwarded-proto", "https"),
     ];
-    let mut c = client_via(nginx.addr, &spoof).await;
+    let mut c = client_via(&nginx, &spoof).await;
     let r = report(&mut c).await;
     assert_eq!(
         r[..3],
@@ -234,7 +240,7 @@ async fn nginx_over_a_unix_socket() {
     args.extend(REPORTER);
     let _ws = Proc::start(&args, &[], 1);
     let nginx = Nginx::start(&bin, &[format!("unix:{}", sock.display())], "60s");
-    let mut c = client_via(nginx.addr, &[]).await;
+    let mut c = client_via(&nginx, &[]).await;
     let r = report(&mut c).await;
     assert_eq!(
         r[..3],
@@ -266,8 +272,8 @@ async fn pings_keep_idle_sessions_open_through_proxy_read_timeout() {
     let silent = wsbridge_tcp(&["--trusted-proxy=127.0.0.1"], &[]);
     let with_pings = Nginx::start(&bin, &[pinged.tcp_addr().to_string()], "1s");
     let without = Nginx::start(&bin, &[silent.tcp_addr().to_string()], "1s");
-    let mut a = client_via(with_pings.addr, &[]).await;
-    let mut b = client_via(without.addr, &[]).await;
+    let mut a = client_via(&with_pings, &[]).await;
+    let mut b = client_via(&without, &[]).await;
     report(&mut a).await;
     report(&mut b).await;
     let (ended_a, ended_b) = tokio::join!(
@@ -301,7 +307,7 @@ async fn two_instances_share_the_load_and_one_drains_on_sigterm() {
     let mut on_a = Vec::new();
     let mut on_b = Vec::new();
     for _ in 0..6 {
-        let mut c = client_via(nginx.addr, &[]).await;
+        let mut c = client_via(&nginx, &[]).await;
         let r = report(&mut c).await;
         match r[4].as_str() {
             "a" => on_a.push(c),
@@ -324,7 +330,7 @@ async fn two_instances_share_the_load_and_one_drains_on_sigterm() {
     }
     assert!(first.wait_exit(STEP).await.success(), "{}", first.log());
     for _ in 0..4 {
-        let mut c = client_via(nginx.addr, &[]).await;
+        let mut c = client_via(&nginx, &[]).await;
         assert_eq!(
             report(&mut c).await[4],
             "b",

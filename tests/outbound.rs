@@ -122,13 +122,24 @@ struct Tinyproxy {
 
 impl Tinyproxy {
     /// Allows CONNECT to `connect_port` only; with `auth`, requires Basic credentials.
+    /// tinyproxy cannot listen on port 0, so a port that was just free is tried, and
+    /// another if that one was taken meanwhile.
     async fn start(connect_port: u16, auth: Option<(&str, &str)>) -> Self {
+        for _ in 0..5 {
+            if let Some(p) = Self::try_start(free_port(), connect_port, auth).await {
+                return p;
+            }
+        }
+        panic!("tinyproxy did not start on any of 5 ports");
+    }
+
+    async fn try_start(port: u16, connect_port: u16, auth: Option<(&str, &str)>) -> Option<Self> {
         let dir = TempDir::new("tinyproxy");
-        let port = free_port();
+        let pid_file = dir.path("tinyproxy.pid");
         let mut conf = format!(
             "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nConnectPort {connect_port}\n\
              MaxClients 16\nLogLevel Connect\nPidFile \"{pid}\"\nLogFile \"{log}\"\n",
-            pid = dir.path("tinyproxy.pid").display(),
+            pid = pid_file.display(),
             log = dir.path("tinyproxy.log").display(),
         );
         if let Some((user, pass)) = auth {
@@ -146,18 +157,21 @@ impl Tinyproxy {
             .process_group(0)
             .spawn()
             .expect("start tinyproxy (tools/test.sh installs it)");
-        let proxy = Tinyproxy { port, child, dir };
-        // Ready when it accepts connections; no sleeps.
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut proxy = Tinyproxy { port, child, dir };
+        // Ready once it writes its pid file, which it does right after opening its
+        // listening socket. A successful connect would not prove that: on a port taken
+        // meanwhile it exits, and the connect reaches whoever holds the port.
         let deadline = Instant::now() + STEP;
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
+            if let Ok(Some(_)) = proxy.child.try_wait() {
+                return None;
             }
-            assert!(Instant::now() < deadline, "tinyproxy did not listen on {addr}");
+            if pid_file.exists() {
+                return Some(proxy);
+            }
+            assert!(Instant::now() < deadline, "tinyproxy did not start on port {port}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        proxy
     }
 
     fn url(&self) -> String {
