@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of wsbridge: formatting, lints, unit and integration tests, the
-# Autobahn conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus
-# replay (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the
+# minimal and static builds (tools/minimal.sh, tools/static.sh), the Autobahn
+# conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus replay
+# (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the
 # tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs) and
 # tinyproxy (tests/outbound.rs).
@@ -44,6 +45,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
 tools/minimal.sh
+tools/static.sh
 tools/autobahn.sh
 tools/fuzz.sh 60
 cargo bench --bench compare -- --quick
