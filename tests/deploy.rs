@@ -329,27 +329,38 @@ async fn systemd_socket_activate_starts_wsbridge_on_the_first_connection() {
         eprintln!("systemd-socket-activate is not installed; skipping");
         return;
     };
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut c = Command::new(tool);
-    c.args(["-l", &listen, env!("CARGO_BIN_EXE_wsbridge")])
-        .args(REPORTER)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let p = Proc::spawn(c, 0);
-    let addr: std::net::SocketAddr = listen.parse().expect("addr");
-    let deadline = std::time::Instant::now() + STEP;
-    let tcp = loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(s) => break s,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("systemd-socket-activate never listened: {e}; log:\n{}", p.log()),
+    // The tool binds a port that was just free; if another test took it meanwhile, the
+    // tool exits and another port is tried. It says when it holds the port, and only then
+    // is a connection certain to reach it.
+    let mut attempt = 0;
+    let (p, addr) = loop {
+        attempt += 1;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let listen = addr.to_string();
+        let mut c = Command::new(tool);
+        c.args(["-l", &listen, env!("CARGO_BIN_EXE_wsbridge")])
+            .args(REPORTER)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut p = Proc::spawn(c, 0);
+        let deadline = std::time::Instant::now() + STEP;
+        while !p.log().contains(&format!("Listening on {listen}")) && !p.exited() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tool did not start; log:\n{}",
+                p.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        if !p.exited() {
+            break (p, addr);
+        }
+        assert!(attempt < 5, "systemd-socket-activate did not listen; log:\n{}", p.log());
     };
+    let tcp = within(STEP, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect to the activation socket");
     let mut ws = ws_over(&format!("ws://{addr}/"), tcp).await;
     assert_eq!(report(&mut ws).await[0], "127.0.0.1");
     echo(&mut ws, "activated by systemd's tool").await;

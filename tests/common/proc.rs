@@ -109,6 +109,11 @@ impl Proc {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal wsbridge");
     }
 
+    /// Whether the process has exited (and is reaped).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+
     /// Polls for the exit status until `d` passes.
     pub async fn wait_exit(&mut self, d: Duration) -> ExitStatus {
         let deadline = Instant::now() + d;
