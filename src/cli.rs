@@ -43,6 +43,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub maxforks: usize,
 
+    /// Threads that run connections (default: one per CPU core); 1 runs them all on the main thread
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
+
     /// Extra milliseconds added to each step of the stop ladder (stdin EOF, SIGINT, SIGTERM, SIGKILL)
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub closems: u64,

@@ -53,6 +53,8 @@ pub struct Config {
     pub framing: Framing,
     /// `None` = unlimited.
     pub max_forks: Option<usize>,
+    /// `--threads`: the runtime's threads; `None` = one per CPU core.
+    pub threads: Option<std::num::NonZeroUsize>,
     /// `--closems`: added to each step of the stop ladder.
     pub close_grace: Duration,
     /// `--passenv` names with the values wsbridge had at startup (empty ones skipped).
@@ -225,6 +227,7 @@ impl TryFrom<Cli> for Config {
             upstream: cli.upstream.as_deref().map(Upstream::parse).transpose()?,
             framing: framing(cli.binary, cli.framing.as_deref())?,
             max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
+            threads: cli.threads,
             close_grace: Duration::from_millis(cli.closems),
             passenv: read_passenv(&cli.passenv),
             max_message: cli.maxframesize,
@@ -372,6 +375,7 @@ fn client_config(cli: Cli) -> Result<Config, String> {
         upstream: None,
         framing,
         max_forks: None,
+        threads: cli.threads,
         close_grace: Duration::from_millis(cli.closems),
         passenv: read_passenv(&cli.passenv),
         max_message: cli.maxframesize,

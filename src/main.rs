@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         },
         Err(e) => return fail(e, 3),
     };
-    let runtime = match runtime() {
+    let runtime = match runtime(config.threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -74,7 +74,7 @@ fn connect(config: Config) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e, 1),
     };
-    let runtime = match runtime() {
+    let runtime = match runtime(config.threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -91,9 +91,21 @@ fn connect(config: Config) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The multi-threaded runtime both modes run on; exit 1 if it cannot start.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The runtime both modes run on: `--threads` worker threads (tokio's default, one per
+/// CPU core, without it), or with `--threads=1` everything on the main thread, which
+/// saves a thread and the hand-offs between threads on a single-core board. Exit 1 if it
+/// cannot start.
+fn runtime(threads: Option<std::num::NonZeroUsize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = match threads.map(std::num::NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| fail(format_args!("cannot start the runtime: {e}"), 1))

@@ -411,3 +411,66 @@ async fn python_websockets_connects_over_the_unix_socket() {
     assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "unix-socket\nfrom python\n");
 }
+
+/// Threads of process `pid`, from /proc.
+fn threads_of(pid: i32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: line")
+}
+
+/// `--threads=1`, for single-core boards: everything runs on the main thread, and
+/// sessions at once, a static file (read off the async thread) and the SIGTERM drain all
+/// still work. `--threads=N` gives N worker threads; 0 is a usage error.
+#[tokio::test]
+async fn threads_1_serves_everything_from_the_main_thread() {
+    let dir = TempDir::new("threads");
+    std::fs::write(dir.path("hello.txt"), "hi\n").expect("write");
+    let staticdir = format!("--staticdir={}", dir.0.display());
+    let mut p = Proc::start(
+        &["--threads=1", "--port=0", "--address=127.0.0.1", &staticdir, "cat"],
+        &[],
+        1,
+    );
+    assert_eq!(threads_of(p.pid()), 1, "one thread when idle");
+    let addr = p.tcp_addr();
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        sessions.push(ws_tcp(addr, &[]).await);
+    }
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        echo(ws, &format!("session {i}")).await;
+    }
+    let resp = tokio::task::spawn_blocking(move || {
+        raw_request(addr, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    });
+    let resp = within(STEP, resp).await.expect("request");
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("\r\n\r\nhi\n"),
+        "{resp}"
+    );
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        echo(ws, &format!("still there {i}")).await;
+    }
+    p.signal(nix::sys::signal::Signal::SIGTERM);
+    for ws in &mut sessions {
+        let code = loop {
+            match within(STEP, futures_util::StreamExt::next(ws)).await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected Close 1001, got {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1001), "draining sessions get 1001");
+    }
+    assert!(p.wait_exit(STEP).await.success(), "{}", p.log());
+
+    let p = Proc::start(&["--threads=3", "--port=0", "--address=127.0.0.1", "cat"], &[], 1);
+    assert_eq!(threads_of(p.pid()), 4, "the main thread and 3 workers");
+    let (code, err) = run_to_exit(&["--threads=0", "cat"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--threads"), "{err}");
+}
