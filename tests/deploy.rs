@@ -474,3 +474,46 @@ async fn threads_1_serves_everything_from_the_main_thread() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--threads"), "{err}");
 }
+
+/// With `--threads=1` the stop ladder of a program that ignores EOF, SIGINT and SIGTERM
+/// runs on the one thread beside a live session: that session keeps echoing while the
+/// stubborn program is brought down by SIGKILL and reaped.
+#[tokio::test]
+async fn threads_1_runs_the_stop_ladder_beside_a_live_session() {
+    let script = "read first; if [ \"$first\" = stubborn ]; then trap '' INT TERM; echo \"ready $$\"; \
+                  while :; do sleep 0.1; done; else echo \"$first\"; exec cat; fi";
+    let p = Proc::start(
+        &["--threads=1", "--port=0", "--address=127.0.0.1", "sh", "-c", script],
+        &[],
+        1,
+    );
+    let addr = p.tcp_addr();
+    let mut stubborn = ws_tcp(addr, &[]).await;
+    let hello = tokio_tungstenite::tungstenite::Message::text("stubborn");
+    within(STEP, futures_util::SinkExt::send(&mut stubborn, hello))
+        .await
+        .expect("send");
+    let ready = next_text(&mut stubborn).await;
+    let pid: i32 = ready
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ready:?}"));
+    let mut live = ws_tcp(addr, &[]).await;
+    echo(&mut live, "first").await;
+
+    within(STEP, stubborn.close(None)).await.expect("close");
+    let deadline = std::time::Instant::now() + STEP;
+    let mut n = 0;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stubborn program is still there; log:\n{}",
+            p.log()
+        );
+        echo(&mut live, &format!("during the ladder {n}")).await;
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    echo(&mut live, "after the ladder").await;
+    p.wait_log("exit=killed by signal SIGKILL").await;
+}
