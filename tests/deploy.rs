@@ -1,7 +1,7 @@
 //! Deployment without TLS, with the real binary: `--trusted-proxy` (and that nobody else
 //! can spoof the client), `--unixsocket` (alone, beside TCP, stale and live socket
-//! files), systemd socket activation (TCP and Unix, variables hidden from programs), and
-//! `--redirport`; Python's `websockets` over the Unix socket.
+//! files), systemd socket activation (TCP and Unix, variables hidden from programs),
+//! `--redirport` and `--threads`; Python's `websockets` over the Unix socket.
 
 mod deploy_support;
 
