@@ -1,6 +1,7 @@
 //! The real wsbridge binary as a child of the test: its stderr read line by line into a
 //! log (a bounded tail), its startup lines (`listening on …`, `redirecting …`) handed
-//! over as they come, signals, and exit with a deadline. Killed on drop.
+//! over as they come, signals, and exit with a deadline. Stopped on drop (SIGTERM, then
+//! SIGKILL).
 //!
 //! Shared by `tests/common` ([`super::BinServer`]) and `tests/deploy_support`, which
 //! include this file as their module `proc`; every test server is built on it.
@@ -147,7 +148,22 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so wsbridge stops its programs (a test that failed half-way may
+    /// leave one that ignores EOF); SIGKILL if it has not exited after [`STEP`].
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + STEP;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         self.kill();
     }
 }
