@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The server's cost per echoed message, for profiling; not a test (BENCHMARKS.md quotes it).
+
+    tools/permsg.py BIN [--count N] [--size BYTES] [--inflight K] [--callgrind OUT]
+
+Starts `BIN --port=0 --address=127.0.0.1 --loglevel=error cat` on loopback, sends N text
+messages of BYTES bytes (one line each) with K in flight, checks every echo, and prints the
+server's CPU time per message (utime+stime from /proc/PID/stat, in 10 ms ticks: use enough
+messages). With --callgrind the server runs under `valgrind --tool=callgrind` and its
+instruction counts go to OUT (read them with callgrind_annotate); its CPU time is then
+valgrind's. Needs Python's `websockets` (tools/test.sh installs it).
+"""
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import time
+
+import websockets
+
+STEP = 60  # seconds for any one wait; callgrind runs the server ~50x slower
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def echo(url, pid, count, size, inflight):
+    async with websockets.connect(url, max_size=None, compression=None, open_timeout=STEP) as ws:
+        msg = "x" * (size - 1)  # the newline wsbridge adds makes it `size` bytes on stdin
+        await ws.send(msg)
+        assert await asyncio.wait_for(ws.recv(), STEP) == msg
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        sent = 0
+        for _ in range(min(inflight, count)):
+            await ws.send(msg)
+            sent += 1
+        for _ in range(count):
+            assert await asyncio.wait_for(ws.recv(), STEP) == msg, "echo differs"
+            if sent < count:
+                await ws.send(msg)
+                sent += 1
+        return cpu_seconds(pid) - cpu0, time.monotonic() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bin")
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=65536)
+    ap.add_argument("--inflight", type=int, default=2)
+    ap.add_argument("--callgrind", metavar="OUT")
+    a = ap.parse_args()
+    cmd = [a.bin, "--port=0", "--address=127.0.0.1", "--loglevel=error", "cat"]
+    if a.callgrind:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.callgrind}"] + cmd
+    server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + STEP
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = server.stderr.readline()
+            if not line:
+                break
+            m = re.search(r"listening on (ws://\S+)", line)
+            url = m and m.group(1)
+        if url is None:
+            raise SystemExit(f"permsg: {a.bin} printed no 'listening on' line")
+        cpu, wall = asyncio.run(echo(url, server.pid, a.count, a.size, a.inflight))
+        print(
+            f"{a.bin}: {a.count} x {a.size} B, {a.inflight} in flight: "
+            f"{cpu / a.count * 1e6:.0f} us server CPU per message, {a.count / wall:.0f} msg/s"
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=STEP)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
