@@ -2,8 +2,8 @@
 # Runs every test of wsbridge: formatting, lints, unit and integration tests, the
 # minimal and static builds (tools/minimal.sh, tools/static.sh), the Autobahn
 # conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus replay
-# (tools/fuzz.sh) and a tiny run of the benchmark harness. Installs what the
-# tests need first, idempotently: Python's `websockets` (interop test), websocketd
+# (tools/fuzz.sh) and tiny runs of the benchmark harness and tools/permsg.py. Installs
+# what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs) and
 # tinyproxy (tests/outbound.rs).
 set -euo pipefail
@@ -49,3 +49,5 @@ tools/static.sh
 tools/autobahn.sh
 tools/fuzz.sh 60
 cargo bench --bench compare -- --quick
+# The per-message profiling client still runs (tools/autobahn.sh built the release binary).
+tools/permsg.py target/release/wsbridge --count 20 --size 1024
