@@ -178,15 +178,13 @@ async fn client_via(
     nginx: &Nginx,
     headers: &[(&str, &str)],
 ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let nginx_log = || nginx.error_log();
-    let nginx = nginx.addr;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind("127.0.0.2:0".parse().expect("addr"))
         .expect("bind 127.0.0.2");
-    let tcp = within(STEP, socket.connect(nginx)).await.expect("connect nginx");
-    let mut req = format!("ws://{nginx}/").into_client_request().expect("request");
+    let tcp = within(STEP, socket.connect(nginx.addr)).await.expect("connect nginx");
+    let mut req = format!("ws://{}/", nginx.addr).into_client_request().expect("request");
     for (k, v) in headers {
         req.headers_mut().append(
             hyper::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
@@ -195,7 +193,10 @@ async fn client_via(
     }
     match within(STEP, tokio_tungstenite::client_async(req, tcp)).await {
         Ok((ws, _)) => ws,
-        Err(e) => panic!("websocket handshake through nginx: {e}; nginx log:\n{}", nginx_log()),
+        Err(e) => panic!(
+            "websocket handshake through nginx: {e}; nginx log:\n{}",
+            nginx.error_log()
+        ),
     }
 }
 
