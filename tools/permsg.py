@@ -13,8 +13,10 @@ valgrind's. Needs Python's `websockets` (tools/test.sh installs it).
 import argparse
 import asyncio
 import os
+import queue
 import re
 import subprocess
+import threading
 import time
 
 import websockets
@@ -57,17 +59,26 @@ def main():
     if a.callgrind:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.callgrind}"] + cmd
     server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+
+    def drain():  # the whole of stderr, so the server never blocks on it
+        for line in server.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True).start()
     try:
         deadline = time.monotonic() + STEP
         url = None
-        while url is None and time.monotonic() < deadline:
-            line = server.stderr.readline()
-            if not line:
-                break
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise SystemExit(f"permsg: {a.bin} printed no 'listening on' line within {STEP} s")
             m = re.search(r"listening on (ws://\S+)", line)
             url = m and m.group(1)
-        if url is None:
-            raise SystemExit(f"permsg: {a.bin} printed no 'listening on' line")
         cpu, wall = asyncio.run(echo(url, server.pid, a.count, a.size, a.inflight))
         print(
             f"{a.bin}: {a.count} x {a.size} B, {a.inflight} in flight: "
