@@ -2,19 +2,22 @@
 """The server's cost per echoed message, for profiling; not a test (BENCHMARKS.md quotes it).
 
     tools/permsg.py BIN [--count N] [--size BYTES] [--inflight K] [--callgrind OUT]
+                        [--tls CERT KEY]
 
 Starts `BIN --port=0 --address=127.0.0.1 --loglevel=error cat` on loopback, sends N text
 messages of BYTES bytes (one line each) with K in flight, checks every echo, and prints the
 server's CPU time per message (utime+stime from /proc/PID/stat, in 10 ms ticks: use enough
 messages). With --callgrind the server runs under `valgrind --tool=callgrind` and its
 instruction counts go to OUT (read them with callgrind_annotate); its CPU time is then
-valgrind's. Needs Python's `websockets` (tools/test.sh installs it).
+valgrind's. With --tls the server runs with `--ssl` and that certificate and key, and the
+client (which does not check the certificate) speaks wss://. Needs Python's `websockets` (tools/test.sh installs it).
 """
 import argparse
 import asyncio
 import os
 import queue
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -30,7 +33,12 @@ def cpu_seconds(pid):
 
 
 async def echo(url, pid, count, size, inflight):
-    async with websockets.connect(url, max_size=None, compression=None, open_timeout=STEP) as ws:
+    tls = None
+    if url.startswith("wss:"):
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    async with websockets.connect(url, max_size=None, compression=None, open_timeout=STEP, ssl=tls) as ws:
         msg = "x" * (size - 1)  # the newline wsbridge adds makes it `size` bytes on stdin
         await ws.send(msg)
         assert await asyncio.wait_for(ws.recv(), STEP) == msg
@@ -54,8 +62,12 @@ def main():
     ap.add_argument("--size", type=int, default=65536)
     ap.add_argument("--inflight", type=int, default=2)
     ap.add_argument("--callgrind", metavar="OUT")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     a = ap.parse_args()
-    cmd = [a.bin, "--port=0", "--address=127.0.0.1", "--loglevel=error", "cat"]
+    cmd = [a.bin, "--port=0", "--address=127.0.0.1", "--loglevel=error"]
+    if a.tls:
+        cmd += ["--ssl", f"--sslcert={a.tls[0]}", f"--sslkey={a.tls[1]}"]
+    cmd.append("cat")
     if a.callgrind:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.callgrind}"] + cmd
     server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -77,7 +89,7 @@ def main():
                 line = None
             if line is None:
                 raise SystemExit(f"permsg: {a.bin} printed no 'listening on' line within {STEP} s")
-            m = re.search(r"listening on (ws://\S+)", line)
+            m = re.search(r"listening on (wss?://\S+)", line)
             url = m and m.group(1)
         cpu, wall = asyncio.run(echo(url, server.pid, a.count, a.size, a.inflight))
         print(
