@@ -2,10 +2,11 @@
 # Runs every test of wsbridge: formatting, lints, unit and integration tests, the
 # minimal and static builds (tools/minimal.sh, tools/static.sh), the Autobahn
 # conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus replay
-# (tools/fuzz.sh) and tiny runs of the benchmark harness and tools/permsg.py. Installs
+# (tools/fuzz.sh), tiny runs of the benchmark harness and tools/permsg.py, and the check
+# that the release binary's startup code is laid out together (tools/order.sh). Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
-# (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs) and
-# tinyproxy (tests/outbound.rs).
+# (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
+# (tests/outbound.rs) and valgrind (tools/order.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,11 @@ if ! command -v tinyproxy >/dev/null; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
 fi
+if ! command -v valgrind >/dev/null; then
+  echo "tools/test.sh: installing valgrind (Debian package) for tools/order.sh --check"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+fi
 if [ ! -x /usr/bin/chromium ]; then
   echo "tools/test.sh: installing chromium (Debian package) for tests/browser.rs"
   as_root apt-get update -qq
@@ -52,3 +58,6 @@ cargo bench --bench compare -- --quick
 # The per-message profiling client still runs (the build is a no-op after tools/autobahn.sh).
 cargo build --release --quiet --bin wsbridge
 tools/permsg.py target/release/wsbridge --count 20 --size 1024
+# tools/startup.order still names what the release binary runs at startup, and build.rs
+# applied it (see tools/order.sh).
+tools/order.sh --check

@@ -1,0 +1,75 @@
+//! Links the release binary with the code it runs at startup and for a first connection
+//! placed together, in the order `tools/startup.order` lists (written by `tools/order.sh`).
+//!
+//! Why: the kernel maps a program's code in 64 KiB windows around each page it touches
+//! (fault-around), and the startup code of std, clap, tokio, tracing and wsbridge is spread
+//! over most of the binary, so an idle server had about 1.9 MB of its 2.5 MB of code
+//! resident. Placed together, it is about 0.5 MB (BENCHMARKS.md, "Idle RSS").
+//!
+//! Only the linker's layout changes, never the code. The file names symbols as this
+//! toolchain and Cargo.lock mangle them; a name the linker does not find is skipped, so a
+//! stale file costs memory, not correctness. Linkers that do not know
+//! `--symbol-ordering-file` (GNU ld, gold) are detected by linking an empty program with
+//! the same flags first; the option is then left out.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=tools/startup.order");
+    println!("cargo::rerun-if-env-changed=WSBRIDGE_NO_ORDER");
+    if env::var("PROFILE").as_deref() != Ok("release") || env::var_os("WSBRIDGE_NO_ORDER").is_some() {
+        return;
+    }
+    let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let order = dir.join("tools/startup.order");
+    if !order.is_file() {
+        return;
+    }
+    let args = [
+        format!("-Wl,--symbol-ordering-file={}", order.display()),
+        "-Wl,--no-warn-symbol-ordering".to_owned(),
+    ];
+    if linker_accepts(&args) {
+        for a in &args {
+            println!("cargo::rustc-link-arg-bin=wsbridge={a}");
+        }
+    }
+}
+
+/// Whether the linker this build uses links an empty program with `args`.
+fn linker_accepts(args: &[String]) -> bool {
+    let (Some(rustc), Some(out), Ok(target)) = (env::var_os("RUSTC"), env::var_os("OUT_DIR"), env::var("TARGET"))
+    else {
+        return false;
+    };
+    let out = Path::new(&out);
+    let src = out.join("probe.rs");
+    if std::fs::write(&src, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let mut cmd = Command::new(rustc);
+    cmd.arg("--target")
+        .arg(&target)
+        .arg("-o")
+        .arg(out.join("probe"))
+        .arg(&src);
+    // The flags every crate of this build gets (a linker, crt-static, ...).
+    if let Ok(flags) = env::var("CARGO_ENCODED_RUSTFLAGS") {
+        cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    if let Some(linker) = env::var_os("RUSTC_LINKER") {
+        cmd.arg("-C").arg({
+            let mut l = std::ffi::OsString::from("linker=");
+            l.push(linker);
+            l
+        });
+    }
+    for a in args {
+        cmd.arg("-C").arg(format!("link-arg={a}"));
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.status().is_ok_and(|s| s.success())
+}

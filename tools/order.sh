@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# tools/order.sh [--check]: writes tools/startup.order, the functions the release binary
+# runs at startup, for a first WebSocket echo and at shutdown, as this toolchain and
+# Cargo.lock name them. build.rs has the linker place them together (see its comment).
+#
+# How: relinks the release binary (and the static one, tools/static.sh's) with symbols
+# (`cargo rustc -- -C strip=none`: same profile, so the same names), runs each under
+# `valgrind --tool=callgrind` (started, then one echo through `cat`, then SIGTERM), and
+# keeps the names callgrind saw that the binary defines: those of the startup run first,
+# then the rest. Both binaries are then relinked as `cargo build --release` makes them.
+#
+# Re-run after updating dependencies or the toolchain (the names change) and commit the
+# file. --check (tools/test.sh runs it) writes nothing: it fails when the file lists
+# fewer than 90% of the functions the release binary runs now, or when those run at
+# startup are spread over more than a third of the code (the order was not applied).
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+check=${1:-}
+work=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+STEP=60 # seconds for any wait: callgrind runs the server about 50x slower
+
+# profile BIN OUT [echo]: callgrind's function names (mangled) for one run of BIN.
+profile() {
+  local bin=$1 out=$2 echo=${3:-}
+  valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/cg" \
+    "$bin" --port=0 --address=127.0.0.1 --loglevel=error cat 2>"$work/log" &
+  pid=$!
+  local addr=
+  for _ in $(seq $((STEP * 20))); do
+    addr=$(grep -o 'ws://[^ ]*' "$work/log" | head -1) && [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line: $(cat "$work/log")" >&2; exit 1; }
+  if [ -n "$echo" ]; then
+    timeout "$STEP" python3 - "$addr" <<'PY'
+import asyncio, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1], open_timeout=50) as ws:
+        await ws.send("order")
+        assert await asyncio.wait_for(ws.recv(), 50) == "order"
+asyncio.run(main())
+PY
+  fi
+  kill -TERM "$pid"
+  timeout "$STEP" tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; exit 1; }
+  wait "$pid" || true
+  pid=
+  nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $1, $3}' | sort -k2 -u >"$work/defined"
+  grep -oP '^c?fn=\(\d+\) \K.*' "$work/cg" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" - >"$work/addr"
+  cut -d' ' -f2 "$work/addr" >"$out"
+}
+
+# windows: how many 64 KiB windows (the kernel's fault-around unit) the functions in
+# $work/addr start in.
+windows() {
+  awk '{print substr($1, 1, length($1) - 4)}' "$work/addr" | sort -u | wc -l
+}
+
+# names BIN CARGO-RUSTC-COMMAND...: builds BIN with symbols and profiles it; appends to
+# $work/startup and $work/echo, and sets $spread and $text (in 64 KiB windows).
+names() {
+  local bin=$1; shift
+  "$@" --quiet -- -C strip=none
+  profile "$bin" "$work/s"
+  spread=$(windows)
+  text=$(readelf -SW "$bin" | sed 's/^ *\[ *[0-9]*\] *//' | awk '$1 == ".text" {print $5}')
+  text=$((16#$text / 65536 + 1))
+  profile "$bin" "$work/e" echo
+  cat "$work/s" >>"$work/startup"
+  cat "$work/e" >>"$work/echo"
+}
+
+release=(cargo rustc --release --bin wsbridge)
+names target/release/wsbridge "${release[@]}"
+if [ "$check" != --check ]; then
+  # tools/static.sh's build (static glibc; its libc functions are in the binary too).
+  static_env=(env RUSTFLAGS="-C target-feature=+crt-static")
+  names target/x86_64-unknown-linux-gnu/release/wsbridge \
+    "${static_env[@]}" "${release[@]}" --target x86_64-unknown-linux-gnu
+fi
+
+sort -u "$work/startup" >"$work/startup.sorted"
+sort -u "$work/echo" | comm -23 - "$work/startup.sorted" >"$work/echo.sorted"
+
+if [ "$check" = --check ]; then
+  cargo build --release --quiet --bin wsbridge
+  grep -v '^#' tools/startup.order | sort -u >"$work/listed"
+  cat "$work/startup.sorted" "$work/echo.sorted" | sort -u >"$work/now"
+  total=$(wc -l <"$work/now")
+  listed=$(comm -12 "$work/now" "$work/listed" | wc -l)
+  echo "tools/order.sh: tools/startup.order lists $listed of the $total functions the release binary runs at startup and for one echo"
+  echo "tools/order.sh: its startup functions start in $spread of the $text 64 KiB windows of its code"
+  if [ $((listed * 100)) -lt $((total * 90)) ]; then
+    echo "tools/order.sh: fewer than 90% listed: run tools/order.sh and commit tools/startup.order" >&2
+    exit 1
+  fi
+  # Unordered, startup touches most windows (33 of 45 when this was written).
+  if [ $((spread * 3)) -gt "$text" ]; then
+    echo "tools/order.sh: the startup code is spread over more than a third of the binary: build.rs did not order it" >&2
+    exit 1
+  fi
+  exit 0
+fi
+
+{
+  echo "# Written by tools/order.sh (read it and build.rs before editing): the functions"
+  echo "# wsbridge runs at startup, then those a first echo adds, for the linker to place"
+  echo "# together. Names as rustc $(rustc -V | cut -d' ' -f2) and Cargo.lock mangle them."
+  cat "$work/startup.sorted" "$work/echo.sorted"
+} >tools/startup.order
+echo "tools/order.sh: wrote tools/startup.order ($(wc -l <"$work/startup.sorted") startup functions, $(wc -l <"$work/echo.sorted") more for an echo)"
+# Back to the binaries `cargo build --release` makes (stripped, now in the new order).
+cargo build --release --quiet --bin wsbridge
+"${static_env[@]}" cargo build --release --quiet --bin wsbridge --target x86_64-unknown-linux-gnu
