@@ -3,11 +3,12 @@
 # runs at startup, for a first WebSocket echo and at shutdown, as this toolchain and
 # Cargo.lock name them. build.rs has the linker place them together (see its comment).
 #
-# How: relinks the release binary (and the static one, tools/static.sh's) with symbols
-# (`cargo rustc -- -C strip=none`: same profile, so the same names), runs each under
-# `valgrind --tool=callgrind` (started, then one echo through `cat`, then SIGTERM), and
-# keeps the names callgrind saw that the binary defines: those of the startup run first,
-# then the rest. Both binaries are then relinked as `cargo build --release` makes them.
+# How: relinks the release binary, tools/static.sh's static one and the `small` profile's
+# with symbols (`cargo rustc -- -C strip=none`: the same profile, so the same names), runs
+# each under `valgrind --tool=callgrind` (started, then one echo through `cat`, then
+# SIGTERM), and keeps the names callgrind saw that the binary defines: those of the
+# startup runs first, then the rest. The binaries are then relinked as `cargo build`
+# makes them.
 #
 # Re-run after updating dependencies or the toolchain (the names change) and commit the
 # file. --check (tools/test.sh runs it) writes nothing: it fails when the file lists
@@ -81,6 +82,8 @@ if [ "$check" != --check ]; then
   static_env=(env RUSTFLAGS="-C target-feature=+crt-static")
   names target/x86_64-unknown-linux-gnu/release/wsbridge \
     "${static_env[@]}" "${release[@]}" --target x86_64-unknown-linux-gnu
+  # The small profile's (README, "On a small board").
+  names target/small/wsbridge cargo rustc --profile small --bin wsbridge
 fi
 
 sort -u "$work/startup" >"$work/startup.sorted"
@@ -116,3 +119,4 @@ echo "tools/order.sh: wrote tools/startup.order ($(wc -l <"$work/startup.sorted"
 # Back to the binaries `cargo build --release` makes (stripped, now in the new order).
 cargo build --release --quiet --bin wsbridge
 "${static_env[@]}" cargo build --release --quiet --bin wsbridge --target x86_64-unknown-linux-gnu
+cargo build --profile small --quiet --bin wsbridge
