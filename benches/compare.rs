@@ -12,11 +12,14 @@
 //! - `churn` (connections/s): connect, one echo through `cat`, close; 4 in flight. Also the
 //!   floor without any server: spawn `cat`, one line through its pipes, close, wait (4 at
 //!   once on a 2-worker tokio runtime), reported as "bare spawn+cat".
-//! - `echo16`, `echo1k` (msgs/s, MB/s): one connection through `cat`, 16 B / 1 KiB text
-//!   messages, 32 in flight.
-//! - `echo64k` (msgs/s, MB/s): 64 KiB text messages (one 64 KiB line each), only 2 in flight:
+//! - `echo16`, `echo1k` (msgs/s, MB/s, server CPU µs/msg): one connection through `cat`,
+//!   16 B / 1 KiB text messages, 32 in flight. Server CPU is the server process's user +
+//!   system time (all its threads, not its children) over the run, from `/proc/PID/stat`
+//!   in 10 ms ticks, divided by the messages: what the server spends per message even
+//!   where wakeup latency, not CPU, bounds the rate.
+//! - `echo64k` (msgs/s, MB/s, server CPU µs/msg): 64 KiB text messages (one 64 KiB line each), only 2 in flight:
 //!   websocketd 0.4.1 deadlocks with 3 or more (see [`ECHO64K_WINDOW`]).
-//! - `echo16x8` (aggregate msgs/s): 16 B messages on 8 connections at once, 32 in flight each.
+//! - `echo16x8` (aggregate msgs/s, MB/s, server CPU µs/msg): 16 B messages on 8 connections at once, 32 in flight each.
 //! - `burst` (lines/s): the child `seq 1 N` prints N lines as fast as it can; the client reads
 //!   to the end (a TCP close without a close frame after the last line counts as the end).
 //! - `rtt` (µs, p50 and p99): one 16 B message at a time through `cat`.
@@ -425,6 +428,25 @@ fn reap_orphans() {
     }
 }
 
+/// CPU time a process has used (user + system, all its threads, not its children), in
+/// seconds; the kernel counts it in ticks of 1/`_SC_CLK_TCK` s (10 ms).
+fn cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The fields after the command name in parentheses (which may hold spaces) start at
+    // the state, field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let (Some(utime), Some(stime)) = (tick(11), tick(12)) else {
+        return Err(format!("/proc/{pid}/stat: no utime and stime in {stat:?}"));
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok((utime + stime) as f64 / hz as f64)
+}
+
 /// VmRSS of a process, in KiB.
 fn vm_rss_kib(pid: u32) -> Result<f64, String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
@@ -654,7 +676,7 @@ const SCENARIOS: &[Scenario] = &[
             )
         },
         subjects: BOTH,
-        metrics: &[hi("msg/s"), hi("MB/s")],
+        metrics: &[hi("msg/s"), hi("MB/s"), lo("server CPU µs/msg")],
         run: |env, who| run_echo(env, who, 16, env.p.echo16, 32, 1),
     },
     Scenario {
@@ -666,7 +688,7 @@ const SCENARIOS: &[Scenario] = &[
             )
         },
         subjects: BOTH,
-        metrics: &[hi("msg/s"), hi("MB/s")],
+        metrics: &[hi("msg/s"), hi("MB/s"), lo("server CPU µs/msg")],
         run: |env, who| run_echo(env, who, 1024, env.p.echo1k, 32, 1),
     },
     Scenario {
@@ -678,7 +700,7 @@ const SCENARIOS: &[Scenario] = &[
             )
         },
         subjects: BOTH,
-        metrics: &[hi("msg/s"), hi("MB/s")],
+        metrics: &[hi("msg/s"), hi("MB/s"), lo("server CPU µs/msg")],
         run: |env, who| run_echo(env, who, 64 * 1024, env.p.echo64k, ECHO64K_WINDOW, 1),
     },
     Scenario {
@@ -690,7 +712,7 @@ const SCENARIOS: &[Scenario] = &[
             )
         },
         subjects: BOTH,
-        metrics: &[hi("msg/s"), hi("MB/s")],
+        metrics: &[hi("msg/s"), hi("MB/s"), lo("server CPU µs/msg")],
         run: |env, who| run_echo(env, who, 16, env.p.echo16x8, 32, 8),
     },
     Scenario {
@@ -846,11 +868,13 @@ fn run_echo(env: &Env, who: Subject, size: usize, total: u64, window: usize, con
     let port = server.port;
     let pay = Payload::new(size);
     let per_conn = total / conns as u64;
-    let (msgs, secs) = env.rt.block_on(async {
+    let pid = server.pid();
+    let (msgs, secs, cpu) = env.rt.block_on(async {
         let mut wss = Vec::with_capacity(conns);
         for _ in 0..conns {
             wss.push(connect(port).await?);
         }
+        let cpu0 = cpu_secs(pid)?;
         let t0 = Instant::now();
         let deadline = t0 + env.p.time_limit;
         let results = futures_util::future::try_join_all(
@@ -858,16 +882,17 @@ fn run_echo(env: &Env, who: Subject, size: usize, total: u64, window: usize, con
         )
         .await?;
         let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(pid)? - cpu0;
         let mut msgs = 0;
         for (ws, got) in results {
             msgs += got;
             close_quietly(ws).await;
         }
-        Ok::<_, String>((msgs, secs))
+        Ok::<_, String>((msgs, secs, cpu))
     })?;
     server.check_alive()?;
     let rate = msgs as f64 / secs;
-    Ok(vec![rate, rate * size as f64 / 1e6])
+    Ok(vec![rate, rate * size as f64 / 1e6, cpu / msgs as f64 * 1e6])
 }
 
 fn run_burst(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
@@ -1245,7 +1270,15 @@ fn report_targets(res: &Results) {
         };
         println!("| {name} | {goal} | {measured} | {status} |");
     }
-    let extra = [("echo16x8", 0, "msg/s"), ("echo64k", 0, "msg/s"), ("rtt", 1, "µs p99")];
+    let extra = [
+        ("echo16x8", 0, "msg/s"),
+        ("echo64k", 0, "msg/s"),
+        ("rtt", 1, "µs p99"),
+        ("echo16", 2, "server CPU µs/msg"),
+        ("echo1k", 2, "server CPU µs/msg"),
+        ("echo64k", 2, "server CPU µs/msg"),
+        ("echo16x8", 2, "server CPU µs/msg"),
+    ];
     let notes: Vec<String> = extra
         .iter()
         .filter_map(|&(sc, m, unit)| {
