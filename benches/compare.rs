@@ -729,8 +729,13 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "rtt",
-        about: |p| format!("one 16 B message at a time through cat, {} round trips", p.rtt_trips),
-        subjects: BOTH,
+        about: |p| {
+            format!(
+                "one 16 B message at a time through cat, {} round trips (bare: straight through cat's pipes)",
+                p.rtt_trips
+            )
+        },
+        subjects: &[Subject::Wsbridge, Subject::Websocketd, Subject::BareSpawn],
         metrics: &[lo("p50 µs"), lo("p99 µs")],
         run: run_rtt,
     },
@@ -933,7 +938,60 @@ fn run_burst(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
     Ok(vec![rate])
 }
 
+/// The floor under `rtt`: the same round trips straight through `cat`'s pipes, no server
+/// and no socket, on the same current-thread runtime.
+fn run_rtt_bare(env: &Env) -> Result<Vec<f64>, String> {
+    let (trips, limit, cat) = (env.p.rtt_trips, env.p.time_limit, &env.cat);
+    let mut us = env.rt.block_on(async {
+        let mut child = tokio::process::Command::new(cat)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", cat.display()))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let warm = 50u64;
+        let mut samples = Vec::with_capacity(trips);
+        let t_all = Instant::now();
+        let mut buf = [0u8; 64];
+        for i in 0..warm + trips as u64 {
+            // What cat gets through a server: the 16 B message and a newline.
+            let line = format!("{i:016}\n");
+            let t = Instant::now();
+            within("write to cat", stdin.write_all(line.as_bytes())).await?;
+            let mut got = 0;
+            while !buf[..got].contains(&b'\n') {
+                let n = within("read from cat", stdout.read(&mut buf[got..])).await?;
+                if n == 0 {
+                    return Err("cat ended before echoing".into());
+                }
+                got += n;
+            }
+            let d = t.elapsed();
+            if buf[..got] != *line.as_bytes() {
+                return Err(format!("cat echoed {:?}", String::from_utf8_lossy(&buf[..got])));
+            }
+            if i >= warm {
+                samples.push(d.as_secs_f64() * 1e6);
+            }
+            if t_all.elapsed() > limit {
+                break;
+            }
+        }
+        drop(stdin);
+        within("waiting for cat to exit", child.wait()).await?;
+        Ok::<_, String>(samples)
+    })?;
+    us.sort_by(f64::total_cmp);
+    Ok(vec![us[us.len() / 2], us[us.len() * 99 / 100]])
+}
+
 fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
+    if who == Subject::BareSpawn {
+        return run_rtt_bare(env);
+    }
     let mut server = Server::start(env, who, &[&env.cat], &[])?;
     let port = server.port;
     let trips = env.p.rtt_trips;
