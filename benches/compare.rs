@@ -1341,6 +1341,8 @@ fn report_targets(res: &Results) {
         .iter()
         .filter_map(|&(sc, m, unit)| {
             res.ratio(sc, Wsbridge, Websocketd, m)
+                // Server CPU comes in 10 ms ticks: a short (--quick) run may count none.
+                .filter(|&(_, a, b)| a > 0.0 && b > 0.0)
                 .map(|(r, a, b)| format!("{sc} {r:.2}× ({} vs {} {unit})", num(a), num(b)))
         })
         .collect();
