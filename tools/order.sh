@@ -3,12 +3,12 @@
 # runs at startup, for a first WebSocket echo and at shutdown, as this toolchain and
 # Cargo.lock name them. build.rs has the linker place them together (see its comment).
 #
-# How: relinks the release binary, tools/static.sh's static one and the `small` profile's
-# with symbols (`cargo rustc -- -C strip=none`: the same profile, so the same names), runs
-# each under `valgrind --tool=callgrind` (started, then one echo through `cat`, then
-# SIGTERM), and keeps the names callgrind saw that the binary defines: those of the
-# startup runs first, then the rest. The binaries are then relinked as `cargo build`
-# makes them.
+# How: relinks the release binary, tools/static.sh's static one, the `small` profile's,
+# and the release and small ones with --no-default-features, each with symbols
+# (`cargo rustc -- -C strip=none`: the same profile, so the same names); runs each under
+# `valgrind --tool=callgrind` (started, then one echo through `cat`, then SIGTERM); and
+# keeps the names callgrind saw that the binary defines: those of the startup runs
+# first, then the rest. The binaries are then relinked as `cargo build` makes them.
 #
 # Re-run after updating dependencies or the toolchain (the names change) and commit the
 # file. --check (tools/test.sh runs it) writes nothing: it fails when the file lists
@@ -82,8 +82,11 @@ if [ "$check" != --check ]; then
   static_env=(env RUSTFLAGS="-C target-feature=+crt-static")
   names target/x86_64-unknown-linux-gnu/release/wsbridge \
     "${static_env[@]}" "${release[@]}" --target x86_64-unknown-linux-gnu
-  # The small profile's (README, "On a small board").
+  # The small profile's, and both without the default features (README, "On a small
+  # board"): features are part of the names too.
   names target/small/wsbridge cargo rustc --profile small --bin wsbridge
+  names target/release/wsbridge "${release[@]}" --no-default-features
+  names target/small/wsbridge cargo rustc --profile small --bin wsbridge --no-default-features
 fi
 
 sort -u "$work/startup" >"$work/startup.sorted"
