@@ -838,34 +838,60 @@ async fn churn_once(port: u16, i: u64) -> Result<(), String> {
     .await
 }
 
+/// `cat` on pipes, for the floors measured without a server.
+struct CatPipes {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::process::ChildStdout,
+}
+
+impl CatPipes {
+    fn spawn(cat: &Path) -> Result<Self, String> {
+        let mut child = tokio::process::Command::new(cat)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", cat.display()))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        Ok(CatPipes { child, stdin, stdout })
+    }
+
+    /// Writes `line` (one line of at most 64 bytes, with its newline) and reads until cat
+    /// has echoed it; checks the echo.
+    async fn round_trip(&mut self, line: &str) -> Result<(), String> {
+        within("write to cat", self.stdin.write_all(line.as_bytes())).await?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while !buf[..got].contains(&b'\n') {
+            let n = within("read from cat", self.stdout.read(&mut buf[got..])).await?;
+            if n == 0 {
+                return Err("cat ended before echoing".into());
+            }
+            got += n;
+        }
+        if buf[..got] != *line.as_bytes() {
+            return Err(format!("cat echoed {:?}", String::from_utf8_lossy(&buf[..got])));
+        }
+        Ok(())
+    }
+
+    /// Closes cat's stdin and waits for it to exit.
+    async fn close(self) -> Result<(), String> {
+        let CatPipes { mut child, stdin, .. } = self;
+        drop(stdin);
+        within("waiting for cat to exit", child.wait()).await?;
+        Ok(())
+    }
+}
+
 /// The floor for churn: spawn `cat`, one line through its pipes, close stdin, wait.
 async fn bare_once(cat: &Path, i: u64) -> Result<(), String> {
-    let mut child = tokio::process::Command::new(cat)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", cat.display()))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stdout = child.stdout.take().expect("piped");
-    let line = format!("churn-{i}\n");
-    within("write to cat", stdin.write_all(line.as_bytes())).await?;
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while !buf[..got].contains(&b'\n') {
-        let n = within("read from cat", stdout.read(&mut buf[got..])).await?;
-        if n == 0 {
-            return Err("cat ended before echoing".into());
-        }
-        got += n;
-    }
-    if buf[..got] != *line.as_bytes() {
-        return Err(format!("cat echoed {:?}", String::from_utf8_lossy(&buf[..got])));
-    }
-    drop(stdin);
-    within("waiting for cat to exit", child.wait()).await?;
-    Ok(())
+    let mut pipes = CatPipes::spawn(cat)?;
+    pipes.round_trip(&format!("churn-{i}\n")).await?;
+    pipes.close().await
 }
 
 fn run_echo(env: &Env, who: Subject, size: usize, total: u64, window: usize, conns: usize) -> Result<Vec<f64>, String> {
@@ -943,45 +969,23 @@ fn run_burst(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
 fn run_rtt_bare(env: &Env) -> Result<Vec<f64>, String> {
     let (trips, limit, cat) = (env.p.rtt_trips, env.p.time_limit, &env.cat);
     let mut us = env.rt.block_on(async {
-        let mut child = tokio::process::Command::new(cat)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", cat.display()))?;
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped");
+        let mut pipes = CatPipes::spawn(cat)?;
         let warm = 50u64;
         let mut samples = Vec::with_capacity(trips);
         let t_all = Instant::now();
-        let mut buf = [0u8; 64];
         for i in 0..warm + trips as u64 {
             // What cat gets through a server: the 16 B message and a newline.
             let line = format!("{i:016}\n");
             let t = Instant::now();
-            within("write to cat", stdin.write_all(line.as_bytes())).await?;
-            let mut got = 0;
-            while !buf[..got].contains(&b'\n') {
-                let n = within("read from cat", stdout.read(&mut buf[got..])).await?;
-                if n == 0 {
-                    return Err("cat ended before echoing".into());
-                }
-                got += n;
-            }
-            let d = t.elapsed();
-            if buf[..got] != *line.as_bytes() {
-                return Err(format!("cat echoed {:?}", String::from_utf8_lossy(&buf[..got])));
-            }
+            pipes.round_trip(&line).await?;
             if i >= warm {
-                samples.push(d.as_secs_f64() * 1e6);
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             if t_all.elapsed() > limit {
                 break;
             }
         }
-        drop(stdin);
-        within("waiting for cat to exit", child.wait()).await?;
+        pipes.close().await?;
         Ok::<_, String>(samples)
     })?;
     us.sort_by(f64::total_cmp);
