@@ -4,7 +4,8 @@
 //! Why: the kernel maps a program's code in 64 KiB windows around each page it touches
 //! (fault-around), and the startup code of std, clap, tokio, tracing and wsbridge is spread
 //! over most of the binary, so an idle server had about 1.9 MB of its 2.5 MB of code
-//! resident. Placed together, it is about 0.5 MB (BENCHMARKS.md, "Idle RSS").
+//! resident. Placed together, it is about 0.5 MB (BENCHMARKS.md, "startup code laid out
+//! together").
 //!
 //! Only the linker's layout changes, never the code. The file names symbols as this
 //! toolchain and Cargo.lock mangle them; a name the linker does not find is skipped, so a

@@ -10,7 +10,8 @@ server's CPU time per message (utime+stime from /proc/PID/stat, in 10 ms ticks: 
 messages). With --callgrind the server runs under `valgrind --tool=callgrind` and its
 instruction counts go to OUT (read them with callgrind_annotate); its CPU time is then
 valgrind's. With --tls the server runs with `--ssl` and that certificate and key, and the
-client (which does not check the certificate) speaks wss://. Needs Python's `websockets` (tools/test.sh installs it).
+client (which does not check the certificate) speaks wss://. Needs Python's `websockets`
+(tools/test.sh installs it).
 """
 import argparse
 import asyncio
