@@ -72,7 +72,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,14 +255,70 @@ struct Server {
     who: Subject,
     child: Option<Child>,
     port: u16,
+    /// Ports from the server's "listening on" lines.
+    port_rx: mpsc::Receiver<u16>,
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Server {
     fn start(env: &Env, who: Subject, program: &[&Path], args: &[String]) -> Result<Server, String> {
-        let (bin, port_arg) = match who {
-            Subject::Wsbridge => (&env.wsbridge, "--port=0".to_owned()),
-            Subject::Websocketd => (&env.websocketd, format!("--port={}", free_port()?)),
+        match who {
+            Subject::Wsbridge => {
+                let mut server = Server::spawn(env, who, "--port=0", program, args)?;
+                match server.port_rx.recv_timeout(START_TIMEOUT) {
+                    Ok(p) => server.port = p,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(format!("wsbridge exited before listening{}", server.log_tail()))
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        return Err(format!(
+                            "wsbridge printed no 'listening on' line in {START_TIMEOUT:?}{}",
+                            server.log_tail()
+                        ))
+                    }
+                }
+                Ok(server)
+            }
+            // websocketd cannot be given port 0 (it then listens on 80), so it gets a port
+            // that was free a moment ago. Another process may take it first: websocketd then
+            // exits at start, and the next try has another port.
+            Subject::Websocketd => {
+                let mut last = String::new();
+                for _ in 0..5 {
+                    let port = free_port()?;
+                    let mut server = Server::spawn(env, who, &format!("--port={port}"), program, args)?;
+                    let end = Instant::now() + START_TIMEOUT;
+                    loop {
+                        if let Ok(Some(st)) = server.child.as_mut().expect("child").try_wait() {
+                            last = format!("websocketd exited at start ({st}){}", server.log_tail());
+                            break;
+                        }
+                        // Its own listening socket, not a connect that another process
+                        // on the same port could answer.
+                        if listens_on(server.pid(), port) {
+                            server.port = port;
+                            return Ok(server);
+                        }
+                        if Instant::now() > end {
+                            return Err(format!(
+                                "websocketd not listening on 127.0.0.1:{port} after {START_TIMEOUT:?}{}",
+                                server.log_tail()
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                Err(last)
+            }
+            Subject::BareSpawn => unreachable!("bare spawn has no server"),
+        }
+    }
+
+    /// Starts the server with `port_arg` and a thread that drains its stderr.
+    fn spawn(env: &Env, who: Subject, port_arg: &str, program: &[&Path], args: &[String]) -> Result<Server, String> {
+        let bin = match who {
+            Subject::Wsbridge => &env.wsbridge,
+            Subject::Websocketd => &env.websocketd,
             Subject::BareSpawn => unreachable!("bare spawn has no server"),
         };
         let mut cmd = Command::new(bin);
@@ -292,48 +348,13 @@ impl Server {
                 }
             });
         }
-        let mut server = Server {
+        Ok(Server {
             who,
             child: Some(child),
             port: 0,
+            port_rx,
             log,
-        };
-        match who {
-            Subject::Wsbridge => match port_rx.recv_timeout(START_TIMEOUT) {
-                Ok(p) => server.port = p,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("wsbridge exited before listening{}", server.log_tail()))
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "wsbridge printed no 'listening on' line in {START_TIMEOUT:?}{}",
-                        server.log_tail()
-                    ))
-                }
-            },
-            _ => {
-                let port: u16 = cmd_port(&cmd).expect("port argument");
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                let end = Instant::now() + START_TIMEOUT;
-                loop {
-                    if let Ok(Some(st)) = server.child.as_mut().expect("child").try_wait() {
-                        return Err(format!("websocketd exited at start ({st}){}", server.log_tail()));
-                    }
-                    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                        break;
-                    }
-                    if Instant::now() > end {
-                        return Err(format!(
-                            "websocketd not accepting on {addr} after {START_TIMEOUT:?}{}",
-                            server.log_tail()
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                server.port = port;
-            }
-        }
-        Ok(server)
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -389,9 +410,28 @@ impl Drop for Server {
     }
 }
 
-fn cmd_port(cmd: &Command) -> Option<u16> {
-    cmd.get_args()
-        .find_map(|a| a.to_str()?.strip_prefix("--port=")?.parse().ok())
+/// Whether process `pid` has a socket listening on 127.0.0.1:`port` (/proc/net/tcp gives
+/// the listening socket's inode, /proc/PID/fd the process's sockets).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local address, state 0A = LISTEN, inode
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
 }
 
 /// `wsbridge: listening on ws://127.0.0.1:PORT/` → PORT.
