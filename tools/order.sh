@@ -20,7 +20,19 @@ cd "$(dirname "$0")/.."
 check=${1:-}
 work=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+# Set while target/ holds binaries relinked with symbols (or without the default
+# features); on any exit they are rebuilt as `cargo build` makes them.
+relinked=
+static_env=(env RUSTFLAGS="-C target-feature=+crt-static") # tools/static.sh's build
+restore() {
+  cargo build --release --quiet --bin wsbridge || return 1
+  if [ "$relinked" = all ]; then
+    "${static_env[@]}" cargo build --release --quiet --bin wsbridge --target x86_64-unknown-linux-gnu || return 1
+    cargo build --profile small --quiet --bin wsbridge || return 1
+  fi
+  relinked=
+}
+trap 'rc=$?; set +e; [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; [ -z "$relinked" ] || restore || rc=1; exit $rc' EXIT
 STEP=60 # seconds for any wait: callgrind runs the server about 50x slower
 
 # profile BIN OUT [echo]: callgrind's function names (mangled) for one run of BIN.
@@ -65,6 +77,7 @@ windows() {
 # $work/startup and $work/echo, and sets $spread and $text (in 64 KiB windows).
 names() {
   local bin=$1; shift
+  relinked=${relinked:-release}
   "$@" --quiet -- -C strip=none
   profile "$bin" "$work/s"
   spread=$(windows)
@@ -78,8 +91,8 @@ names() {
 release=(cargo rustc --release --bin wsbridge)
 names target/release/wsbridge "${release[@]}"
 if [ "$check" != --check ]; then
+  relinked=all
   # tools/static.sh's build (static glibc; its libc functions are in the binary too).
-  static_env=(env RUSTFLAGS="-C target-feature=+crt-static")
   names target/x86_64-unknown-linux-gnu/release/wsbridge \
     "${static_env[@]}" "${release[@]}" --target x86_64-unknown-linux-gnu
   # The small profile's, and both without the default features (README, "On a small
@@ -93,7 +106,7 @@ sort -u "$work/startup" >"$work/startup.sorted"
 sort -u "$work/echo" | comm -23 - "$work/startup.sorted" >"$work/echo.sorted"
 
 if [ "$check" = --check ]; then
-  cargo build --release --quiet --bin wsbridge
+  restore
   grep -v '^#' tools/startup.order | sort -u >"$work/listed"
   cat "$work/startup.sorted" "$work/echo.sorted" | sort -u >"$work/now"
   total=$(wc -l <"$work/now")
@@ -119,7 +132,5 @@ fi
   cat "$work/startup.sorted" "$work/echo.sorted"
 } >tools/startup.order
 echo "tools/order.sh: wrote tools/startup.order ($(wc -l <"$work/startup.sorted") startup functions, $(wc -l <"$work/echo.sorted") more for an echo)"
-# Back to the binaries `cargo build --release` makes (stripped, now in the new order).
-cargo build --release --quiet --bin wsbridge
-"${static_env[@]}" cargo build --release --quiet --bin wsbridge --target x86_64-unknown-linux-gnu
-cargo build --profile small --quiet --bin wsbridge
+# Back to the binaries `cargo build` makes (stripped, now in the new order).
+restore
