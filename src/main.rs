@@ -19,7 +19,7 @@ use wsbridge::{logging, shutdown, Config};
 /// of libm. With this definition the linker resolves it here and, linking `--as-needed`,
 /// leaves libm.so.6 out: one library fewer to map and relocate, about 0.5 MiB less resident
 /// memory (BENCHMARKS.md, "libm"). `libm::pow` is the libm crate's port of FreeBSD's
-/// `e_pow.c`, as in musl.
+/// `e_pow.c`, as in musl. Unlike glibc's it never sets `errno`; nothing here reads it.
 #[no_mangle]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {
     libm::pow(x, y)
