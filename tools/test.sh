@@ -58,6 +58,8 @@ cargo bench --bench compare -- --quick
 # The per-message profiling client still runs (the build is a no-op after tools/autobahn.sh).
 cargo build --release --quiet --bin wsbridge
 tools/permsg.py target/release/wsbridge --count 20 --size 1024
+tools/permsg.py target/release/wsbridge --churn --count 5
+tools/permsg.py "$(command -v websocketd)" --churn --count 5
 # The release binary loads no libm.so: src/main.rs defines the one function it needed (`pow`).
 if readelf -dW target/release/wsbridge | grep -q 'NEEDED.*libm\.so'; then
   echo "tools/test.sh: target/release/wsbridge needs libm.so again (see \`pow\` in src/main.rs):" >&2
