@@ -17,12 +17,15 @@
 //!   system time (all its threads, not its children) over the run, from `/proc/PID/stat`
 //!   in 10 ms ticks, divided by the messages: what the server spends per message even
 //!   where wakeup latency, not CPU, bounds the rate.
-//! - `echo64k` (msgs/s, MB/s, server CPU µs/msg): 64 KiB text messages (one 64 KiB line each), only 2 in flight:
-//!   websocketd 0.4.1 deadlocks with 3 or more (see [`ECHO64K_WINDOW`]).
-//! - `echo16x8` (aggregate msgs/s, MB/s, server CPU µs/msg): 16 B messages on 8 connections at once, 32 in flight each.
+//! - `echo64k` (msgs/s, MB/s, server CPU µs/msg): 64 KiB text messages (one 64 KiB line
+//!   each), only 2 in flight: websocketd 0.4.1 deadlocks with 3 or more (see
+//!   [`ECHO64K_WINDOW`]).
+//! - `echo16x8` (aggregate msgs/s, MB/s, server CPU µs/msg): 16 B messages on 8
+//!   connections at once, 32 in flight each.
 //! - `burst` (lines/s): the child `seq 1 N` prints N lines as fast as it can; the client reads
 //!   to the end (a TCP close without a close frame after the last line counts as the end).
-//! - `rtt` (µs, p50 and p99): one 16 B message at a time through `cat`.
+//! - `rtt` (µs, p50 and p99): one 16 B message at a time through `cat`. Also the floor:
+//!   the same round trips straight through `cat`'s pipes, reported as "bare spawn+cat".
 //! - `rss_idle` (KiB): VmRSS of the server process alone, 0.5 s after start.
 //! - `rss_1000` (KiB): VmRSS with 1000 idle connections open (1000 `cat` children), and
 //!   KiB per connection = (loaded - idle) / 1000, idle measured on the same instance.
@@ -1008,7 +1011,7 @@ fn run_burst(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
 /// and no socket, on the same current-thread runtime.
 fn run_rtt_bare(env: &Env) -> Result<Vec<f64>, String> {
     let (trips, limit, cat) = (env.p.rtt_trips, env.p.time_limit, &env.cat);
-    let mut us = env.rt.block_on(async {
+    let us = env.rt.block_on(async {
         let mut pipes = CatPipes::spawn(cat)?;
         let warm = 50u64;
         let mut samples = Vec::with_capacity(trips);
@@ -1028,8 +1031,7 @@ fn run_rtt_bare(env: &Env) -> Result<Vec<f64>, String> {
         pipes.close().await?;
         Ok::<_, String>(samples)
     })?;
-    us.sort_by(f64::total_cmp);
-    Ok(vec![us[us.len() / 2], us[us.len() * 99 / 100]])
+    p50_p99(us, limit)
 }
 
 fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
@@ -1040,7 +1042,7 @@ fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
     let port = server.port;
     let trips = env.p.rtt_trips;
     let limit = env.p.time_limit;
-    let mut us = env.rt.block_on(async {
+    let us = env.rt.block_on(async {
         let mut ws = connect(port).await?;
         let pay = Payload::new(16);
         let warm = 50u64;
@@ -1060,12 +1062,17 @@ fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
             }
         }
         close_quietly(ws).await;
-        if samples.len() < 100 {
-            return Err(format!("rtt: only {} round trips in {limit:?}", samples.len()));
-        }
         Ok::<_, String>(samples)
     })?;
     server.check_alive()?;
+    p50_p99(us, limit)
+}
+
+/// Median and 99th percentile of round-trip samples (µs); fewer than 100 is an error.
+fn p50_p99(mut us: Vec<f64>, limit: Duration) -> Result<Vec<f64>, String> {
+    if us.len() < 100 {
+        return Err(format!("rtt: only {} round trips in {limit:?}", us.len()));
+    }
     us.sort_by(f64::total_cmp);
     Ok(vec![us[us.len() / 2], us[us.len() * 99 / 100]])
 }
