@@ -21,31 +21,18 @@ if ! python3 -c 'import websockets' 2>/dev/null; then
     || python3 -m pip install --quiet --user websockets 2>/dev/null \
     || python3 -m pip install --quiet --user --break-system-packages websockets
 fi
-if ! command -v websocketd >/dev/null; then
-  echo "tools/test.sh: installing websocketd (Debian package) for the benchmark comparison"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq websocketd >/dev/null
-fi
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-  echo "tools/test.sh: installing nginx (Debian package) for tests/nginx.rs"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
-if ! command -v tinyproxy >/dev/null; then
-  echo "tools/test.sh: installing tinyproxy (Debian package) for tests/outbound.rs"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
-fi
-if ! command -v valgrind >/dev/null; then
-  echo "tools/test.sh: installing valgrind (Debian package) for tools/order.sh --check"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-fi
-if [ ! -x /usr/bin/chromium ]; then
-  echo "tools/test.sh: installing chromium (Debian package) for tests/browser.rs"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
+# apt_install PACKAGE WHY: installs a Debian package (the first call updates the index).
+apt_updated=
+apt_install() {
+  echo "tools/test.sh: installing $1 (Debian package) $2"
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq && apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+command -v websocketd >/dev/null || apt_install websocketd "for the benchmark comparison"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx "for tests/nginx.rs"
+command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
+command -v valgrind >/dev/null || apt_install valgrind "for tools/order.sh --check"
+[ -x /usr/bin/chromium ] || apt_install chromium "for tests/browser.rs"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
