@@ -49,14 +49,7 @@ profile() {
   done
   [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line: $(cat "$work/log")" >&2; exit 1; }
   if [ -n "$echo" ]; then
-    timeout "$STEP" python3 - "$addr" <<'PY'
-import asyncio, sys, websockets
-async def main():
-    async with websockets.connect(sys.argv[1], open_timeout=50) as ws:
-        await ws.send("order")
-        assert await asyncio.wait_for(ws.recv(), 50) == "order"
-asyncio.run(main())
-PY
+    timeout "$STEP" tools/echo_once.py "$addr" order 50
   fi
   kill -TERM "$pid"
   timeout "$STEP" tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; exit 1; }

@@ -15,11 +15,4 @@ for _ in $(seq 100); do
 done
 addr=$(grep -o 'ws://[^ ]*' "$log" | head -1)
 [ -n "$addr" ] || { echo "tools/smoke.sh: $name printed no startup line: $(cat "$log")" >&2; exit 1; }
-timeout 10 python3 - "$addr" "$name" <<'PY'
-import asyncio, sys, websockets
-async def main():
-    async with websockets.connect(sys.argv[1]) as ws:
-        await ws.send(sys.argv[2])
-        assert await asyncio.wait_for(ws.recv(), 5) == sys.argv[2]
-asyncio.run(main())
-PY
+timeout 10 "$(dirname "$0")/echo_once.py" "$addr" "$name"
