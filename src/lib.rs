@@ -19,7 +19,8 @@
 //!   With `--shared`, [`shared`] instead: one program's output fanned out to every
 //!   client through bounded queues, every client's input funnelled into its stdin.
 //! - [`child`] (spawn, exit watch, group signals), [`pty`] (`--pty` terminal),
-//!   [`env`] (CGI environment),
+//!   [`pipesize`] (the program's pipes grow when large messages pass), [`env`] (CGI
+//!   environment),
 //!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode).
 //! - [`outbound`] (`--connect`): the client direction. It dials out (through an HTTP
@@ -41,6 +42,7 @@ pub mod logging;
 pub mod origin;
 #[cfg(feature = "connect")]
 pub mod outbound;
+pub mod pipesize;
 pub mod proxy;
 pub mod pty;
 pub mod reap;

@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::child::{self, Child, Stdio};
 use crate::config::{Config, Program};
 use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
-use crate::{pty, reap};
+use crate::{pipesize, pty, reap};
 
 /// After the program exits, how long its output may make no progress before the session
 /// stops waiting for EOF.
@@ -87,8 +87,8 @@ pub struct ProgramIo<'a> {
 impl From<Stdio> for ProgramIo<'static> {
     fn from(s: Stdio) -> Self {
         ProgramIo {
-            input: Box::new(s.stdin),
-            output: Box::new(s.stdout),
+            input: Box::new(pipesize::Growing::new(s.stdin)),
+            output: Box::new(pipesize::Growing::new(s.stdout)),
             stderr: Some(s.stderr),
         }
     }

@@ -162,6 +162,37 @@ async fn text_window_of_64k_lines_round_trips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_grow_only_when_a_large_message_passes() {
+    // The fixture echoes each line, then reports its stdin and stdout pipe sizes.
+    let server = TestServer::start(&[&fixture("pipe_sizes.py")]).await;
+    let mut ws = connect(&server.url("/")).await;
+    let sizes = |s: String| -> Vec<usize> { s.split(' ').map(|n| n.parse().expect("size")).collect() };
+
+    send_text(&mut ws, "small").await;
+    assert_eq!(recv_text(&mut ws).await, "small");
+    let default = sizes(recv_text(&mut ws).await);
+    assert_eq!(default[0], default[1]);
+    let grown = wsbridge::pipesize::GROWN;
+    assert!(
+        default[0] < grown,
+        "this kernel's pipes are already {} bytes",
+        default[0]
+    );
+
+    // 100 KB does not fit the stdin pipe: it grows before the write. The echo then
+    // fills the stdout pipe, which grows when wsbridge finds it full.
+    let big = "x".repeat(100_000);
+    send_text(&mut ws, &big).await;
+    assert_eq!(recv_text(&mut ws).await, big);
+    assert_eq!(sizes(recv_text(&mut ws).await), [grown, default[1]]);
+    send_text(&mut ws, "after").await;
+    assert_eq!(recv_text(&mut ws).await, "after");
+    assert_eq!(sizes(recv_text(&mut ws).await), [grown, grown]);
+    within(STEP, ws.close(None)).await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_maxframesize_closes_1009() {
     let server = TestServer::start(&["--maxframesize=1024", "cat"]).await;
     let mut ws = connect(&server.url("/")).await;
