@@ -1,7 +1,7 @@
 //! Property tests (proptest) for the pure parts of wsbridge: the output line framer (and
-//! its NUL-record mode), the `lenprefix` decoder, the origin policy, the CGI environment
-//! and percent-decoding. Each property states its exact
-//! invariant above the test; case counts are kept modest so `cargo test` stays fast. The
+//! its NUL-record mode), text validation, the `lenprefix` decoder, the origin policy, the
+//! CGI environment and percent-decoding. Each property states its exact invariant above
+//! the test; case counts are kept modest so `cargo test` stays fast. The
 //! same invariants are checked by the cargo-fuzz targets in `fuzz/` (run by
 //! `tools/fuzz.sh`).
 
@@ -234,6 +234,34 @@ proptest! {
         let bytes = input.as_bytes();
         for line in frame(&chunks_at(bytes, &cuts), max).into_iter().chain(frame(&[bytes], max)) {
             prop_assert!(std::str::from_utf8(&line).is_ok(), "piece {:?} is not UTF-8", line);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Invariant: `to_text` (SIMD validation, then U+FFFD for invalid sequences) gives
+    /// exactly what std's lossy conversion gives, for valid text of any length (crossing
+    /// the validator's 32- and 64-byte blocks) and for text with stray bytes anywhere.
+    #[test]
+    fn to_text_matches_std(
+        text in framer_text(),
+        prefix in 0usize..70,
+        stray in prop::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+    ) {
+        let mut bytes = "a".repeat(prefix).into_bytes();
+        bytes.extend_from_slice(text.as_bytes());
+        let valid = bytes.clone();
+        for (at, b) in stray {
+            let at = at % (bytes.len() + 1);
+            bytes.insert(at, b);
+        }
+        for input in [valid, bytes] {
+            let mut warned = false;
+            let got = wsbridge::framing::to_text(Bytes::from(input.clone()), &mut warned);
+            prop_assert_eq!(got.as_str(), String::from_utf8_lossy(&input));
+            prop_assert_eq!(warned, std::str::from_utf8(&input).is_err());
         }
     }
 }
