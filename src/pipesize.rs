@@ -2,7 +2,7 @@
 //!
 //! A Linux pipe holds 64 KiB. A message larger than that crosses it in pieces, with a
 //! wakeup of the program and of wsbridge for each piece; a larger pipe moves it in fewer
-//! (the echo of 64 KiB messages through `cat` is about a quarter faster with 256 KiB
+//! (the echo of 64 KiB messages through `cat` moves about a tenth more MB/s with 256 KiB
 //! pipes; see BENCHMARKS.md). Growing every pipe up front would cost every connection
 //! kernel memory it rarely needs, and pipe pages are charged per user: past
 //! `/proc/sys/fs/pipe-user-pages-soft` (16,384 pages) every new pipe of an unprivileged
@@ -11,8 +11,11 @@
 //! So a pipe grows only when traffic shows it is too small: a write to the program
 //! larger than its stdin pipe, or a read that found its stdout pipe full. It then grows
 //! once to [`GROWN`], if the process-wide budget (an eighth of the soft limit) has the
-//! pages; they go back to the budget when the pipe is dropped. A grown pipe holds
-//! kernel memory only while it is full: its pages are allocated as data is written.
+//! pages; they go back to the budget when wsbridge drops its end. A grown pipe holds
+//! only as much kernel memory as the data in it: pages are allocated as data is written
+//! and freed as it is read, so up to 256 KiB while it is full. (The kernel charges the
+//! pages until both ends are closed: a descendant of the program that outlives the
+//! session's process-group kill and keeps the pipe open keeps them charged.)
 //!
 //! [`Growing`] wraps any pipe end and passes every read and write through, so the relay
 //! stays generic over its streams.
