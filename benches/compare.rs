@@ -234,6 +234,9 @@ enum Subject {
     Websocketd,
     /// No server: spawn `cat` directly and talk to its pipes (churn baseline).
     BareSpawn,
+    /// The least any relay can add (rtt baseline): a minimal relay in this process, two
+    /// blocking threads copying TCP to `cat`'s pipes and back, no WebSocket.
+    BareRelay,
 }
 
 impl Subject {
@@ -242,6 +245,7 @@ impl Subject {
             Subject::Wsbridge => "wsbridge",
             Subject::Websocketd => "websocketd",
             Subject::BareSpawn => "bare spawn+cat",
+            Subject::BareRelay => "bare relay+cat",
         }
     }
 }
@@ -320,7 +324,7 @@ impl Server {
                 }
                 Err(last)
             }
-            Subject::BareSpawn => unreachable!("bare spawn has no server"),
+            Subject::BareSpawn | Subject::BareRelay => unreachable!("a baseline has no server"),
         }
     }
 
@@ -329,7 +333,7 @@ impl Server {
         let bin = match who {
             Subject::Wsbridge => &env.wsbridge,
             Subject::Websocketd => &env.websocketd,
-            Subject::BareSpawn => unreachable!("bare spawn has no server"),
+            Subject::BareSpawn | Subject::BareRelay => unreachable!("a baseline has no server"),
         };
         let mut cmd = Command::new(bin);
         cmd.arg(port_arg).args(["--address=127.0.0.1", "--loglevel=error"]);
@@ -1027,11 +1031,17 @@ const SCENARIOS: &[Scenario] = &[
         name: "rtt",
         about: |p| {
             format!(
-                "one 16 B message at a time through cat, {} round trips (bare: straight through cat's pipes)",
+                "one 16 B message at a time through cat, {} round trips (bare spawn: straight through \
+                 cat's pipes; bare relay: TCP through a minimal relay to cat)",
                 p.rtt_trips
             )
         },
-        subjects: &[Subject::Wsbridge, Subject::Websocketd, Subject::BareSpawn],
+        subjects: &[
+            Subject::Wsbridge,
+            Subject::Websocketd,
+            Subject::BareSpawn,
+            Subject::BareRelay,
+        ],
         metrics: &[lo("p50 µs"), lo("p99 µs")],
         run: run_rtt,
     },
@@ -1291,8 +1301,10 @@ fn run_rtt_bare(env: &Env) -> Result<Vec<f64>, String> {
 }
 
 fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
-    if who == Subject::BareSpawn {
-        return run_rtt_bare(env);
+    match who {
+        Subject::BareSpawn => return run_rtt_bare(env),
+        Subject::BareRelay => return run_rtt_relay(env),
+        _ => {}
     }
     let mut server = Server::start(env, who, &[&env.cat], &[])?;
     let port = server.port;
@@ -1324,6 +1336,90 @@ fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
     })?;
     server.check_alive()?;
     p50_p99(us, limit)
+}
+
+/// The round-trip floor of any relay between TCP and a program's pipes: a relay with no
+/// WebSocket and no event loop, one blocking thread per direction copying with `read` and
+/// `write` (not `std::io::copy`: its `splice` path holds small writes back), the client
+/// sending the same 17-byte lines over TCP. What
+/// wsbridge or websocketd adds above this is their own; the rest is loopback TCP, pipes and
+/// waking threads on this machine.
+fn run_rtt_relay(env: &Env) -> Result<Vec<f64>, String> {
+    let (trips, limit) = (env.p.rtt_trips, env.p.time_limit);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("relay bind: {e}"))?;
+    let port = listener.local_addr().map_err(|e| format!("relay address: {e}"))?.port();
+    let cat = env.cat.clone();
+    let relay = std::thread::spawn(move || -> Result<(), String> {
+        let (sock, _) = listener.accept().map_err(|e| format!("relay accept: {e}"))?;
+        sock.set_nodelay(true).map_err(|e| format!("relay nodelay: {e}"))?;
+        let mut child = Command::new(&cat)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("relay: spawn {}: {e}", cat.display()))?;
+        let (mut stdin, mut stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+        let mut sock_in = sock.try_clone().map_err(|e| format!("relay clone: {e}"))?;
+        let mut sock_out = sock;
+        // Ends when the client closes; dropping `stdin` then ends cat, which ends the copy below.
+        let up = std::thread::spawn(move || pump(&mut sock_in, &mut stdin));
+        let down = pump(&mut stdout, &mut sock_out);
+        let _ = sock_out.shutdown(std::net::Shutdown::Both);
+        let _ = up.join();
+        let _ = child.kill();
+        child.wait().map_err(|e| format!("relay wait: {e}"))?;
+        down.map_err(|e| format!("relay copy: {e}"))
+    });
+    let us = env.rt.block_on(async {
+        let mut tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
+        tcp.set_nodelay(true).map_err(|e| format!("set_nodelay: {e}"))?;
+        let warm = 50u64;
+        let mut samples = Vec::with_capacity(trips);
+        let t_all = Instant::now();
+        for i in 0..warm + trips as u64 {
+            let line = format!("{i:016}\n");
+            let t = Instant::now();
+            within("relay send", tcp.write_all(line.as_bytes())).await?;
+            let mut buf = [0u8; 64];
+            let mut got = 0;
+            while !buf[..got].contains(&b'\n') {
+                match within("relay reply", tcp.read(&mut buf[got..])).await? {
+                    0 => return Err("the relay closed the connection".to_owned()),
+                    n => got += n,
+                }
+            }
+            let d = t.elapsed();
+            if buf[..got] != *line.as_bytes() {
+                return Err(format!("relay echoed {:?}", String::from_utf8_lossy(&buf[..got])));
+            }
+            if i >= warm {
+                samples.push(d.as_secs_f64() * 1e6);
+            }
+            if t_all.elapsed() > limit {
+                break;
+            }
+        }
+        Ok::<_, String>(samples)
+    });
+    // The client's socket is closed by now (dropped in the block above, also on error),
+    // so the relay thread ends: its reads see the end, cat exits. Had the client failed
+    // before connecting, one more connection ends the relay's wait in accept.
+    if us.is_err() {
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    }
+    relay.join().map_err(|_| "relay thread panicked".to_owned())??;
+    p50_p99(us?, limit)
+}
+
+/// Copies `from` to `to` until the end of `from`, one `write` per `read`.
+fn pump(from: &mut impl std::io::Read, to: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf)? {
+            0 => return Ok(()),
+            n => to.write_all(&buf[..n])?,
+        }
+    }
 }
 
 /// Median and 99th percentile of round-trip samples (µs); fewer than 100 is an error.
@@ -1505,6 +1601,9 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
         if let Some(b) = med.get(&Subject::BareSpawn) {
             ratios.push_str(&format!("   wsbridge/bare spawn {:.2}x", med[&Subject::Wsbridge] / b));
         }
+        if let Some(b) = med.get(&Subject::BareRelay) {
+            ratios.push_str(&format!("   wsbridge/bare relay {:.2}x", med[&Subject::Wsbridge] / b));
+        }
         println!("{ratios}");
     }
     out
@@ -1539,7 +1638,7 @@ fn run_sizes(env: &Env) -> (u64, Option<u64>, bool) {
 
 /// Prints the target table (markdown) and returns it for the caller.
 fn report_targets(res: &Results) {
-    use Subject::{BareSpawn, Websocketd, Wsbridge};
+    use Subject::{BareRelay, BareSpawn, Websocketd, Wsbridge};
     type Row = (String, String, Option<(String, bool)>);
     let ratio_row =
         |name: &str, goal_txt: &str, sc: &str, m: usize, unit: &str, vs: Subject, goal: f64, higher: bool| -> Row {
@@ -1650,7 +1749,7 @@ fn report_targets(res: &Results) {
         ("echo64k", 2, "server CPU µs/msg"),
         ("echo16x8", 2, "server CPU µs/msg"),
     ];
-    let notes: Vec<String> = extra
+    let mut notes: Vec<String> = extra
         .iter()
         .filter_map(|&(sc, m, unit)| {
             res.ratio(sc, Wsbridge, Websocketd, m)
@@ -1659,6 +1758,17 @@ fn report_targets(res: &Results) {
                 .map(|(r, a, b)| format!("{sc} {r:.2}× ({} vs {} {unit})", num(a), num(b)))
         })
         .collect();
+    // How far each server is above the least any relay adds: the RTT target's bound.
+    for who in [Wsbridge, Websocketd] {
+        if let Some((r, a, b)) = res.ratio("rtt", who, BareRelay, 0) {
+            notes.push(format!(
+                "rtt p50 {} / bare relay {r:.2}× ({} vs {} µs)",
+                who.label(),
+                num(a),
+                num(b)
+            ));
+        }
+    }
     if !notes.is_empty() {
         println!("\nno target, for reference: {}", notes.join("; "));
     }
