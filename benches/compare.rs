@@ -6,8 +6,9 @@
 //! scenario, the median and min–max over several runs for each server and the ratio
 //! wsbridge/websocketd. The echo and rtt scenarios use a lean client of raw frames (see
 //! [`Raw`]: with tokio-tungstenite the client spent more CPU per message than wsbridge, so
-//! it bounded what was measured); the others use tokio-tungstenite. Runs are interleaved (wsbridge, websocketd, wsbridge, …)
-//! and every run starts a fresh server, so noise from other load on the machine hits both.
+//! it bounded what was measured); the others use tokio-tungstenite. Runs are interleaved
+//! (wsbridge, websocketd, wsbridge, …) and every run starts a fresh server, so noise from
+//! other load on the machine hits both.
 //!
 //! ## Scenarios
 //!
@@ -28,8 +29,10 @@
 //!   connections at once, 32 in flight each.
 //! - `burst` (lines/s): the child `seq 1 N` prints N lines as fast as it can; the client reads
 //!   to the end (a TCP close without a close frame after the last line counts as the end).
-//! - `rtt` (µs, p50 and p99): one 16 B message at a time through `cat`. Also the floor:
-//!   the same round trips straight through `cat`'s pipes, reported as "bare spawn+cat".
+//! - `rtt` (µs, p50 and p99): one 16 B message at a time through `cat`. Also two floors:
+//!   the same round trips straight through `cat`'s pipes, reported as "bare spawn+cat",
+//!   and through a minimal relay in this process (TCP to `cat`'s pipes, no WebSocket; see
+//!   [`run_rtt_relay`]), reported as "bare relay+cat".
 //! - `rss_idle` (KiB): VmRSS of the server process alone, 0.5 s after start.
 //! - `rss_1000` (KiB): VmRSS with 1000 idle connections open (1000 `cat` children), and
 //!   KiB per connection = (loaded - idle) / 1000, idle measured on the same instance.
@@ -726,7 +729,8 @@ fn seq_digits(mut i: u64) -> [u8; 16] {
     d
 }
 
-/// One complete frame at the start of `buf`: (FIN, opcode, payload range, frame length).
+/// One complete frame at the start of `buf`: (FIN, opcode, payload range); the range's end
+/// is the frame's length.
 fn parse_frame(buf: &[u8]) -> Result<Option<(bool, u8, std::ops::Range<usize>)>, String> {
     if buf.len() < 2 {
         return Ok(None);
@@ -1341,9 +1345,8 @@ fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
 /// The round-trip floor of any relay between TCP and a program's pipes: a relay with no
 /// WebSocket and no event loop, one blocking thread per direction copying with `read` and
 /// `write` (not `std::io::copy`: its `splice` path holds small writes back), the client
-/// sending the same 17-byte lines over TCP. What
-/// wsbridge or websocketd adds above this is their own; the rest is loopback TCP, pipes and
-/// waking threads on this machine.
+/// sending the same 17-byte lines over TCP. What wsbridge or websocketd adds above this is
+/// their own; the rest is loopback TCP, pipes and waking threads on this machine.
 fn run_rtt_relay(env: &Env) -> Result<Vec<f64>, String> {
     let (trips, limit) = (env.p.rtt_trips, env.p.time_limit);
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("relay bind: {e}"))?;
