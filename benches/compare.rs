@@ -1155,6 +1155,35 @@ struct CatPipes {
     stdout: tokio::process::ChildStdout,
 }
 
+/// Writes `line` (at most 64 bytes, ending in a newline) to `w` and reads from `r` until the
+/// echo's newline; checks the echo. `who` names the other side in errors (and costs nothing
+/// otherwise: the round trip is what the rtt floors time).
+async fn line_round_trip(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    line: &str,
+    who: &str,
+) -> Result<(), String> {
+    within("write", w.write_all(line.as_bytes()))
+        .await
+        .map_err(|e| format!("{who}: {e}"))?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while !buf[..got].contains(&b'\n') {
+        let n = within("read", r.read(&mut buf[got..]))
+            .await
+            .map_err(|e| format!("{who}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{who} ended before echoing"));
+        }
+        got += n;
+    }
+    if buf[..got] != *line.as_bytes() {
+        return Err(format!("{who} echoed {:?}", String::from_utf8_lossy(&buf[..got])));
+    }
+    Ok(())
+}
+
 impl CatPipes {
     fn spawn(cat: &Path) -> Result<Self, String> {
         let mut child = tokio::process::Command::new(cat)
@@ -1172,20 +1201,7 @@ impl CatPipes {
     /// Writes `line` (one line of at most 64 bytes, with its newline) and reads until cat
     /// has echoed it; checks the echo.
     async fn round_trip(&mut self, line: &str) -> Result<(), String> {
-        within("write to cat", self.stdin.write_all(line.as_bytes())).await?;
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while !buf[..got].contains(&b'\n') {
-            let n = within("read from cat", self.stdout.read(&mut buf[got..])).await?;
-            if n == 0 {
-                return Err("cat ended before echoing".into());
-            }
-            got += n;
-        }
-        if buf[..got] != *line.as_bytes() {
-            return Err(format!("cat echoed {:?}", String::from_utf8_lossy(&buf[..got])));
-        }
-        Ok(())
+        line_round_trip(&mut self.stdin, &mut self.stdout, line, "cat").await
     }
 
     /// Closes cat's stdin and waits for it to exit.
@@ -1283,21 +1299,8 @@ fn run_rtt_bare(env: &Env) -> Result<Vec<f64>, String> {
     let (trips, limit, cat) = (env.p.rtt_trips, env.p.time_limit, &env.cat);
     let us = env.rt.block_on(async {
         let mut pipes = CatPipes::spawn(cat)?;
-        let warm = 50u64;
-        let mut samples = Vec::with_capacity(trips);
-        let t_all = Instant::now();
-        for i in 0..warm + trips as u64 {
-            // What cat gets through a server: the 16 B message and a newline.
-            let line = format!("{i:016}\n");
-            let t = Instant::now();
-            pipes.round_trip(&line).await?;
-            if i >= warm {
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            if t_all.elapsed() > limit {
-                break;
-            }
-        }
+        // What cat gets through a server: the 16 B message and a newline.
+        let samples = sample_trips(trips, limit, async |i| pipes.round_trip(&format!("{i:016}\n")).await).await?;
         pipes.close().await?;
         Ok::<_, String>(samples)
     })?;
@@ -1317,26 +1320,18 @@ fn run_rtt(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
     let us = env.rt.block_on(async {
         let mut raw = raw_connect(port).await?;
         let pay = Payload::new(16);
-        let warm = 50u64;
-        let mut samples = Vec::with_capacity(trips);
         let (mut out, mut partial, mut got) = (Vec::new(), Vec::new(), 0);
-        let t_all = Instant::now();
-        for i in 0..warm + trips as u64 {
+        let samples = sample_trips(trips, limit, async |i| {
             out.clear();
             push_text(&mut out, &pay, i);
-            let t = Instant::now();
             within("rtt send", raw.tcp.write_all(&out)).await?;
-            raw_read_echoes(&mut raw.tcp, &mut raw.inbuf, &mut partial, &pay, &mut got).await?;
-            let d = t.elapsed();
-            if i >= warm {
-                samples.push(d.as_secs_f64() * 1e6);
-            }
-            if t_all.elapsed() > limit {
-                break;
-            }
-        }
+            raw_read_echoes(&mut raw.tcp, &mut raw.inbuf, &mut partial, &pay, &mut got)
+                .await
+                .map(drop)
+        })
+        .await;
         raw_close(raw).await;
-        Ok::<_, String>(samples)
+        samples
     })?;
     server.check_alive()?;
     p50_p99(us, limit)
@@ -1376,33 +1371,11 @@ fn run_rtt_relay(env: &Env) -> Result<Vec<f64>, String> {
     let us = env.rt.block_on(async {
         let mut tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
         tcp.set_nodelay(true).map_err(|e| format!("set_nodelay: {e}"))?;
-        let warm = 50u64;
-        let mut samples = Vec::with_capacity(trips);
-        let t_all = Instant::now();
-        for i in 0..warm + trips as u64 {
-            let line = format!("{i:016}\n");
-            let t = Instant::now();
-            within("relay send", tcp.write_all(line.as_bytes())).await?;
-            let mut buf = [0u8; 64];
-            let mut got = 0;
-            while !buf[..got].contains(&b'\n') {
-                match within("relay reply", tcp.read(&mut buf[got..])).await? {
-                    0 => return Err("the relay closed the connection".to_owned()),
-                    n => got += n,
-                }
-            }
-            let d = t.elapsed();
-            if buf[..got] != *line.as_bytes() {
-                return Err(format!("relay echoed {:?}", String::from_utf8_lossy(&buf[..got])));
-            }
-            if i >= warm {
-                samples.push(d.as_secs_f64() * 1e6);
-            }
-            if t_all.elapsed() > limit {
-                break;
-            }
-        }
-        Ok::<_, String>(samples)
+        let (mut rd, mut wr) = tcp.split();
+        sample_trips(trips, limit, async |i| {
+            line_round_trip(&mut wr, &mut rd, &format!("{i:016}\n"), "the relay").await
+        })
+        .await
     });
     // The client's socket is closed by now (dropped in the block above, also on error),
     // so the relay thread ends: its reads see the end, cat exits. Had the client failed
@@ -1423,6 +1396,29 @@ fn pump(from: &mut impl std::io::Read, to: &mut impl std::io::Write) -> std::io:
             n => to.write_all(&buf[..n])?,
         }
     }
+}
+
+/// Times the round trips `trip(0)`, `trip(1)`, …: 50 to warm up, then up to `trips` timed
+/// ones (µs), stopping early at `limit`. Each trip includes building its message.
+async fn sample_trips(
+    trips: usize,
+    limit: Duration,
+    mut trip: impl AsyncFnMut(u64) -> Result<(), String>,
+) -> Result<Vec<f64>, String> {
+    const WARM: u64 = 50;
+    let mut samples = Vec::with_capacity(trips);
+    let t_all = Instant::now();
+    for i in 0..WARM + trips as u64 {
+        let t = Instant::now();
+        trip(i).await?;
+        if i >= WARM {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if t_all.elapsed() > limit {
+            break;
+        }
+    }
+    Ok(samples)
 }
 
 /// Median and 99th percentile of round-trip samples (µs); fewer than 100 is an error.
