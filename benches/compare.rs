@@ -619,19 +619,19 @@ impl Payload {
         let Message::Text(t) = msg else {
             return Err(format!("echo #{i}: expected a text message, got {msg:?}"));
         };
-        let b = t.as_bytes();
-        let ok =
-            b.len() == self.size && b[..16] == *format!("{i:016}").as_bytes() && b[16..] == *self.tail(i).as_bytes();
-        if ok {
-            Ok(())
-        } else {
-            let head = String::from_utf8_lossy(&b[..b.len().min(24)]);
-            Err(format!(
-                "echo #{i}: wrong payload ({} bytes, starts {head:?}; expected {} bytes, starts {i:016})",
-                b.len(),
-                self.size
-            ))
+        self.check_bytes(i, t.as_bytes())
+    }
+    /// Whether `b` is message `i`: its length, sequence number and filler.
+    fn check_bytes(&self, i: u64, b: &[u8]) -> Result<(), String> {
+        if b.len() == self.size && b[..16] == seq_digits(i) && b[16..] == *self.tail(i).as_bytes() {
+            return Ok(());
         }
+        let head = String::from_utf8_lossy(&b[..b.len().min(24)]);
+        Err(format!(
+            "echo #{i}: wrong payload ({} bytes, starts {head:?}; expected {} bytes, starts {i:016})",
+            b.len(),
+            self.size
+        ))
     }
 }
 
@@ -730,8 +730,9 @@ fn seq_digits(mut i: u64) -> [u8; 16] {
 }
 
 /// One complete frame at the start of `buf`: (FIN, opcode, payload range); the range's end
-/// is the frame's length.
-fn parse_frame(buf: &[u8]) -> Result<Option<(bool, u8, std::ops::Range<usize>)>, String> {
+/// is the frame's length. A frame announcing more than `max` payload bytes is an error, so
+/// a wrong length cannot make the client buffer without bound.
+fn parse_frame(buf: &[u8], max: usize) -> Result<Option<(bool, u8, std::ops::Range<usize>)>, String> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -744,6 +745,11 @@ fn parse_frame(buf: &[u8]) -> Result<Option<(bool, u8, std::ops::Range<usize>)>,
         126 | 127 => return Ok(None),
         n => (2, n as usize),
     };
+    if len > max {
+        return Err(format!(
+            "server announced a frame of {len} bytes (at most {max} expected)"
+        ));
+    }
     if buf.len() < hdr + len {
         return Ok(None);
     }
@@ -762,17 +768,21 @@ async fn raw_read_echoes(
     let before = *got;
     loop {
         let mut used = 0;
-        while let Some((fin, op, range)) = parse_frame(&inbuf[used..])? {
+        // Control frames carry at most 125 bytes.
+        while let Some((fin, op, range)) = parse_frame(&inbuf[used..], pay.size.max(125))? {
             let body = &inbuf[used + range.start..used + range.end];
             match op {
                 0x1 if fin && partial.is_empty() => {
-                    check_echo(pay, *got, body)?;
+                    pay.check_bytes(*got, body)?;
                     *got += 1;
                 }
                 0x0 | 0x1 => {
                     partial.extend_from_slice(body);
+                    if partial.len() > pay.size {
+                        return Err(format!("echo #{got}: fragments exceed {} bytes", pay.size));
+                    }
                     if fin {
-                        check_echo(pay, *got, partial)?;
+                        pay.check_bytes(*got, partial)?;
                         *got += 1;
                         partial.clear();
                     }
@@ -790,26 +800,14 @@ async fn raw_read_echoes(
         if inbuf.capacity() - inbuf.len() < 64 * 1024 {
             inbuf.reserve(256 * 1024);
         }
-        if timed(&format!("echo #{got}"), rd.read_buf(inbuf))
-            .await?
-            .map_err(|e| format!("echo #{got}: {e}"))?
-            == 0
-        {
-            return Err(format!("echo #{got}: connection ended"));
+        // The error text is built only on failure: this runs once per read.
+        match tokio::time::timeout(IO_TIMEOUT, rd.read_buf(inbuf)).await {
+            Ok(Ok(0)) => return Err(format!("echo #{got}: connection ended")),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("echo #{got}: {e}")),
+            Err(_) => return Err(format!("echo #{got}: no progress in {IO_TIMEOUT:?}")),
         }
     }
-}
-
-fn check_echo(pay: &Payload, i: u64, b: &[u8]) -> Result<(), String> {
-    if b.len() == pay.size && b[..16] == seq_digits(i) && b[16..] == *pay.tail(i).as_bytes() {
-        return Ok(());
-    }
-    let head = String::from_utf8_lossy(&b[..b.len().min(24)]);
-    Err(format!(
-        "echo #{i}: wrong payload ({} bytes, starts {head:?}; expected {} bytes, starts {i:016})",
-        b.len(),
-        pay.size
-    ))
 }
 
 /// Pipelines `count` messages (stopping early at `deadline`) with at most `window`
