@@ -1,18 +1,19 @@
 //! Links the release binary with the code it runs at startup and for a first connection
-//! placed together, in the order `tools/startup.order` lists (written by `tools/order.sh`).
+//! placed together, in the order `tools/startup.order` lists (written by
+//! `tools/order.sh`). Why: the kernel maps a program's code in 64 KiB windows around
+//! each page it touches (fault-around), and the startup code of std, clap, tokio,
+//! tracing and wsbridge is spread over most of the binary, so an idle server had about
+//! 1.9 MB of its 2.5 MB of code resident. Placed together, it is about 0.5 MB
+//! (BENCHMARKS.md, "startup code laid out together").
 //!
-//! Why: the kernel maps a program's code in 64 KiB windows around each page it touches
-//! (fault-around), and the startup code of std, clap, tokio, tracing and wsbridge is spread
-//! over most of the binary, so an idle server had about 1.9 MB of its 2.5 MB of code
-//! resident. Placed together, it is about 0.5 MB (BENCHMARKS.md, "startup code laid out
-//! together").
-//!
-//! Only the linker's layout changes, never the code. The file names symbols as this
-//! toolchain and Cargo.lock mangle them; a name the linker does not find is skipped, so a
-//! stale file costs memory, not correctness. Linkers that do not know
-//! `--symbol-ordering-file` (GNU ld, gold) are detected by linking an empty program with
-//! the same flags first; the option is then left out. `WSBRIDGE_NO_ORDER=1 cargo build
-//! --release` builds without it (to compare).
+//! The C runtime's entry code is listed first, and a one-line linker script moves
+//! `.init` (run at every start) from the end of the code to just before it. Only the
+//! linker's layout changes, never the code. The file names symbols as this toolchain
+//! and Cargo.lock mangle them; a name the linker does not find is skipped, so a stale
+//! file costs memory, not correctness. Linkers that do not know
+//! `--symbol-ordering-file` (GNU ld, gold) are detected by linking an empty program
+//! with the same flags first; the option is then left out. `WSBRIDGE_NO_ORDER=1 cargo
+//! build --release` builds without it (to compare).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -22,23 +23,39 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=tools/startup.order");
     println!("cargo::rerun-if-env-changed=WSBRIDGE_NO_ORDER");
-    if env::var("PROFILE").as_deref() != Ok("release") || env::var_os("WSBRIDGE_NO_ORDER").is_some() {
+    if env::var("PROFILE").as_deref() != Ok("release") {
         return;
     }
     let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let order = dir.join("tools/startup.order");
-    if !order.is_file() {
-        return;
+    if env::var_os("WSBRIDGE_NO_ORDER").is_none() && order.is_file() {
+        link_if_accepted(&[
+            format!("-Wl,--symbol-ordering-file={}", order.display()),
+            "-Wl,--no-warn-symbol-ordering".to_owned(),
+        ]);
+        if let Some(init) = init_first() {
+            link_if_accepted(&[init]);
+        }
     }
-    let args = [
-        format!("-Wl,--symbol-ordering-file={}", order.display()),
-        "-Wl,--no-warn-symbol-ordering".to_owned(),
-    ];
-    if linker_accepts(&args) {
-        for a in &args {
+}
+
+/// Passes `args` to the linker of the `wsbridge` binary if it links an empty program with them.
+fn link_if_accepted(args: &[String]) {
+    if linker_accepts(args) {
+        for a in args {
             println!("cargo::rustc-link-arg-bin=wsbridge={a}");
         }
     }
+}
+
+/// A linker script that puts `.init` (crti.o's `_init`, which the C library calls at every
+/// start) just before `.text`, beside the ordered startup code, rather than after the
+/// whole of `.text` in a 64 KiB window of its own.
+fn init_first() -> Option<String> {
+    let script = PathBuf::from(env::var_os("OUT_DIR")?).join("init-first.ld");
+    let text = "SECTIONS { .init : { KEEP (*(SORT_NONE(.init))) } } INSERT BEFORE .text;\n";
+    std::fs::write(&script, text).ok()?;
+    Some(format!("-Wl,-T,{}", script.display()))
 }
 
 /// Whether the linker this build uses links an empty program with `args`.

@@ -6,14 +6,19 @@
 # How: relinks the release binary, tools/static.sh's static one, the `small` profile's,
 # and the release and small ones with --no-default-features, each with symbols
 # (`cargo rustc -- -C strip=none`: the same profile, so the same names); runs each under
-# `valgrind --tool=callgrind` (started, then one echo through `cat`, then SIGTERM); and
-# keeps the names callgrind saw that the binary defines: those of the startup runs
-# first, then the rest. The binaries are then relinked as `cargo build` makes them.
+# `valgrind --tool=callgrind` twice (started, counts dumped once it is idle, SIGTERM; and
+# the same with one echo through `cat` after the dump); and keeps the names callgrind saw
+# that the binary defines: those run until idle first, then those of the shutdown, then
+# those of the echo, so that an idle server touches as few 64 KiB windows as it can. The
+# binaries are then relinked as `cargo build` makes them.
 #
-# Re-run after updating dependencies or the toolchain (the names change) and commit the
-# file. --check (tools/test.sh runs it) writes nothing: it fails when the file lists
-# fewer than 90% of the functions the release binary runs now, or when those run at
-# startup are spread over more than a third of the code (the order was not applied).
+# Re-run after updating dependencies or the toolchain (the names change), and after
+# changes to the code: LTO numbers its local copies of std's functions (`….1234`), the
+# numbers shift, and a startup function the file no longer names can cost a window of
+# resident code (64 KiB). Commit the file. --check (tools/test.sh runs it) writes
+# nothing: it fails when the file lists fewer than 90% of the functions the release
+# binary runs now, or when those run until it is idle are spread over more than a third
+# of the code (the order was not applied).
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -35,9 +40,12 @@ restore() {
 trap 'rc=$?; set +e; [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; [ -z "$relinked" ] || restore || rc=1; exit $rc' EXIT
 STEP=60 # seconds for any wait: callgrind runs the server about 50x slower
 
-# profile BIN OUT [echo]: callgrind's function names (mangled) for one run of BIN.
+# profile BIN OUT [echo]: callgrind's function names (mangled) for one run of BIN: those
+# it ran until it was idle in OUT.idle (callgrind_control dumps the counts then), all of
+# them in OUT.
 profile() {
   local bin=$1 out=$2 echo=${3:-}
+  rm -f "$work"/cg*
   valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/cg" \
     "$bin" --port=0 --address=127.0.0.1 --loglevel=error cat 2>"$work/log" &
   pid=$!
@@ -48,6 +56,11 @@ profile() {
     sleep 0.05
   done
   [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line: $(cat "$work/log")" >&2; exit 1; }
+  # The worker threads start beside the startup line; give them time to park (only which
+  # list a function lands in depends on it).
+  sleep 2
+  timeout "$STEP" callgrind_control --dump "$pid" >/dev/null 2>&1 || true
+  [ -s "$work/cg.1" ] || { echo "tools/order.sh: callgrind_control wrote no dump of $bin" >&2; exit 1; }
   if [ -n "$echo" ]; then
     timeout "$STEP" tools/echo_once.py "$addr" order 50
   fi
@@ -56,18 +69,21 @@ profile() {
   wait "$pid" || true
   pid=
   nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $1, $3}' | sort -k2 -u >"$work/defined"
-  grep -oP '^c?fn=\(\d+\) \K.*' "$work/cg" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" - >"$work/addr"
+  grep -ohP '^c?fn=\(\d+\) \K.*' "$work/cg" "$work/cg.1" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" - >"$work/addr"
   cut -d' ' -f2 "$work/addr" >"$out"
+  grep -oP '^c?fn=\(\d+\) \K.*' "$work/cg.1" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" - >"$work/addr"
+  cut -d' ' -f2 "$work/addr" >"$out.idle"
 }
 
 # windows: how many 64 KiB windows (the kernel's fault-around unit) the functions in
-# $work/addr start in.
+# $work/addr (the last profile's idle set) start in.
 windows() {
   awk '{print substr($1, 1, length($1) - 4)}' "$work/addr" | sort -u | wc -l
 }
 
 # names BIN CARGO-RUSTC-COMMAND...: builds BIN with symbols and profiles it; appends to
-# $work/startup and $work/echo, and sets $spread and $text (in 64 KiB windows).
+# $work/idle (started and idle), $work/startup (that and shutdown) and $work/echo, and
+# sets $spread (of the idle set) and $text (in 64 KiB windows).
 names() {
   local bin=$1; shift
   relinked=${relinked:-release}
@@ -77,6 +93,7 @@ names() {
   text=$(readelf -SW "$bin" | sed 's/^ *\[ *[0-9]*\] *//' | awk '$1 == ".text" {print $5}')
   text=$((16#$text / 65536 + 1))
   profile "$bin" "$work/e" echo
+  cat "$work/s.idle" "$work/e.idle" >>"$work/idle"
   cat "$work/s" >>"$work/startup"
   cat "$work/e" >>"$work/echo"
 }
@@ -95,7 +112,11 @@ if [ "$check" != --check ]; then
   names target/small/wsbridge cargo rustc --profile small --bin wsbridge --no-default-features
 fi
 
-sort -u "$work/startup" >"$work/startup.sorted"
+# In the order the file lists them: what runs until the server is idle, then what its
+# shutdown adds, then what an echo adds.
+sort -u "$work/idle" >"$work/idle.sorted"
+sort -u "$work/startup" | comm -23 - "$work/idle.sorted" >"$work/shutdown.sorted"
+sort -u "$work/idle.sorted" "$work/shutdown.sorted" >"$work/startup.sorted"
 sort -u "$work/echo" | comm -23 - "$work/startup.sorted" >"$work/echo.sorted"
 
 if [ "$check" = --check ]; then
@@ -120,10 +141,14 @@ fi
 
 {
   echo "# Written by tools/order.sh (read it and build.rs before editing): the functions"
-  echo "# wsbridge runs at startup, then those a first echo adds, for the linker to place"
-  echo "# together. Names as rustc $(rustc -V | cut -d' ' -f2) and Cargo.lock mangle them."
-  cat "$work/startup.sorted" "$work/echo.sorted"
+  echo "# wsbridge runs until it is idle, then those its shutdown adds, then those a first"
+  echo "# echo adds, for the linker to place together. Names as rustc $(rustc -V | cut -d' ' -f2)"
+  echo "# and Cargo.lock mangle them."
+  # The C runtime's, which run first and which callgrind does not name: crt1.o's and
+  # crtbegin's .text sections, so that the entry point is not in a window of its own.
+  printf '%s\n' _start deregister_tm_clones register_tm_clones __do_global_dtors_aux frame_dummy
+  cat "$work/idle.sorted" "$work/shutdown.sorted" "$work/echo.sorted"
 } >tools/startup.order
-echo "tools/order.sh: wrote tools/startup.order ($(wc -l <"$work/startup.sorted") startup functions, $(wc -l <"$work/echo.sorted") more for an echo)"
+echo "tools/order.sh: wrote tools/startup.order ($(wc -l <"$work/idle.sorted") functions until idle, $(wc -l <"$work/shutdown.sorted") more at shutdown, $(wc -l <"$work/echo.sorted") more for an echo)"
 # Back to the binaries `cargo build` makes (stripped, now in the new order).
 restore
