@@ -33,7 +33,10 @@
 //!   the same round trips straight through `cat`'s pipes, reported as "bare spawn+cat",
 //!   and through a minimal relay in this process (TCP to `cat`'s pipes, no WebSocket; see
 //!   [`run_rtt_relay`]), reported as "bare relay+cat".
-//! - `rss_idle` (KiB): VmRSS of the server process alone, 0.5 s after start.
+//! - `rss_idle` (KiB): VmRSS of the server process alone, 0.5 s after start, and its
+//!   private part (`RssAnon`: heap, stacks, relocated data; the rest of VmRSS is pages of
+//!   the binary and shared libraries, which every process running them shares). Each
+//!   server's binary is dropped from the page cache first ([`evict_from_page_cache`]).
 //! - `rss_1000` (KiB): VmRSS with 1000 idle connections open (1000 `cat` children), and
 //!   KiB per connection = (loaded - idle) / 1000, idle measured on the same instance.
 //! - `size` (bytes): the server binaries on disk (wsbridge's release profile strips).
@@ -527,13 +530,26 @@ fn steal_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f6
     (t1 > t0).then(|| (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
 }
 
-/// VmRSS of a process, in KiB.
-fn vm_rss_kib(pid: u32) -> Result<f64, String> {
+/// A `KiB` line of `/proc/PID/status` (`VmRSS:`, `RssAnon:`), in KiB.
+fn status_kib(pid: u32, key: &str) -> Result<f64, String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
+        .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// Drops a binary's pages from the page cache (`fsync`, then `POSIX_FADV_DONTNEED`), so that
+/// the next process reads it from disk as after a reboot. How much of a binary a process
+/// maps depends on how its file sits in the page cache: a file the linker has just written
+/// mapped up to 0.1 MiB more than the same file read back from disk. Best effort: pages
+/// another process maps stay.
+fn evict_from_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
 }
 
 /// Number of live child processes of `pid` (all its threads' children).
@@ -1049,9 +1065,13 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "rss_idle",
-        about: |_| "VmRSS of the server process, idle, 0.5 s after start".into(),
+        about: |_| {
+            "VmRSS of the server process, idle, 0.5 s after start; private: its RssAnon (heap, \
+             stacks, relocated data), the part no other process shares"
+                .into()
+        },
         subjects: BOTH,
-        metrics: &[lo("idle KiB")],
+        metrics: &[lo("idle KiB"), lo("private KiB")],
         run: |env, who| run_rss(env, who, 0),
     },
     Scenario {
@@ -1429,12 +1449,17 @@ fn p50_p99(mut us: Vec<f64>, limit: Duration) -> Result<Vec<f64>, String> {
 }
 
 fn run_rss(env: &Env, who: Subject, conns: usize) -> Result<Vec<f64>, String> {
+    evict_from_page_cache(match who {
+        Subject::Wsbridge => &env.wsbridge,
+        Subject::Websocketd => &env.websocketd,
+        Subject::BareSpawn | Subject::BareRelay => unreachable!("no memory baseline"),
+    });
     let mut server = Server::start(env, who, &[&env.cat], &[])?;
     let (port, pid) = (server.port, server.pid());
     std::thread::sleep(SETTLE);
-    let idle = vm_rss_kib(pid)?;
+    let idle = status_kib(pid, "VmRSS:")?;
     if conns == 0 {
-        return Ok(vec![idle]);
+        return Ok(vec![idle, status_kib(pid, "RssAnon:")?]);
     }
     let loaded = env.rt.block_on(async {
         let pay = Payload::new(16);
@@ -1450,7 +1475,7 @@ fn run_rss(env: &Env, who: Subject, conns: usize) -> Result<Vec<f64>, String> {
         let wss: Vec<Ws> = timed("opening connections", open.try_collect()).await??;
         tokio::time::sleep(SETTLE).await;
         let kids = child_count(pid);
-        let loaded = vm_rss_kib(pid);
+        let loaded = status_kib(pid, "VmRSS:");
         drop(wss); // every connection ends; each server then ends its cat
         let end = Instant::now() + IO_TIMEOUT;
         while child_count(pid) > 0 && Instant::now() < end {
