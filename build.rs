@@ -3,7 +3,7 @@
 //! `tools/order.sh`). Why: the kernel maps a program's code in 64 KiB windows around
 //! each page it touches (fault-around), and the startup code of std, clap, tokio,
 //! tracing and wsbridge is spread over most of the binary, so an idle server had about
-//! 1.9 MB of its 2.5 MB of code resident. Placed together, it is about 0.5 MB
+//! 1.9 MB of its 2.5 MB of code resident. Placed together, it is about 0.4 MB
 //! (BENCHMARKS.md, "startup code laid out together").
 //!
 //! The C runtime's entry code is listed first, and a one-line linker script moves
