@@ -541,9 +541,9 @@ fn status_kib(pid: u32, key: &str) -> Result<f64, String> {
 
 /// Drops a binary's pages from the page cache (`fsync`, then `POSIX_FADV_DONTNEED`), so that
 /// the next process reads it from disk as after a reboot. How much of a binary a process
-/// maps depends on how its file sits in the page cache: a file the linker has just written
-/// mapped up to 0.1 MiB more than the same file read back from disk. Best effort: pages
-/// another process maps stay.
+/// maps depends on how its file sits in the page cache: a file just written (by the linker
+/// or `cp`) mapped 0.05–0.2 MiB more than the same file read back from disk. Best effort:
+/// pages another process maps stay.
 fn evict_from_page_cache(path: &Path) {
     use std::os::fd::AsRawFd;
     if let Ok(f) = std::fs::File::open(path) {
