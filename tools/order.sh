@@ -77,10 +77,14 @@ profile() {
   pid=
   [ -n "$dumped" ] || cp "$work/cg" "$work/cg.1"
   nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $1, $3}' | sort -k2 -u >"$work/defined"
-  grep -ohP '^c?fn=\(\d+\) \K.*' "$work/cg" "$work/cg.1" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" - >"$work/addr"
-  cut -d' ' -f2 "$work/addr" >"$out"
-  grep -oP '^c?fn=\(\d+\) \K.*' "$work/cg.1" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" - >"$work/addr"
+  seen "$work/cg" "$work/cg.1" | cut -d' ' -f2 >"$out"
+  seen "$work/cg.1" >"$work/addr"
   cut -d' ' -f2 "$work/addr" >"$out.idle"
+}
+
+# seen CALLGRIND-FILE...: "address name" of each function in them that $work/defined has.
+seen() {
+  grep -ohP '^c?fn=\(\d+\) \K.*' "$@" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" -
 }
 
 # windows: how many 64 KiB windows (the kernel's fault-around unit) the functions in
