@@ -13,6 +13,9 @@ use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
 
+// libgcc_s's unwinder, loaded only if a backtrace is taken (see the module).
+mod unwind;
+
 /// The C library's `pow`, defined here so that the dynamic build does not need libm.so.
 ///
 /// tokio's scheduler calls `f64::powf` (its average task poll time), the binary's only use
