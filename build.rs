@@ -14,6 +14,16 @@
 //! `--symbol-ordering-file` (GNU ld, gold) are detected by linking an empty program
 //! with the same flags first; the option is then left out. `WSBRIDGE_NO_ORDER=1 cargo
 //! build --release` builds without it (to compare).
+//!
+//! The relative relocations are packed (`-z pack-relative-relocs`, RELR) when the build
+//! machine's C library can load a program linked so (glibc 2.36 or newer): an empty
+//! program linked with the option must run here. The loader then reads a bitmap of about
+//! 2 KB instead of a 121 KB table of 24-byte entries at every start: that much less
+//! binary, and about 0.12 MiB less resident memory. Such a binary needs glibc 2.36 where
+//! it runs (the linker records that, so an older loader refuses it with a one-line
+//! error naming `GLIBC_ABI_DT_RELR`); `WSBRIDGE_NO_RELR=1 cargo build --release` builds
+//! one that runs wherever the build machine's glibc symbols allow (2.34 for a build on
+//! Debian 12). Cross builds never pack (the probe cannot run).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -23,8 +33,15 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=tools/startup.order");
     println!("cargo::rerun-if-env-changed=WSBRIDGE_NO_ORDER");
+    println!("cargo::rerun-if-env-changed=WSBRIDGE_NO_RELR");
     if env::var("PROFILE").as_deref() != Ok("release") {
         return;
+    }
+    if env::var_os("WSBRIDGE_NO_RELR").is_none() {
+        let relr = ["-Wl,-z,pack-relative-relocs".to_owned()];
+        if probe(&relr, true) {
+            link(&relr);
+        }
     }
     let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let order = dir.join("tools/startup.order");
@@ -41,10 +58,14 @@ fn main() {
 
 /// Passes `args` to the linker of the `wsbridge` binary if it links an empty program with them.
 fn link_if_accepted(args: &[String]) {
-    if linker_accepts(args) {
-        for a in args {
-            println!("cargo::rustc-link-arg-bin=wsbridge={a}");
-        }
+    if probe(args, false) {
+        link(args);
+    }
+}
+
+fn link(args: &[String]) {
+    for a in args {
+        println!("cargo::rustc-link-arg-bin=wsbridge={a}");
     }
 }
 
@@ -58,12 +79,16 @@ fn init_first() -> Option<String> {
     Some(format!("-Wl,-T,{}", script.display()))
 }
 
-/// Whether the linker this build uses links an empty program with `args`.
-fn linker_accepts(args: &[String]) -> bool {
+/// Whether the linker this build uses links an empty program with `args`, and with
+/// `run`, whether that program then runs here (never in a cross build).
+fn probe(args: &[String], run: bool) -> bool {
     let (Some(rustc), Some(out), Ok(target)) = (env::var_os("RUSTC"), env::var_os("OUT_DIR"), env::var("TARGET"))
     else {
         return false;
     };
+    if run && env::var("HOST").as_deref() != Ok(target.as_str()) {
+        return false;
+    }
     let out = Path::new(&out);
     let src = out.join("probe.rs");
     if std::fs::write(&src, "fn main() {}\n").is_err() {
@@ -90,5 +115,11 @@ fn linker_accepts(args: &[String]) -> bool {
         cmd.arg("-C").arg(format!("link-arg={a}"));
     }
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    cmd.status().is_ok_and(|s| s.success())
+    let linked = cmd.status().is_ok_and(|s| s.success());
+    linked
+        && (!run
+            || Command::new(out.join("probe"))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()))
 }

@@ -54,6 +54,14 @@ if readelf -dW target/release/wsbridge | grep -Eq 'NEEDED.*(libm|libgcc_s)\.so';
   readelf -dW target/release/wsbridge | grep NEEDED >&2
   exit 1
 fi
+# Its relative relocations are packed (RELR) where this machine's glibc loads that (2.36+;
+# see build.rs), unless WSBRIDGE_NO_RELR asked for a binary that runs on older ones.
+glibc=$(ldd --version 2>/dev/null | sed -n '1s/.* \([0-9][0-9]*\.[0-9][0-9]*\)$/\1/p')
+if [ -z "${WSBRIDGE_NO_RELR:-}" ] && [ -n "$glibc" ] && [ "$(printf '2.36\n%s\n' "$glibc" | sort -V | head -1)" = 2.36 ] \
+  && ! readelf -dW target/release/wsbridge | grep -q '(RELR)'; then
+  echo "tools/test.sh: glibc $glibc loads packed relocations, but build.rs did not pack them in target/release/wsbridge" >&2
+  exit 1
+fi
 # tools/startup.order still names what the release binary runs at startup, and build.rs
 # applied it (see tools/order.sh).
 tools/order.sh --check
