@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The static build for small boards: one file with no shared libraries to load, so its
 # idle RSS is its own pages (BENCHMARKS.md). Built as x86_64-unknown-linux-musl when
-# rustup has that target's std; otherwise (as on this project's CI machines, which
-# cannot fetch it) as glibc with crt-static. Checks that the result is static, then
-# that it serves one echo. Called by tools/test.sh; prints the binary's path.
+# rustup has that target's std and a musl C compiler is there for ring's C code
+# (`x86_64-linux-musl-gcc`, or Debian's `musl-gcc` from musl-tools; tools/test.sh
+# installs both); otherwise as glibc with crt-static, and says so. Checks that the result
+# is static, then that it serves one echo. Called by tools/test.sh; prints the binary's
+# path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/musl.env
 
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+if [ -n "$musl" ]; then
   target=x86_64-unknown-linux-musl
-  cargo build --release --target "$target"
+  "${musl_env[@]}" cargo build --release --target "$target"
 else
   target=x86_64-unknown-linux-gnu
-  echo "tools/static.sh: no musl std here (rustup target add x86_64-unknown-linux-musl); building static glibc"
+  echo "tools/static.sh: $musl_missing; building static glibc"
   # --target keeps the flag off build scripts and proc macros, which cannot be static.
   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$target"
 fi

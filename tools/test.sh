@@ -6,7 +6,8 @@
 # that the release binary's startup code is laid out together (tools/order.sh). Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
-# (tests/outbound.rs) and valgrind (tools/order.sh).
+# (tests/outbound.rs), valgrind (tools/order.sh), and the musl std and musl-tools
+# (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,14 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx "for 
 command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
 command -v valgrind >/dev/null || apt_install valgrind "for tools/order.sh --check"
 [ -x /usr/bin/chromium ] || apt_install chromium "for tests/browser.rs"
+# The musl std and C compiler for tools/static.sh. Without the std (rustup cannot reach
+# its server) the static build is made with glibc instead, and says so.
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  echo "tools/test.sh: installing the x86_64-unknown-linux-musl std (rustup) for tools/static.sh"
+  timeout 300 rustup target add x86_64-unknown-linux-musl \
+    || echo "tools/test.sh: could not install the musl std; tools/static.sh will build static glibc" >&2
+fi
+command -v musl-gcc >/dev/null || apt_install musl-tools "for tools/static.sh (ring's C code for musl)"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
