@@ -11,8 +11,9 @@
 //! linker's layout changes, never the code. The file names symbols as this toolchain
 //! and Cargo.lock mangle them; a name the linker does not find is skipped, so a stale
 //! file costs memory, not correctness. Linkers that do not know
-//! `--symbol-ordering-file` (GNU ld, gold) are detected by linking an empty program
-//! with the same flags first; the option is then left out. `WSBRIDGE_NO_ORDER=1 cargo
+//! `--symbol-ordering-file` (GNU ld, gold, which the musl targets use) are detected by
+//! linking an empty program with the same flags first; the toolchain's own lld is then
+//! used if it has one (`-fuse-ld=lld`), and otherwise the option is left out. `WSBRIDGE_NO_ORDER=1 cargo
 //! build --release` builds without it (to compare).
 //!
 //! The relative relocations are packed (`-z pack-relative-relocs`, RELR) when the build
@@ -46,21 +47,43 @@ fn main() {
     let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let order = dir.join("tools/startup.order");
     if env::var_os("WSBRIDGE_NO_ORDER").is_none() && order.is_file() {
-        link_if_accepted(&[
+        let ordering = [
             format!("-Wl,--symbol-ordering-file={}", order.display()),
             "-Wl,--no-warn-symbol-ordering".to_owned(),
-        ]);
+        ];
+        if !link_if_accepted(&ordering) {
+            // The musl targets link with the C compiler's own linker (GNU ld), which does
+            // not know the option; the toolchain's lld does, as for the gnu target.
+            if let Some(lld) = rust_lld() {
+                link_if_accepted(&[lld, ordering.to_vec()].concat());
+            }
+        }
         if let Some(init) = init_first() {
             link_if_accepted(&[init]);
         }
     }
 }
 
-/// Passes `args` to the linker of the `wsbridge` binary if it links an empty program with them.
-fn link_if_accepted(args: &[String]) {
-    if probe(args, false) {
+/// The C compiler's flags to link with the lld that comes with this toolchain (its
+/// `gcc-ld/ld.lld`), if it has one.
+fn rust_lld() -> Option<Vec<String>> {
+    let rustc = env::var_os("RUSTC")?;
+    let out = Command::new(rustc).args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = String::from_utf8(out.stdout).ok()?;
+    let dir = Path::new(sysroot.trim()).join(format!("lib/rustlib/{}/bin/gcc-ld", env::var("HOST").ok()?));
+    dir.join("ld.lld")
+        .is_file()
+        .then(|| vec!["-fuse-ld=lld".to_owned(), format!("-B{}", dir.display())])
+}
+
+/// Passes `args` to the linker of the `wsbridge` binary if it links an empty program with
+/// them; says whether it did.
+fn link_if_accepted(args: &[String]) -> bool {
+    let accepted = probe(args, false);
+    if accepted {
         link(args);
     }
+    accepted
 }
 
 fn link(args: &[String]) {

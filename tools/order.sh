@@ -3,8 +3,9 @@
 # runs at startup, for a first WebSocket echo and at shutdown, as this toolchain and
 # Cargo.lock name them. build.rs has the linker place them together (see its comment).
 #
-# How: relinks the release binary, tools/static.sh's static one, the `small` profile's,
-# and the release and small ones with --no-default-features, each with symbols
+# How: relinks the release binary, tools/static.sh's static ones (glibc, and musl where
+# it can be built), the `small` profile's, and the release and small ones with
+# --no-default-features, each with symbols
 # (`cargo rustc -- -C strip=none`: the same profile, so the same names); runs each under
 # `valgrind --tool=callgrind` twice (started, counts dumped once it is idle, SIGTERM; and
 # the same with one echo through `cat` after the dump); and keeps the names callgrind saw
@@ -28,11 +29,15 @@ pid=
 # Set while target/ holds binaries relinked with symbols (or without the default
 # features); on any exit they are rebuilt as `cargo build` makes them.
 relinked=
-static_env=(env RUSTFLAGS="-C target-feature=+crt-static") # tools/static.sh's build
+static_env=(env RUSTFLAGS="-C target-feature=+crt-static") # tools/static.sh's glibc build
+. tools/musl.env # tools/static.sh's musl build, where it can be made
 restore() {
   cargo build --release --quiet --bin wsbridge || return 1
   if [ "$relinked" = all ]; then
     "${static_env[@]}" cargo build --release --quiet --bin wsbridge --target x86_64-unknown-linux-gnu || return 1
+    if [ -n "$musl" ]; then
+      "${musl_env[@]}" cargo build --release --quiet --bin wsbridge --target x86_64-unknown-linux-musl || return 1
+    fi
     cargo build --profile small --quiet --bin wsbridge || return 1
   fi
   relinked=
@@ -117,6 +122,13 @@ if [ "$check" != --check ]; then
   # tools/static.sh's build (static glibc; its libc functions are in the binary too).
   names target/x86_64-unknown-linux-gnu/release/wsbridge \
     "${static_env[@]}" "${release[@]}" --target x86_64-unknown-linux-gnu
+  # Its musl build (musl's std is mangled apart from glibc's, and musl's libc is in it).
+  if [ -n "$musl" ]; then
+    names target/x86_64-unknown-linux-musl/release/wsbridge \
+      "${musl_env[@]}" "${release[@]}" --target x86_64-unknown-linux-musl
+  else
+    echo "tools/order.sh: $musl_missing; the file will not name the musl build's functions" >&2
+  fi
   # The small profile's, and both without the default features (README, "On a small
   # board"): features are part of the names too.
   names target/small/wsbridge cargo rustc --profile small --bin wsbridge
