@@ -11,10 +11,10 @@
 //! linker's layout changes, never the code. The file names symbols as this toolchain
 //! and Cargo.lock mangle them; a name the linker does not find is skipped, so a stale
 //! file costs memory, not correctness. Linkers that do not know
-//! `--symbol-ordering-file` (GNU ld, gold, which the musl targets use) are detected by
+//! `--symbol-ordering-file` (GNU ld, which the musl targets use, or gold) are detected by
 //! linking an empty program with the same flags first; the toolchain's own lld is then
-//! used if it has one (`-fuse-ld=lld`), and otherwise the option is left out. `WSBRIDGE_NO_ORDER=1 cargo
-//! build --release` builds without it (to compare).
+//! used if it has one (`-fuse-ld=lld`), and otherwise the option is left out.
+//! `WSBRIDGE_NO_ORDER=1 cargo build --release` builds without it (to compare).
 //!
 //! The relative relocations are packed (`-z pack-relative-relocs`, RELR) when the build
 //! machine's C library can load a program linked so (glibc 2.36 or newer): an empty

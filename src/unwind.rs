@@ -5,7 +5,8 @@
 //! release binary aborts on panic (`panic = "abort"`), so nothing ever unwinds, and a
 //! backtrace is taken only when a panic is reported with `RUST_BACKTRACE` set. Still,
 //! because std names them, the dynamic loader would map and relocate libgcc_s at every
-//! start: 76 KiB of resident memory (BENCHMARKS.md, "libgcc_s").
+//! start: about 80 KiB of resident memory (BENCHMARKS.md, "libgcc_s.so is no longer
+//! loaded").
 //!
 //! Defined here (in that build only), the linker resolves them in the binary and, linking
 //! `--as-needed`, leaves libgcc_s out. Each forwards to libgcc_s's own function, which the
