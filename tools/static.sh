@@ -2,7 +2,7 @@
 # The static build for small boards: one file with no shared libraries to load, so its
 # idle RSS is its own pages (BENCHMARKS.md). Built as x86_64-unknown-linux-musl when
 # rustup has that target's std and a musl C compiler is there for ring's C code
-# (`x86_64-linux-musl-gcc`, or Debian's `musl-gcc` from musl-tools; tools/test.sh
+# (`x86_64-linux-musl-gcc`, as Debian's musl-tools has, or `musl-gcc`; tools/test.sh
 # installs both); otherwise as glibc with crt-static, and says so. Checks that the result
 # is static, then that it serves one echo. Called by tools/test.sh; prints the binary's
 # path.
