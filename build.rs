@@ -7,14 +7,19 @@
 //! (BENCHMARKS.md, "startup code laid out together").
 //!
 //! The C runtime's entry code is listed first, and a one-line linker script moves
-//! `.init` (run at every start) from the end of the code to just before it. Only the
-//! linker's layout changes, never the code. The file names symbols as this toolchain
-//! and Cargo.lock mangle them; a name the linker does not find is skipped, so a stale
-//! file costs memory, not correctness. Linkers that do not know
-//! `--symbol-ordering-file` (GNU ld, which the musl targets use, or gold) are detected by
-//! linking an empty program with the same flags first; the toolchain's own lld is then
-//! used if it has one (`-fuse-ld=lld`), and otherwise the option is left out.
-//! `WSBRIDGE_NO_ORDER=1 cargo build --release` builds without it (to compare).
+//! `.init` (run at every start) from the end of the code to just before it. The read-only
+//! data those functions read (strings, constants, jump tables: the input sections
+//! `tools/startup.rodata` lists, also written by `tools/order.sh`) is gathered the same
+//! way into a `.rodata.startup` section before `.rodata`, right after the ELF headers the
+//! loader reads anyway; left where the compiler put it, it was spread over four windows
+//! of `.rodata`. Only the linker's layout changes, never the code. The files name
+//! symbols and sections as this toolchain and Cargo.lock name them; a name the linker
+//! does not find is skipped, so a stale file costs memory, not correctness. Linkers that
+//! do not know `--symbol-ordering-file` (GNU ld, which the musl targets use, or gold) are
+//! detected by linking an empty program with the same flags first; the toolchain's own
+//! lld is then used if it has one (`-fuse-ld=lld`), and otherwise the option is left
+//! out. `WSBRIDGE_NO_ORDER=1 cargo build --release` builds without any of this (to
+//! compare).
 //!
 //! The relative relocations are packed (`-z pack-relative-relocs`, RELR) when the build
 //! machine's C library can load a program linked so (glibc 2.36 or newer): an empty
@@ -33,6 +38,7 @@ use std::process::{Command, Stdio};
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=tools/startup.order");
+    println!("cargo::rerun-if-changed=tools/startup.rodata");
     println!("cargo::rerun-if-env-changed=WSBRIDGE_NO_ORDER");
     println!("cargo::rerun-if-env-changed=WSBRIDGE_NO_RELR");
     if env::var("PROFILE").as_deref() != Ok("release") {
@@ -60,6 +66,9 @@ fn main() {
         }
         if let Some(init) = init_first() {
             link_if_accepted(&[init]);
+        }
+        if let Some(rodata) = rodata_first(&dir.join("tools/startup.rodata")) {
+            link_if_accepted(&[rodata]);
         }
     }
 }
@@ -98,6 +107,29 @@ fn link(args: &[String]) {
 fn init_first() -> Option<String> {
     let script = PathBuf::from(env::var_os("OUT_DIR")?).join("init-first.ld");
     let text = "SECTIONS { .init : { KEEP (*(SORT_NONE(.init))) } } INSERT BEFORE .text;\n";
+    std::fs::write(&script, text).ok()?;
+    Some(format!("-Wl,-T,{}", script.display()))
+}
+
+/// A linker script that gathers the read-only data input sections `list` names (one a
+/// line; `#` starts a comment) into `.rodata.startup`, placed before `.rodata`. A name
+/// that matches nothing is skipped, as in the symbol ordering file.
+fn rodata_first(list: &Path) -> Option<String> {
+    let names = std::fs::read_to_string(list).ok()?;
+    let patterns: Vec<String> = names
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains('"'))
+        .map(|l| format!("*(\"{l}\")"))
+        .collect();
+    if patterns.is_empty() {
+        return None;
+    }
+    let script = PathBuf::from(env::var_os("OUT_DIR")?).join("rodata-first.ld");
+    let text = format!(
+        "SECTIONS {{ .rodata.startup : {{ {} }} }} INSERT BEFORE .rodata;\n",
+        patterns.join(" ")
+    );
     std::fs::write(&script, text).ok()?;
     Some(format!("-Wl,-T,{}", script.display()))
 }

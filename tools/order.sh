@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/order.sh [--check]: writes tools/startup.order, the functions the release binary
 # runs at startup, for a first WebSocket echo and at shutdown, as this toolchain and
-# Cargo.lock name them. build.rs has the linker place them together (see its comment).
+# Cargo.lock name them, and tools/startup.rodata, the read-only data input sections
+# those read. build.rs has the linker place each together (see its comment).
 #
 # How: relinks the release binary, tools/static.sh's static ones (glibc, and musl where
 # it can be built), the `small` profile's, and the release and small ones with
@@ -10,7 +11,9 @@
 # `valgrind --tool=callgrind` twice (started, counts dumped once it is idle, SIGTERM; and
 # the same with one echo through `cat` after the dump); and keeps the names callgrind saw
 # that the binary defines: those run until idle first, then those of the shutdown, then
-# those of the echo, so that an idle server touches as few 64 KiB windows as it can. The
+# those of the echo, so that an idle server touches as few 64 KiB windows as it can. A
+# third run under `valgrind --tool=lackey`, which traces every load, and the linker's map
+# of the binary give the read-only data sections, in the order they are first read. The
 # binaries are then relinked as `cargo build` makes them.
 #
 # Re-run after updating dependencies or the toolchain (the names change), and after
@@ -19,7 +22,9 @@
 # resident code (64 KiB). Commit the file. --check (tools/test.sh runs it) writes
 # nothing: it fails when the file lists fewer than 90% of the functions the release
 # binary runs now, or when those run until it is idle are spread over more than a third
-# of the code (the order was not applied).
+# of the code (the order was not applied); likewise when tools/startup.rodata names
+# fewer than 90% of the read-only data sections it reads, or the binary has no
+# `.rodata.startup` section.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -92,6 +97,87 @@ seen() {
   grep -ohP '^c?fn=\(\d+\) \K.*' "$@" | sort -u | join -1 2 -2 1 -o 1.1,0 "$work/defined" -
 }
 
+# rodata BIN MAP OUT: appends to OUT the read-only data input sections (as MAP, the
+# linker's map of BIN, names them) that BIN reads from its start until it is idle, for
+# one echo through `cat` and at shutdown, in the order it first reads them.
+rodata() {
+  local bin=$1 map=$2 out=$3
+  rm -f "$work"/lk.*
+  valgrind --tool=lackey --trace-mem=yes --log-file="$work/lk.trace" \
+    "$bin" --port=0 --address=127.0.0.1 --loglevel=error cat 2>"$work/log" &
+  pid=$!
+  local addr=
+  for _ in $(seq $((STEP * 20))); do
+    addr=$(grep -o 'ws://[^ ]*' "$work/log" | head -1) && [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line under lackey: $(cat "$work/log")" >&2; exit 1; }
+  cp "/proc/$pid/maps" "$work/lk.maps" # where valgrind loaded the binary
+  sleep 1
+  timeout "$STEP" tools/echo_once.py "$addr" order 50
+  kill -TERM "$pid"
+  timeout "$STEP" tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; exit 1; }
+  wait "$pid" || true
+  pid=
+  python3 - "$bin" "$map" "$work/lk.maps" "$work/lk.trace" >>"$out" <<'PY'
+import bisect, os, re, struct, sys
+
+binary, linkmap, maps, trace = sys.argv[1:5]
+# The load bias: where the mapping of the file's start begins, less the first PT_LOAD
+# segment's address (0 for a position-independent binary).
+with open(binary, "rb") as f:
+    head = f.read(64)
+    phoff, phentsize, phnum = struct.unpack_from("<Q", head, 32)[0], *struct.unpack_from("<HH", head, 54)
+    f.seek(phoff)
+    phdrs = f.read(phentsize * phnum)
+first = min(
+    struct.unpack_from("<QQ", phdrs, i * phentsize + 8)[1]
+    for i in range(phnum)
+    if struct.unpack_from("<I", phdrs, i * phentsize)[0] == 1
+)
+real = os.path.realpath(binary)
+bias = None
+for line in open(maps):
+    f = line.split()
+    if len(f) >= 6 and f[5] == real and int(f[2], 16) == 0:
+        bias = int(f[0].split("-")[0], 16) - (first & ~0xFFF)
+        break
+if bias is None:
+    sys.exit(f"tools/order.sh: {binary} is not in valgrind's memory map")
+# lld's map: an output section's line has its name right after the alignment, an input
+# section's is indented 8 more and reads FILE:(NAME).
+row = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ ( *)(\S.*)$")
+secs, out = [], ""
+for line in open(linkmap):
+    m = row.match(line)
+    if not m:
+        continue
+    indent, text = len(m.group(3)), m.group(4)
+    if indent == 0:
+        out = text
+    elif indent == 8 and out.startswith(".rodata") and text.endswith(")") and ":(" in text:
+        size = int(m.group(2), 16)
+        if size:
+            secs.append((int(m.group(1), 16), size, text[text.rindex(":(") + 2 : -1]))
+if not secs:
+    sys.exit(f"tools/order.sh: no read-only data sections in {linkmap} (not an lld map?)")
+secs.sort()
+starts = [s[0] for s in secs]
+seen = {}
+for line in open(trace):
+    if len(line) < 4 or line[0] != " " or line[1] not in "LSM":
+        continue
+    a = int(line[3 : line.index(",")], 16) - bias
+    i = bisect.bisect_right(starts, a) - 1
+    if i >= 0 and a < starts[i] + secs[i][1]:
+        seen.setdefault(secs[i][2], secs[i][1])
+for name in seen:
+    print(name)
+print(f"tools/order.sh: {binary} read {len(seen)} read-only data sections, {sum(seen.values())} bytes", file=sys.stderr)
+PY
+}
+
 # windows: how many 64 KiB windows (the kernel's fault-around unit) the functions in
 # $work/addr (the last profile's idle set) start in.
 windows() {
@@ -99,12 +185,12 @@ windows() {
 }
 
 # names BIN CARGO-RUSTC-COMMAND...: builds BIN with symbols and profiles it; appends to
-# $work/idle (started and idle), $work/startup (that and shutdown) and $work/echo, and
-# sets $spread (of the idle set) and $text (in 64 KiB windows).
+# $work/idle (started and idle), $work/startup (that and shutdown), $work/echo and
+# $work/rodata, and sets $spread (of the idle set) and $text (in 64 KiB windows).
 names() {
   local bin=$1; shift
   relinked=${relinked:-release}
-  "$@" --quiet -- -C strip=none
+  "$@" --quiet -- -C strip=none -C link-arg=-Wl,-Map="$work/map"
   profile "$bin" "$work/s"
   spread=$(windows)
   text=$(readelf -SW "$bin" | sed 's/^ *\[ *[0-9]*\] *//' | awk '$1 == ".text" {print $5}')
@@ -113,6 +199,7 @@ names() {
   cat "$work/s.idle" "$work/e.idle" >>"$work/idle"
   cat "$work/s" >>"$work/startup"
   cat "$work/e" >>"$work/echo"
+  rodata "$bin" "$work/map" "$work/rodata"
 }
 
 release=(cargo rustc --release --bin wsbridge)
@@ -160,6 +247,19 @@ if [ "$check" = --check ]; then
     echo "tools/order.sh: the startup code is spread over more than a third of the binary: build.rs did not order it" >&2
     exit 1
   fi
+  awk '!seen[$0]++' "$work/rodata" >"$work/rodata.now"
+  grep -v '^#' tools/startup.rodata | sort -u >"$work/rodata.listed"
+  total=$(wc -l <"$work/rodata.now")
+  listed=$(sort -u "$work/rodata.now" | comm -12 - "$work/rodata.listed" | wc -l)
+  echo "tools/order.sh: tools/startup.rodata lists $listed of the $total read-only data sections it reads"
+  if [ $((listed * 100)) -lt $((total * 90)) ]; then
+    echo "tools/order.sh: fewer than 90% listed: run tools/order.sh and commit tools/startup.rodata" >&2
+    exit 1
+  fi
+  if ! readelf -SW target/release/wsbridge | grep -q ' \.rodata\.startup '; then
+    echo "tools/order.sh: target/release/wsbridge has no .rodata.startup section: build.rs did not gather its startup data" >&2
+    exit 1
+  fi
   exit 0
 fi
 
@@ -174,5 +274,14 @@ fi
   cat "$work/idle.sorted" "$work/shutdown.sorted" "$work/echo.sorted"
 } >tools/startup.order
 echo "tools/order.sh: wrote tools/startup.order ($(wc -l <"$work/idle.sorted") functions until idle, $(wc -l <"$work/shutdown.sorted") more at shutdown, $(wc -l <"$work/echo.sorted") more for an echo)"
+{
+  echo "# Written by tools/order.sh (read it and build.rs before editing): the read-only data"
+  echo "# input sections (strings, constants, jump tables) wsbridge reads from its start"
+  echo "# until it is idle, for a first echo and at shutdown, in the order it first reads"
+  echo "# them, for the linker to gather into .rodata.startup. Names as rustc"
+  echo "# $(rustc -V | cut -d' ' -f2) and Cargo.lock give them."
+  awk '!seen[$0]++' "$work/rodata"
+} >tools/startup.rodata
+echo "tools/order.sh: wrote tools/startup.rodata ($(grep -vc '^#' tools/startup.rodata) sections)"
 # Back to the binaries `cargo build` makes (stripped, now in the new order).
 restore
