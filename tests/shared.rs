@@ -63,7 +63,10 @@ async fn two_hundred_clients_get_the_same_stream_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_dropped_while_the_others_keep_every_line() {
     const LINES: usize = 20_000;
-    let server = BinServer::start(&["--shared", "--sharedqueue=262144", &fixture("shared.py")]);
+    // The flood comes at up to 10 MB/s; a 2 MiB queue lets a reader that is busy for a
+    // moment (a loaded 2-core machine: the three readers share one task) catch up, and
+    // the stalled client, which takes almost none of the 20 MB, still overflows it.
+    let server = BinServer::start(&["--shared", "--sharedqueue=2097152", &fixture("shared.py")]);
     // A client that completes the handshake with a tiny receive buffer and never reads.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
