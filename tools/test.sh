@@ -71,6 +71,6 @@ if [ -z "${WSBRIDGE_NO_RELR:-}" ] && [ -n "$glibc" ] && [ "$(printf '2.36\n%s\n'
   echo "tools/test.sh: glibc $glibc loads packed relocations, but build.rs did not pack them in target/release/wsbridge" >&2
   exit 1
 fi
-# tools/startup.order still names what the release binary runs at startup, and build.rs
-# applied it (see tools/order.sh).
+# tools/startup.order and tools/startup.rodata still name what the release binary runs
+# and reads at startup, and build.rs applied them (see tools/order.sh).
 tools/order.sh --check
