@@ -50,22 +50,36 @@ restore() {
 trap 'rc=$?; set +e; [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; [ -z "$relinked" ] || restore || rc=1; exit $rc' EXIT
 STEP=60 # seconds for any wait: callgrind runs the server about 50x slower
 
+# start BIN VALGRIND-ARGS...: starts BIN on loopback with `cat` under valgrind with those
+# arguments; sets $pid, and $addr (its ws:// URL) once it listens.
+start() {
+  local bin=$1; shift
+  valgrind "$@" "$bin" --port=0 --address=127.0.0.1 --loglevel=error cat 2>"$work/log" &
+  pid=$!
+  addr=
+  for _ in $(seq $((STEP * 20))); do
+    addr=$(grep -o 'ws://[^ ]*' "$work/log" | head -1) && [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line under valgrind $1: $(cat "$work/log")" >&2; exit 1; }
+}
+
+# stop: ends the server `start` started (SIGTERM, so that its shutdown runs too).
+stop() {
+  kill -TERM "$pid"
+  timeout "$STEP" tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; exit 1; }
+  wait "$pid" || true
+  pid=
+}
+
 # profile BIN OUT [echo]: callgrind's function names (mangled) for one run of BIN: those
 # it ran until it was idle in OUT.idle (callgrind_control dumps the counts then), all of
 # them in OUT.
 profile() {
   local bin=$1 out=$2 echo=${3:-}
   rm -f "$work"/cg*
-  valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/cg" \
-    "$bin" --port=0 --address=127.0.0.1 --loglevel=error cat 2>"$work/log" &
-  pid=$!
-  local addr=
-  for _ in $(seq $((STEP * 20))); do
-    addr=$(grep -o 'ws://[^ ]*' "$work/log" | head -1) && [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line: $(cat "$work/log")" >&2; exit 1; }
+  start "$bin" --tool=callgrind --demangle=no --callgrind-out-file="$work/cg"
   # The worker threads start beside the startup line; give them time to park (only which
   # list a function lands in depends on it).
   sleep 2
@@ -81,10 +95,7 @@ profile() {
   if [ -n "$echo" ]; then
     timeout "$STEP" tools/echo_once.py "$addr" order 50
   fi
-  kill -TERM "$pid"
-  timeout "$STEP" tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; exit 1; }
-  wait "$pid" || true
-  pid=
+  stop
   [ -n "$dumped" ] || cp "$work/cg" "$work/cg.1"
   nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $1, $3}' | sort -k2 -u >"$work/defined"
   seen "$work/cg" "$work/cg.1" | cut -d' ' -f2 >"$out"
@@ -103,23 +114,11 @@ seen() {
 rodata() {
   local bin=$1 map=$2 out=$3
   rm -f "$work"/lk.*
-  valgrind --tool=lackey --trace-mem=yes --log-file="$work/lk.trace" \
-    "$bin" --port=0 --address=127.0.0.1 --loglevel=error cat 2>"$work/log" &
-  pid=$!
-  local addr=
-  for _ in $(seq $((STEP * 20))); do
-    addr=$(grep -o 'ws://[^ ]*' "$work/log" | head -1) && [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ -n "$addr" ] || { echo "tools/order.sh: $bin printed no startup line under lackey: $(cat "$work/log")" >&2; exit 1; }
+  start "$bin" --tool=lackey --trace-mem=yes --log-file="$work/lk.trace"
   cp "/proc/$pid/maps" "$work/lk.maps" # where valgrind loaded the binary
   sleep 1
   timeout "$STEP" tools/echo_once.py "$addr" order 50
-  kill -TERM "$pid"
-  timeout "$STEP" tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; exit 1; }
-  wait "$pid" || true
-  pid=
+  stop
   python3 - "$bin" "$map" "$work/lk.maps" "$work/lk.trace" >>"$out" <<'PY'
 import bisect, os, re, struct, sys
 
