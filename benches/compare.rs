@@ -12,9 +12,12 @@
 //!
 //! ## Scenarios
 //!
-//! - `churn` (connections/s): connect, one echo through `cat`, close; 4 in flight. Also the
-//!   floor without any server: spawn `cat`, one line through its pipes, close, wait (4 at
-//!   once on a 2-worker tokio runtime), reported as "bare spawn+cat".
+//! - `churn` (connections/s, client CPU µs/conn): connect, one echo through `cat`, close; 4
+//!   in flight, with the raw-frame client. Also the floor without any server: spawn `cat`,
+//!   one line through its pipes, close, wait (4 at once on a 2-worker tokio runtime),
+//!   reported as "bare spawn+cat". Client CPU is this process's user + system time per
+//!   connection (for the floor: spawning `cat` and the round trip through its pipes), the
+//!   part of the two cores the measuring takes.
 //! - `echo16`, `echo1k` (msgs/s, MB/s, server CPU µs/msg): one connection through `cat`,
 //!   16 B / 1 KiB text messages, 32 in flight. Server CPU is the server process's user +
 //!   system time (all its threads, not its children) over the run, from `/proc/PID/stat`
@@ -889,27 +892,26 @@ async fn raw_pipeline(
 /// Sends a close frame (1000) and reads until the server ends the connection. Bounded;
 /// errors ignored (a server may drop TCP without answering the close).
 async fn raw_close(mut raw: Raw) {
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        let code = 1000u16.to_be_bytes();
-        let frame = [
-            0x88,
-            0x82,
-            MASK[0],
-            MASK[1],
-            MASK[2],
-            MASK[3],
-            code[0] ^ MASK[0],
-            code[1] ^ MASK[1],
-        ];
-        let _ = raw.tcp.write_all(&frame).await;
-        let mut sink = [0u8; 4096];
-        while let Ok(n) = raw.tcp.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), raw_shutdown(&mut raw)).await;
+}
+
+/// Sends a close frame (1000) and reads until the server ends the connection.
+async fn raw_shutdown(raw: &mut Raw) -> std::io::Result<()> {
+    let code = 1000u16.to_be_bytes();
+    let frame = [
+        0x88,
+        0x82,
+        MASK[0],
+        MASK[1],
+        MASK[2],
+        MASK[3],
+        code[0] ^ MASK[0],
+        code[1] ^ MASK[1],
+    ];
+    raw.tcp.write_all(&frame).await?;
+    let mut sink = [0u8; 4096];
+    while raw.tcp.read(&mut sink).await? > 0 {}
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -962,7 +964,7 @@ const SCENARIOS: &[Scenario] = &[
             )
         },
         subjects: &[Subject::Wsbridge, Subject::Websocketd, Subject::BareSpawn],
-        metrics: &[hi("conn/s")],
+        metrics: &[hi("conn/s"), lo("client CPU µs/conn")],
         run: run_churn,
     },
     Scenario {
@@ -1095,7 +1097,10 @@ fn run_churn(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
     let mut server = Server::start(env, who, &[&env.cat], &[])?;
     let port = server.port;
     let total = env.p.churn_conns;
-    let rate = env.rt.block_on(async {
+    let pay = Payload::new(16);
+    let me = std::process::id();
+    let client0 = cpu_secs(me)?;
+    let (rate, done) = env.rt.block_on(async {
         let next = Cell::new(0u64);
         let done = Cell::new(0u64);
         let t0 = Instant::now();
@@ -1107,22 +1112,25 @@ fn run_churn(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
                     return Ok::<_, String>(());
                 }
                 next.set(i + 1);
-                churn_once(port, i).await?;
+                churn_once(port, &pay, i).await?;
                 done.set(done.get() + 1);
             }
         };
         futures_util::future::try_join_all((0..env.p.churn_in_flight).map(|_| worker())).await?;
-        Ok::<_, String>(done.get() as f64 / t0.elapsed().as_secs_f64())
+        Ok::<_, String>((done.get() as f64 / t0.elapsed().as_secs_f64(), done.get()))
     })?;
+    let client = cpu_secs(me)? - client0;
     server.check_alive()?;
-    Ok(vec![rate])
+    Ok(vec![rate, client / done.max(1) as f64 * 1e6])
 }
 
 /// The churn floor without any server: `churn_in_flight` tasks on a 2-worker runtime (like
 /// wsbridge's own), each looping spawn `cat` → one line through it → close stdin → wait.
 fn run_bare_spawn(env: &Env) -> Result<Vec<f64>, String> {
     let total = env.p.churn_conns;
-    let rate = env.rt_mt.block_on(async {
+    let me = std::process::id();
+    let cpu0 = cpu_secs(me)?;
+    let (rate, done) = env.rt_mt.block_on(async {
         let next = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicU64::new(0));
         let t0 = Instant::now();
@@ -1145,25 +1153,43 @@ fn run_bare_spawn(env: &Env) -> Result<Vec<f64>, String> {
         for t in tasks {
             t.await.map_err(|e| format!("bare spawn task: {e}"))??;
         }
-        Ok::<_, String>(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64())
+        let done = done.load(Ordering::Relaxed);
+        Ok::<_, String>((done as f64 / t0.elapsed().as_secs_f64(), done))
     })?;
-    Ok(vec![rate])
+    let cpu = cpu_secs(me)? - cpu0;
+    Ok(vec![rate, cpu / done.max(1) as f64 * 1e6])
 }
 
-async fn churn_once(port: u16, i: u64) -> Result<(), String> {
-    let mut ws = connect(port).await?;
-    let text = format!("churn-{i}");
-    within("send", ws.send(Message::text(text.clone()))).await?;
-    match next_msg(&mut ws, "churn echo").await? {
-        Message::Text(t) if t.as_str() == text => {}
-        m => return Err(format!("churn #{i}: expected {text:?}, got {m:?}")),
+/// One churn connection, with the raw client (as the echo scenarios since 2026-12-03):
+/// the handshake, one 16-byte text message, its echo (checked), a close, and reading until
+/// the server ends the connection. tokio-tungstenite's client (a random key, SHA-1 of the
+/// answer, a buffer and a task's worth of state per connection) cost more CPU per
+/// connection on the same two cores than the floor this scenario is compared with.
+async fn churn_once(port: u16, pay: &Payload, i: u64) -> Result<(), String> {
+    let mut raw = raw_connect(port).await?;
+    let mut out = Vec::with_capacity(32);
+    push_text(&mut out, pay, i);
+    within("send", raw.tcp.write_all(&out)).await?;
+    let mut used = 0;
+    loop {
+        match parse_frame(&raw.inbuf[used..], 125)? {
+            Some((true, 0x1, range)) => {
+                pay.check_bytes(i, &raw.inbuf[used + range.start..used + range.end])?;
+                break;
+            }
+            Some((_, 0x9 | 0xa, range)) => used += range.end,
+            Some((_, op, _)) => {
+                return Err(format!(
+                    "churn #{i}: expected the echo, got a frame with opcode {op:#x}"
+                ))
+            }
+            None if within("churn echo", raw.tcp.read_buf(&mut raw.inbuf)).await? == 0 => {
+                return Err(format!("churn #{i}: connection ended before the echo"));
+            }
+            None => {}
+        }
     }
-    within("close", ws.close(None)).await?;
-    // Wait until the server has ended the connection (close reply and/or TCP end).
-    timed("waiting for the server to close", async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await
+    within("waiting for the server to close", raw_shutdown(&mut raw)).await
 }
 
 /// `cat` on pipes, for the floors measured without a server.
