@@ -895,7 +895,8 @@ async fn raw_close(mut raw: Raw) {
     let _ = tokio::time::timeout(Duration::from_secs(3), raw_shutdown(&mut raw)).await;
 }
 
-/// Sends a close frame (1000) and reads until the server ends the connection.
+/// Sends a close frame (1000) and reads until the server ends the connection (a reset
+/// ends it too).
 async fn raw_shutdown(raw: &mut Raw) -> std::io::Result<()> {
     let code = 1000u16.to_be_bytes();
     let frame = [
@@ -910,8 +911,14 @@ async fn raw_shutdown(raw: &mut Raw) -> std::io::Result<()> {
     ];
     raw.tcp.write_all(&frame).await?;
     let mut sink = [0u8; 4096];
-    while raw.tcp.read(&mut sink).await? > 0 {}
-    Ok(())
+    loop {
+        match raw.tcp.read(&mut sink).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
