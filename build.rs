@@ -105,10 +105,10 @@ fn link(args: &[String]) {
 /// start) just before `.text`, beside the ordered startup code, rather than after the
 /// whole of `.text` in a 64 KiB window of its own.
 fn init_first() -> Option<String> {
-    let script = PathBuf::from(env::var_os("OUT_DIR")?).join("init-first.ld");
-    let text = "SECTIONS { .init : { KEEP (*(SORT_NONE(.init))) } } INSERT BEFORE .text;\n";
-    std::fs::write(&script, text).ok()?;
-    Some(format!("-Wl,-T,{}", script.display()))
+    linker_script(
+        "init-first.ld",
+        "SECTIONS { .init : { KEEP (*(SORT_NONE(.init))) } } INSERT BEFORE .text;\n",
+    )
 }
 
 /// A linker script that gathers the read-only data input sections `list` names (one a
@@ -125,11 +125,18 @@ fn rodata_first(list: &Path) -> Option<String> {
     if patterns.is_empty() {
         return None;
     }
-    let script = PathBuf::from(env::var_os("OUT_DIR")?).join("rodata-first.ld");
-    let text = format!(
-        "SECTIONS {{ .rodata.startup : {{ {} }} }} INSERT BEFORE .rodata;\n",
-        patterns.join(" ")
-    );
+    linker_script(
+        "rodata-first.ld",
+        &format!(
+            "SECTIONS {{ .rodata.startup : {{ {} }} }} INSERT BEFORE .rodata;\n",
+            patterns.join(" ")
+        ),
+    )
+}
+
+/// Writes `text` to `name` in OUT_DIR; the linker flag that reads it as a script.
+fn linker_script(name: &str, text: &str) -> Option<String> {
+    let script = PathBuf::from(env::var_os("OUT_DIR")?).join(name);
     std::fs::write(&script, text).ok()?;
     Some(format!("-Wl,-T,{}", script.display()))
 }

@@ -177,6 +177,20 @@ print(f"tools/order.sh: {binary} read {len(seen)} read-only data sections, {sum(
 PY
 }
 
+# covers FILE NOW WHAT: fails unless FILE (tools/startup.*) lists at least 90% of the
+# names in NOW, what the release binary uses now; WHAT says what they are.
+covers() {
+  local file=$1 now=$2 what=$3 total listed
+  sort -u "$now" >"$work/covers.now"
+  total=$(wc -l <"$work/covers.now")
+  listed=$(grep -v '^#' "$file" | sort -u | comm -12 "$work/covers.now" - | wc -l)
+  echo "tools/order.sh: $file lists $listed of the $total $what"
+  if [ $((listed * 100)) -lt $((total * 90)) ]; then
+    echo "tools/order.sh: fewer than 90% listed: run tools/order.sh and commit $file" >&2
+    exit 1
+  fi
+}
+
 # windows: how many 64 KiB windows (the kernel's fault-around unit) the functions in
 # $work/addr (the last profile's idle set) start in.
 windows() {
@@ -231,30 +245,15 @@ sort -u "$work/echo" | comm -23 - "$work/startup.sorted" >"$work/echo.sorted"
 
 if [ "$check" = --check ]; then
   restore
-  grep -v '^#' tools/startup.order | sort -u >"$work/listed"
-  cat "$work/startup.sorted" "$work/echo.sorted" | sort -u >"$work/now"
-  total=$(wc -l <"$work/now")
-  listed=$(comm -12 "$work/now" "$work/listed" | wc -l)
-  echo "tools/order.sh: tools/startup.order lists $listed of the $total functions the release binary runs at startup and for one echo"
+  cat "$work/startup.sorted" "$work/echo.sorted" >"$work/now"
+  covers tools/startup.order "$work/now" "functions the release binary runs at startup and for one echo"
   echo "tools/order.sh: its startup functions start in $spread of the $text 64 KiB windows of its code"
-  if [ $((listed * 100)) -lt $((total * 90)) ]; then
-    echo "tools/order.sh: fewer than 90% listed: run tools/order.sh and commit tools/startup.order" >&2
-    exit 1
-  fi
   # Unordered, startup touched 30 of the 40 windows when this was written.
   if [ $((spread * 3)) -gt "$text" ]; then
     echo "tools/order.sh: the startup code is spread over more than a third of the binary: build.rs did not order it" >&2
     exit 1
   fi
-  awk '!seen[$0]++' "$work/rodata" >"$work/rodata.now"
-  grep -v '^#' tools/startup.rodata | sort -u >"$work/rodata.listed"
-  total=$(wc -l <"$work/rodata.now")
-  listed=$(sort -u "$work/rodata.now" | comm -12 - "$work/rodata.listed" | wc -l)
-  echo "tools/order.sh: tools/startup.rodata lists $listed of the $total read-only data sections it reads"
-  if [ $((listed * 100)) -lt $((total * 90)) ]; then
-    echo "tools/order.sh: fewer than 90% listed: run tools/order.sh and commit tools/startup.rodata" >&2
-    exit 1
-  fi
+  covers tools/startup.rodata "$work/rodata" "read-only data sections it reads"
   if ! readelf -SW target/release/wsbridge | grep -q ' \.rodata\.startup '; then
     echo "tools/order.sh: target/release/wsbridge has no .rodata.startup section: build.rs did not gather its startup data" >&2
     exit 1
