@@ -4,7 +4,9 @@
 //! on 127.0.0.1 with the same child program, drives both with the same WebSocket client
 //! (one current-thread runtime, so the client uses at most one core), and prints, per
 //! scenario, the median and min–max over several runs for each server and the ratio
-//! wsbridge/websocketd. The echo and rtt scenarios use a lean client of raw frames (see
+//! wsbridge/websocketd: the median of the run-by-run ratios, each of wsbridge's runs over
+//! the other server's run right after it, so that a slower stretch of a shared host
+//! (steal) weighs on both sides of a ratio alike. The echo and rtt scenarios use a lean client of raw frames (see
 //! [`Raw`]: with tokio-tungstenite the client spent more CPU per message than wsbridge, so
 //! it bounded what was measured); the others use tokio-tungstenite. Runs are interleaved
 //! (wsbridge, websocketd, wsbridge, …) and every run starts a fresh server, so noise from
@@ -1550,10 +1552,38 @@ impl Results {
         let v: Vec<f64> = o.runs.get(&who)?.iter().map(|r| r[metric]).collect();
         stats(&v).map(|s| s.0)
     }
-    fn ratio(&self, scenario: &str, a: Subject, b: Subject, metric: usize) -> Option<(f64, f64, f64)> {
-        let (x, y) = (self.median(scenario, a, metric)?, self.median(scenario, b, metric)?);
-        Some((x / y, x, y))
+    /// The run-by-run ratio a/b of a metric ([`paired`]) and the two medians.
+    fn ratio(&self, scenario: &str, a: Subject, b: Subject, metric: usize) -> Option<Ratio> {
+        let o = self.by_scenario.get(scenario)?;
+        Some(Ratio {
+            paired: paired(o.runs.get(&a)?, o.runs.get(&b)?, metric)?,
+            a: self.median(scenario, a, metric)?,
+            b: self.median(scenario, b, metric)?,
+        })
     }
+}
+
+struct Ratio {
+    /// (median, min, max) of the run-by-run ratios
+    paired: (f64, f64, f64),
+    /// the medians of the two subjects
+    a: f64,
+    b: f64,
+}
+
+/// (median, min, max) of `a[r][metric] / b[r][metric]` over the runs r. A scenario runs its
+/// subjects one after another within each run, so the two runs of a pair saw about the
+/// same host: on a shared VM whose steal time drifts over minutes, the ratio of the two
+/// medians can compare one subject's quiet runs with the other's busy ones, the median of
+/// the pairs does not. Pairs with a zero divisor (CPU time under one 10 ms tick) are left out.
+fn paired(a: &[Vec<f64>], b: &[Vec<f64>], metric: usize) -> Option<(f64, f64, f64)> {
+    let r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x[metric] / y[metric])
+        .filter(|r| r.is_finite())
+        .collect();
+    stats(&r)
 }
 
 /// (median, min, max)
@@ -1635,11 +1665,9 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
             "lower is better"
         };
         println!("  {} ({dir}):", m.label);
-        let mut med = HashMap::new();
         for &who in sc.subjects {
             let v: Vec<f64> = out.runs[&who].iter().map(|r| r[k]).collect();
             let (md, mn, mx) = stats(&v).expect("at least one run");
-            med.insert(who, md);
             println!(
                 "    {:<15} median {:>12}   [{} – {}]",
                 who.label(),
@@ -1648,15 +1676,17 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
                 num(mx)
             );
         }
-        let mut ratios = format!(
-            "    ratio wsbridge/websocketd {:.2}x",
-            med[&Subject::Wsbridge] / med[&Subject::Websocketd]
-        );
-        if let Some(b) = med.get(&Subject::BareSpawn) {
-            ratios.push_str(&format!("   wsbridge/bare spawn {:.2}x", med[&Subject::Wsbridge] / b));
-        }
-        if let Some(b) = med.get(&Subject::BareRelay) {
-            ratios.push_str(&format!("   wsbridge/bare relay {:.2}x", med[&Subject::Wsbridge] / b));
+        let mut ratios = String::from("    ratio, run by run:");
+        for (vs, label) in [
+            (Subject::Websocketd, "wsbridge/websocketd"),
+            (Subject::BareSpawn, "wsbridge/bare spawn"),
+            (Subject::BareRelay, "wsbridge/bare relay"),
+        ] {
+            if let Some(b) = out.runs.get(&vs) {
+                if let Some((md, mn, mx)) = paired(&out.runs[&Subject::Wsbridge], b, k) {
+                    ratios.push_str(&format!("  {label} {md:.2}x [{mn:.2} – {mx:.2}]"));
+                }
+            }
         }
         println!("{ratios}");
     }
@@ -1696,10 +1726,19 @@ fn report_targets(res: &Results) {
     type Row = (String, String, Option<(String, bool)>);
     let ratio_row =
         |name: &str, goal_txt: &str, sc: &str, m: usize, unit: &str, vs: Subject, goal: f64, higher: bool| -> Row {
-            let cell = res.ratio(sc, Wsbridge, vs, m).map(|(r, a, b)| {
-                let ok = if higher { r >= goal } else { r <= goal };
-                (format!("{r:.2}× ({} vs {} {unit})", num(a), num(b)), ok)
-            });
+            let cell = res.ratio(sc, Wsbridge, vs, m).map(
+                |Ratio {
+                     paired: (r, lo, hi),
+                     a,
+                     b,
+                 }| {
+                    let ok = if higher { r >= goal } else { r <= goal };
+                    (
+                        format!("{r:.2}× [{lo:.2} – {hi:.2}] ({} vs {} {unit})", num(a), num(b)),
+                        ok,
+                    )
+                },
+            );
             (name.to_owned(), goal_txt.to_owned(), cell)
         };
     let abs_row = |name: &str, goal_txt: &str, v: Option<f64>, unit: &str, limit: f64| -> Row {
@@ -1783,7 +1822,9 @@ fn report_targets(res: &Results) {
         }
         None => ("stripped binary".into(), "≤ 2.0 MB TLS / ≤ 1.2 MB".into(), None),
     });
-    println!("\n== targets (wsbridge; ratios are wsbridge/other, medians) ==\n");
+    println!(
+        "\n== targets (wsbridge; ratios are wsbridge/other: the median of the run-by-run ratios [min – max], then the two medians) ==\n"
+    );
     println!("| target | goal | measured | status |");
     println!("|---|---|---|---|");
     for (name, goal, cell) in rows {
@@ -1808,13 +1849,13 @@ fn report_targets(res: &Results) {
         .filter_map(|&(sc, m, unit)| {
             res.ratio(sc, Wsbridge, Websocketd, m)
                 // Server CPU comes in 10 ms ticks: a short (--quick) run may count none.
-                .filter(|&(_, a, b)| a > 0.0 && b > 0.0)
-                .map(|(r, a, b)| format!("{sc} {r:.2}× ({} vs {} {unit})", num(a), num(b)))
+                .filter(|r| r.a > 0.0 && r.b > 0.0)
+                .map(|Ratio { paired: (r, ..), a, b }| format!("{sc} {r:.2}× ({} vs {} {unit})", num(a), num(b)))
         })
         .collect();
     // How far each server is above the least any relay adds: the RTT target's bound.
     for who in [Wsbridge, Websocketd] {
-        if let Some((r, a, b)) = res.ratio("rtt", who, BareRelay, 0) {
+        if let Some(Ratio { paired: (r, ..), a, b }) = res.ratio("rtt", who, BareRelay, 0) {
             notes.push(format!(
                 "rtt p50 {} / bare relay {r:.2}× ({} vs {} µs)",
                 who.label(),
