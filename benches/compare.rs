@@ -1,16 +1,16 @@
 //! # wsbridge vs websocketd: side-by-side benchmark harness
 //!
-//! Starts `target/release/wsbridge` and `websocketd` (0.4.1, `apt-get install -y websocketd`)
-//! on 127.0.0.1 with the same child program, drives both with the same WebSocket client
-//! (one current-thread runtime, so the client uses at most one core), and prints, per
-//! scenario, the median and min–max over several runs for each server and the ratio
-//! wsbridge/websocketd: the median of the run-by-run ratios, each of wsbridge's runs over
-//! the other server's run right after it, so that a slower stretch of a shared host
-//! (steal) weighs on both sides of a ratio alike. The echo and rtt scenarios use a lean client of raw frames (see
-//! [`Raw`]: with tokio-tungstenite the client spent more CPU per message than wsbridge, so
-//! it bounded what was measured); the others use tokio-tungstenite. Runs are interleaved
-//! (wsbridge, websocketd, wsbridge, …) and every run starts a fresh server, so noise from
-//! other load on the machine hits both.
+//! Starts `target/release/wsbridge` and `websocketd` (0.4.1, `apt-get install -y
+//! websocketd`) on 127.0.0.1 with the same child program, drives both with the same
+//! WebSocket client (one current-thread runtime, so the client uses at most one core), and
+//! prints, per scenario, the median and min–max over several runs for each server and the
+//! ratio wsbridge/websocketd: the median of the run-by-run ratios, each of wsbridge's runs
+//! over the other subject's run in the same round, so that a slower stretch of a shared
+//! host (steal) weighs on both sides of a ratio alike. The echo and rtt scenarios use a
+//! lean client of raw frames (see [`Raw`]: with tokio-tungstenite the client spent more CPU
+//! per message than wsbridge, so it bounded what was measured); the others use
+//! tokio-tungstenite. Runs are interleaved (wsbridge, websocketd, wsbridge, …) and every
+//! run starts a fresh server, so noise from other load on the machine hits both.
 //!
 //! ## Scenarios
 //!
