@@ -44,7 +44,9 @@
 //!   server's binary is dropped from the page cache first ([`evict_from_page_cache`]).
 //! - `rss_1000` (KiB): VmRSS with 1000 idle connections open (1000 `cat` children), and
 //!   KiB per connection = (loaded - idle) / 1000, idle measured on the same instance.
-//! - `size` (bytes): the server binaries on disk (wsbridge's release profile strips).
+//! - `size` (bytes): the server binaries on disk (wsbridge's release profile strips): the
+//!   measured wsbridge, and in full runs also the minimal-features build (`cargo build
+//!   --release --no-default-features`, into `target/minimal`; about a minute the first time).
 //!
 //! Each scenario also prints the host's steal time during its runs (from `/proc/stat`): on a
 //! shared VM host it is the first thing to look at when figures jump between runs.
@@ -264,6 +266,8 @@ impl Subject {
 /// Everything a scenario needs.
 struct Env {
     wsbridge: PathBuf,
+    /// The minimal-features build, sized in full runs (see [`minimal_binary`]).
+    minimal: Option<PathBuf>,
     websocketd: PathBuf,
     cat: PathBuf,
     seq: PathBuf,
@@ -1540,7 +1544,7 @@ struct Outcome {
 #[derive(Default)]
 struct Results {
     by_scenario: HashMap<&'static str, Outcome>,
-    sizes: Option<(u64, Option<u64>, bool)>,
+    sizes: Option<Sizes>,
 }
 
 impl Results {
@@ -1693,10 +1697,18 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
     out
 }
 
-fn run_sizes(env: &Env) -> (u64, Option<u64>, bool) {
+/// Binary sizes on disk, in bytes.
+struct Sizes {
+    /// The measured wsbridge and whether it was built with TLS.
+    wsbridge: (u64, bool),
+    /// The minimal-features build, when this run built it.
+    minimal: Option<u64>,
+}
+
+fn run_sizes(env: &Env) -> Sizes {
     println!("\n== size: server binaries on disk ==");
-    let ws = std::fs::metadata(&env.wsbridge).map(|m| m.len()).unwrap_or(0);
-    let wd = std::fs::metadata(&env.websocketd).map(|m| m.len()).ok();
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let ws = size(&env.wsbridge).unwrap_or(0);
     // TLS builds expose websocketd's --ssl flags; the size goal depends on it.
     let tls = Command::new(&env.wsbridge)
         .arg("--help")
@@ -1709,7 +1721,19 @@ fn run_sizes(env: &Env) -> (u64, Option<u64>, bool) {
         env.wsbridge.display(),
         if tls { "included" } else { "not included" }
     );
-    if let Some(wd) = wd {
+    let minimal = env.minimal.as_deref().and_then(|p| {
+        let bytes = size(p)?;
+        println!(
+            "    wsbridge, minimal features  {} bytes ({}, --no-default-features)",
+            num(bytes as f64),
+            p.display()
+        );
+        Some(bytes)
+    });
+    if minimal.is_none() {
+        println!("    wsbridge, minimal features: not sized (only full runs build it)");
+    }
+    if let Some(wd) = size(&env.websocketd) {
         println!(
             "    websocketd  {} bytes ({})",
             num(wd as f64),
@@ -1717,7 +1741,10 @@ fn run_sizes(env: &Env) -> (u64, Option<u64>, bool) {
         );
         println!("    ratio wsbridge/websocketd {:.2}x", ws as f64 / wd as f64);
     }
-    (ws, wd, tls)
+    Sizes {
+        wsbridge: (ws, tls),
+        minimal,
+    }
 }
 
 /// Prints the target table (markdown) and returns it for the caller.
@@ -1804,24 +1831,33 @@ fn report_targets(res: &Results) {
             12.0,
         ),
     ];
-    rows.push(match res.sizes {
-        Some((bytes, _, tls)) => {
-            let (goal_txt, limit) = if tls {
-                ("≤ 2.0 MB (with TLS)", 2.0e6)
-            } else {
-                ("≤ 1.2 MB (without TLS)", 1.2e6)
-            };
+    let (with_tls, without_tls) = match &res.sizes {
+        Some(Sizes {
+            wsbridge: (bytes, true),
+            minimal,
+        }) => (Some(*bytes), *minimal),
+        Some(Sizes {
+            wsbridge: (bytes, false),
+            ..
+        }) => (None, Some(*bytes)),
+        None => (None, None),
+    };
+    let size_row = |name: &str, goal_txt: &str, bytes: Option<u64>, limit: f64| -> Row {
+        let cell = bytes.map(|b| {
             (
-                "stripped binary".into(),
-                goal_txt.into(),
-                Some((
-                    format!("{} bytes ({:.2} MB)", num(bytes as f64), bytes as f64 / 1e6),
-                    (bytes as f64) <= limit,
-                )),
+                format!("{} bytes ({:.2} MB)", num(b as f64), b as f64 / 1e6),
+                b as f64 <= limit,
             )
-        }
-        None => ("stripped binary".into(), "≤ 2.0 MB TLS / ≤ 1.2 MB".into(), None),
-    });
+        });
+        (name.into(), goal_txt.into(), cell)
+    };
+    rows.push(size_row("stripped binary (with TLS)", "≤ 2.0 MB", with_tls, 2.0e6));
+    rows.push(size_row(
+        "stripped binary (minimal features, without TLS)",
+        "≤ 1.2 MB",
+        without_tls,
+        1.2e6,
+    ));
     println!(
         "\n== targets (wsbridge; ratios are wsbridge/other: the median of the run-by-run ratios [min – max], then the two medians) ==\n"
     );
@@ -1835,6 +1871,10 @@ fn report_targets(res: &Results) {
         };
         println!("| {name} | {goal} | {measured} | {status} |");
     }
+    // Not measured here: the test command builds it (`tools/static.sh`).
+    println!(
+        "| static musl build | documented, built, smoke-tested | not by this harness | see the test command (`tools/static.sh`) |"
+    );
     let extra = [
         ("echo16x8", 0, "msg/s"),
         ("echo64k", 0, "msg/s"),
@@ -1898,6 +1938,47 @@ fn ensure_websocketd() -> Result<PathBuf, String> {
     which("websocketd").ok_or_else(|| "websocketd still not on PATH after apt-get install".into())
 }
 
+/// Whether this run builds the binaries it measures (full runs) rather than taking the copy
+/// `cargo bench` built or the one `--wsbridge` names.
+fn building(opts: &Opts) -> bool {
+    opts.wsbridge.is_none() && opts.build.unwrap_or(!opts.quick)
+}
+
+/// The target directory this bench executable was built in: it is
+/// `TARGET/<profile dir>/deps/compare-HASH`.
+fn target_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "cannot locate the target directory".into())
+}
+
+/// Runs `cargo build --release --bin wsbridge EXTRA` in this package (a no-op taking well
+/// under a second when that build is current).
+fn cargo_build(extra: &[&str]) -> Result<(), String> {
+    let shown = ["cargo build --release --bin wsbridge"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("running: {shown} (no-op when current)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--release", "--bin", "wsbridge"])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown} failed ({st}); fix the build or pass --no-build / --wsbridge=PATH"
+        ))
+    }
+}
+
 fn wsbridge_binary(opts: &Opts) -> Result<PathBuf, String> {
     if let Some(p) = &opts.wsbridge {
         return if p.is_file() {
@@ -1906,37 +1987,36 @@ fn wsbridge_binary(opts: &Opts) -> Result<PathBuf, String> {
             Err(format!("--wsbridge={}: no such file", p.display()))
         };
     }
-    if !opts.build.unwrap_or(!opts.quick) {
+    if !building(opts) {
         // The copy `cargo bench` built for this bench (bench profile: release settings, but
         // panic=unwind as cargo forces for anything linked into a test or bench).
         return Ok(PathBuf::from(env!("CARGO_BIN_EXE_wsbridge")));
     }
-    // This executable is target/<profile dir>/deps/compare-HASH; the binary is two levels up.
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    let bin = dir.join("wsbridge");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("running: cargo build --release --bin wsbridge (no-op when current)");
-    let st = Command::new(cargo)
-        .args(["build", "--release", "--bin", "wsbridge"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !st.success() {
-        return Err(format!(
-            "cargo build --release --bin wsbridge failed ({st}); fix the build or pass --no-build / --wsbridge=PATH"
-        ));
-    }
+    cargo_build(&[])?;
+    let bin = target_dir()?.join("release/wsbridge");
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!(
-            "{} not found; run `cargo build --release` first",
-            bin.display()
-        ))
+        Err(format!("{} not found after the build", bin.display()))
+    }
+}
+
+/// The minimal-features release build (`--no-default-features`: no TLS, no `--connect`),
+/// built into `TARGET/minimal` so that it does not replace the default build, for the size
+/// table. Only full runs build it; `--quick`, `--no-build` and `--wsbridge` runs leave it
+/// out rather than size a binary of unknown age.
+fn minimal_binary(opts: &Opts) -> Result<Option<PathBuf>, String> {
+    if !building(opts) {
+        return Ok(None);
+    }
+    let dir = target_dir()?.join("minimal");
+    let dir_arg = format!("--target-dir={}", dir.display());
+    cargo_build(&["--no-default-features", &dir_arg])?;
+    let bin = dir.join("release/wsbridge");
+    if bin.is_file() {
+        Ok(Some(bin))
+    } else {
+        Err(format!("{} not found after the build", bin.display()))
     }
 }
 
@@ -1991,6 +2071,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let selected = |name: &str| opts.only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     let setup = || -> Result<Env, String> {
         let p = Params::new(opts.quick);
         raise_nofile(p.rss_conns)?;
@@ -1998,6 +2079,7 @@ fn main() -> ExitCode {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let websocketd = ensure_websocketd()?;
         let wsbridge = wsbridge_binary(&opts)?;
+        let minimal = if selected("size") { minimal_binary(&opts)? } else { None };
         let cat = which("cat").ok_or("cat not on PATH")?;
         let seq = which("seq").ok_or("seq not on PATH")?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -2011,6 +2093,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("tokio runtime: {e}"))?;
         Ok(Env {
             wsbridge,
+            minimal,
             websocketd,
             cat,
             seq,
@@ -2037,7 +2120,6 @@ fn main() -> ExitCode {
     );
     let started = Instant::now();
     let ticks0 = cpu_ticks();
-    let selected = |name: &str| opts.only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     let mut res = Results::default();
     let mut failed = false;
     for sc in SCENARIOS.iter().filter(|s| selected(s.name)) {
