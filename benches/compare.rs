@@ -96,6 +96,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -415,10 +416,10 @@ impl Server {
             Err(e) => Err(format!("cannot check {}: {e}", self.who.label())),
         }
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
+    /// Stops the server (SIGTERM, then SIGKILL after 3 s) and waits for it; a no-op the
+    /// second time.
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: plain kill(2) on the pid of a child we have not waited for yet.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -435,7 +436,25 @@ impl Drop for Server {
                 }
             }
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
         reap_orphans();
+    }
+}
+
+/// Servers running at the same time. Dropping them stops all of them before any reaps
+/// orphans, as reaping waits for every child of this process, the other servers included.
+struct Servers(Vec<(Subject, Server)>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for (_, server) in &mut self.0 {
+            server.stop();
+        }
     }
 }
 
@@ -955,14 +974,24 @@ const fn lo(label: &'static str) -> Metric {
     }
 }
 
-type RunFn = fn(&Env, Subject) -> Result<Vec<f64>, String>;
+/// One run's metrics for one subject, in the order of its scenario's `metrics`.
+type Metrics = Vec<f64>;
+
+/// How a scenario's runs go.
+enum Run {
+    /// One subject at a time: a run of each, one after the other.
+    Each(fn(&Env, Subject) -> Result<Metrics, String>),
+    /// All subjects within one call, taking turns in short blocks; returns each subject's
+    /// metrics in the order given.
+    Interleaved(fn(&Env, &[Subject]) -> Result<Vec<Metrics>, String>),
+}
 
 struct Scenario {
     name: &'static str,
     about: fn(&Params) -> String,
     subjects: &'static [Subject],
     metrics: &'static [Metric],
-    run: RunFn,
+    run: Run,
 }
 
 const BOTH: &[Subject] = &[Subject::Wsbridge, Subject::Websocketd];
@@ -978,7 +1007,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         subjects: &[Subject::Wsbridge, Subject::Websocketd, Subject::BareSpawn],
         metrics: &[hi("conn/s"), lo("client CPU µs/conn")],
-        run: run_churn,
+        run: Run::Interleaved(run_churn),
     },
     Scenario {
         name: "echo16",
@@ -995,7 +1024,7 @@ const SCENARIOS: &[Scenario] = &[
             lo("server CPU µs/msg"),
             lo("client CPU µs/msg"),
         ],
-        run: |env, who| run_echo(env, who, 16, env.p.echo16, 32, 1),
+        run: Run::Each(|env, who| run_echo(env, who, 16, env.p.echo16, 32, 1)),
     },
     Scenario {
         name: "echo1k",
@@ -1012,7 +1041,7 @@ const SCENARIOS: &[Scenario] = &[
             lo("server CPU µs/msg"),
             lo("client CPU µs/msg"),
         ],
-        run: |env, who| run_echo(env, who, 1024, env.p.echo1k, 32, 1),
+        run: Run::Each(|env, who| run_echo(env, who, 1024, env.p.echo1k, 32, 1)),
     },
     Scenario {
         name: "echo64k",
@@ -1029,7 +1058,7 @@ const SCENARIOS: &[Scenario] = &[
             lo("server CPU µs/msg"),
             lo("client CPU µs/msg"),
         ],
-        run: |env, who| run_echo(env, who, 64 * 1024, env.p.echo64k, ECHO64K_WINDOW, 1),
+        run: Run::Each(|env, who| run_echo(env, who, 64 * 1024, env.p.echo64k, ECHO64K_WINDOW, 1)),
     },
     Scenario {
         name: "echo16x8",
@@ -1046,7 +1075,7 @@ const SCENARIOS: &[Scenario] = &[
             lo("server CPU µs/msg"),
             lo("client CPU µs/msg"),
         ],
-        run: |env, who| run_echo(env, who, 16, env.p.echo16x8, 32, 8),
+        run: Run::Each(|env, who| run_echo(env, who, 16, env.p.echo16x8, 32, 8)),
     },
     Scenario {
         name: "burst",
@@ -1058,7 +1087,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         subjects: BOTH,
         metrics: &[hi("lines/s")],
-        run: run_burst,
+        run: Run::Each(run_burst),
     },
     Scenario {
         name: "rtt",
@@ -1076,7 +1105,7 @@ const SCENARIOS: &[Scenario] = &[
             Subject::BareRelay,
         ],
         metrics: &[lo("p50 µs"), lo("p99 µs")],
-        run: run_rtt,
+        run: Run::Each(run_rtt),
     },
     Scenario {
         name: "rss_idle",
@@ -1087,7 +1116,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         subjects: BOTH,
         metrics: &[lo("idle KiB"), lo("private KiB")],
-        run: |env, who| run_rss(env, who, 0),
+        run: Run::Each(|env, who| run_rss(env, who, 0)),
     },
     Scenario {
         name: "rss_1000",
@@ -1099,29 +1128,80 @@ const SCENARIOS: &[Scenario] = &[
         },
         subjects: BOTH,
         metrics: &[lo("idle KiB"), lo("loaded KiB"), lo("KiB/conn")],
-        run: |env, who| run_rss(env, who, env.p.rss_conns),
+        run: Run::Each(|env, who| run_rss(env, who, env.p.rss_conns)),
     },
 ];
 
-fn run_churn(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
-    if who == Subject::BareSpawn {
-        return run_bare_spawn(env);
+/// Connections per churn block (full runs).
+const CHURN_BLOCK: u64 = 250;
+
+/// Connection churn, interleaved: each run starts both servers, then the subjects take
+/// turns in blocks of [`CHURN_BLOCK`] connections (wsbridge, websocketd, the bare floor;
+/// each block led by the next subject), so a busy or quiet stretch of the host falls on
+/// all of them alike. (Until 2026-12-03 each subject ran its 2,000 connections, about a
+/// second, one after the other: with host steal at 0% the floor alone still moved
+/// between 1,515 and 2,391 conn/s from run to run.) A subject's rate is its connections
+/// over the summed time of its blocks; its client CPU is this process's (including the
+/// floor's spawning), summed the same way.
+fn run_churn(env: &Env, subjects: &[Subject]) -> Result<Vec<Metrics>, String> {
+    let mut servers = Servers(Vec::new());
+    for &who in subjects {
+        if who != Subject::BareSpawn {
+            servers.0.push((who, Server::start(env, who, &[&env.cat], &[])?));
+        }
     }
-    let mut server = Server::start(env, who, &[&env.cat], &[])?;
-    let port = server.port;
-    let total = env.p.churn_conns;
+    let blocks = (env.p.churn_conns / CHURN_BLOCK).max(1);
+    let per_block = env.p.churn_conns / blocks;
+    let limit = env.p.time_limit / blocks as u32;
+    // Per subject: connections done, seconds, client CPU seconds.
+    let mut sums = vec![(0u64, 0.0, 0.0); subjects.len()];
+    for b in 0..blocks {
+        for k in (0..subjects.len()).map(|j| (j + b as usize) % subjects.len()) {
+            let who = subjects[k];
+            let cpu0 = process_cpu_secs();
+            let first = b * per_block;
+            let (done, secs) = match servers.0.iter().find(|(s, _)| *s == who) {
+                Some((_, server)) => churn_block(env, server.port, first..first + per_block, limit),
+                None => bare_block(env, first..first + per_block, limit),
+            }
+            .map_err(|e| format!("{}: {e}", who.label()))?;
+            let sum = &mut sums[k];
+            sum.0 += done;
+            sum.1 += secs;
+            sum.2 += process_cpu_secs() - cpu0;
+        }
+    }
+    for (_, server) in &mut servers.0 {
+        server.check_alive()?;
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(done, secs, cpu)| vec![done as f64 / secs, cpu / done.max(1) as f64 * 1e6])
+        .collect())
+}
+
+/// CPU time of this whole process (every thread) in seconds, to the nanosecond: the churn
+/// blocks are too short for `/proc`'s 10 ms ticks.
+fn process_cpu_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer; this clock exists on every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Connections `ids` against the server on `port`, `churn_in_flight` at a time, on the
+/// one-thread client runtime. Returns (connections done, seconds); stops starting new
+/// ones after `limit`.
+fn churn_block(env: &Env, port: u16, ids: Range<u64>, limit: Duration) -> Result<(u64, f64), String> {
     let pay = Payload::new(16);
-    let me = std::process::id();
-    let client0 = cpu_secs(me)?;
-    let (rate, done) = env.rt.block_on(async {
-        let next = Cell::new(0u64);
+    env.rt.block_on(async {
+        let next = Cell::new(ids.start);
         let done = Cell::new(0u64);
         let t0 = Instant::now();
-        let deadline = t0 + env.p.time_limit;
         let worker = || async {
             loop {
                 let i = next.get();
-                if i >= total || Instant::now() >= deadline {
+                if i >= ids.end || t0.elapsed() >= limit {
                     return Ok::<_, String>(());
                 }
                 next.set(i + 1);
@@ -1130,31 +1210,25 @@ fn run_churn(env: &Env, who: Subject) -> Result<Vec<f64>, String> {
             }
         };
         futures_util::future::try_join_all((0..env.p.churn_in_flight).map(|_| worker())).await?;
-        Ok::<_, String>((done.get() as f64 / t0.elapsed().as_secs_f64(), done.get()))
-    })?;
-    let client = cpu_secs(me)? - client0;
-    server.check_alive()?;
-    Ok(vec![rate, client / done.max(1) as f64 * 1e6])
+        Ok((done.get(), t0.elapsed().as_secs_f64()))
+    })
 }
 
 /// The churn floor without any server: `churn_in_flight` tasks on a 2-worker runtime (like
 /// wsbridge's own), each looping spawn `cat` → one line through it → close stdin → wait.
-fn run_bare_spawn(env: &Env) -> Result<Vec<f64>, String> {
-    let total = env.p.churn_conns;
-    let me = std::process::id();
-    let cpu0 = cpu_secs(me)?;
-    let (rate, done) = env.rt_mt.block_on(async {
-        let next = Arc::new(AtomicU64::new(0));
+fn bare_block(env: &Env, ids: Range<u64>, limit: Duration) -> Result<(u64, f64), String> {
+    env.rt_mt.block_on(async {
+        let next = Arc::new(AtomicU64::new(ids.start));
         let done = Arc::new(AtomicU64::new(0));
         let t0 = Instant::now();
-        let deadline = t0 + env.p.time_limit;
         let tasks: Vec<_> = (0..env.p.churn_in_flight)
             .map(|_| {
                 let (next, done, cat) = (Arc::clone(&next), Arc::clone(&done), env.cat.clone());
+                let end = ids.end;
                 tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total || Instant::now() >= deadline {
+                        if i >= end || t0.elapsed() >= limit {
                             return Ok::<_, String>(());
                         }
                         bare_once(&cat, i).await?;
@@ -1166,11 +1240,8 @@ fn run_bare_spawn(env: &Env) -> Result<Vec<f64>, String> {
         for t in tasks {
             t.await.map_err(|e| format!("bare spawn task: {e}"))??;
         }
-        let done = done.load(Ordering::Relaxed);
-        Ok::<_, String>((done as f64 / t0.elapsed().as_secs_f64(), done))
-    })?;
-    let cpu = cpu_secs(me)? - cpu0;
-    Ok(vec![rate, cpu / done.max(1) as f64 * 1e6])
+        Ok((done.load(Ordering::Relaxed), t0.elapsed().as_secs_f64()))
+    })
 }
 
 /// One churn connection, with the raw client (as the echo scenarios since 2026-12-03):
@@ -1635,24 +1706,31 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
     let ticks0 = cpu_ticks();
     'runs: for r in 0..runs {
         let mut line = format!("  run {}/{runs}:", r + 1);
-        for &who in sc.subjects {
-            match (sc.run)(env, who) {
-                Ok(v) => {
-                    let shown: Vec<String> = v
-                        .iter()
-                        .zip(sc.metrics)
-                        .map(|(x, m)| format!("{} {}", num(*x), m.label))
-                        .collect();
-                    line.push_str(&format!("  {} {}", who.label(), shown.join(", ")));
-                    out.runs.entry(who).or_default().push(v);
-                }
-                Err(e) => {
-                    println!("{line}");
-                    println!("  ERROR ({}, run {}): {e}", who.label(), r + 1);
-                    out.error = Some(format!("{}: {e}", who.label()));
-                    break 'runs;
-                }
+        let got: Result<Vec<Metrics>, String> = match sc.run {
+            Run::Each(f) => sc
+                .subjects
+                .iter()
+                .map(|&who| f(env, who).map_err(|e| format!("{}: {e}", who.label())))
+                .collect(),
+            Run::Interleaved(f) => f(env, sc.subjects),
+        };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                println!("{line}");
+                println!("  ERROR (run {}): {e}", r + 1);
+                out.error = Some(e);
+                break 'runs;
             }
+        };
+        for (&who, v) in sc.subjects.iter().zip(got) {
+            let shown: Vec<String> = v
+                .iter()
+                .zip(sc.metrics)
+                .map(|(x, m)| format!("{} {}", num(*x), m.label))
+                .collect();
+            line.push_str(&format!("  {} {}", who.label(), shown.join(", ")));
+            out.runs.entry(who).or_default().push(v);
         }
         println!("{line}");
     }
