@@ -99,7 +99,7 @@ use std::net::TcpListener;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -280,7 +280,7 @@ struct Env {
 }
 
 /// A running server. Dropping it stops it (SIGTERM, then SIGKILL after 3 s), waits for
-/// it, and reaps any program it orphaned.
+/// it, and, once no other server is running, reaps any program it orphaned.
 struct Server {
     who: Subject,
     child: Option<Child>,
@@ -378,6 +378,7 @@ impl Server {
                 }
             });
         }
+        LIVE_SERVERS.fetch_add(1, Ordering::Relaxed);
         Ok(Server {
             who,
             child: Some(child),
@@ -421,6 +422,7 @@ impl Server {
     /// second time.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            LIVE_SERVERS.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: plain kill(2) on the pid of a child we have not waited for yet.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
             let end = Instant::now() + Duration::from_secs(3);
@@ -439,15 +441,22 @@ impl Server {
     }
 }
 
+/// Servers started and not yet stopped. Reaping orphans waits for every child of this
+/// process, a running server included, so it waits until this is zero: the last server
+/// stopped reaps what the others orphaned too.
+static LIVE_SERVERS: AtomicUsize = AtomicUsize::new(0);
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
-        reap_orphans();
+        if LIVE_SERVERS.load(Ordering::Relaxed) == 0 {
+            reap_orphans();
+        }
     }
 }
 
-/// Servers running at the same time. Dropping them stops all of them before any reaps
-/// orphans, as reaping waits for every child of this process, the other servers included.
+/// Servers running at the same time. Dropping them stops all of them first, so that
+/// the last one's drop reaps what any of them orphaned.
 struct Servers(Vec<(Subject, Server)>);
 
 impl Drop for Servers {
@@ -1706,22 +1715,26 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
     let ticks0 = cpu_ticks();
     'runs: for r in 0..runs {
         let mut line = format!("  run {}/{runs}:", r + 1);
-        let got: Result<Vec<Metrics>, String> = match sc.run {
-            Run::Each(f) => sc
-                .subjects
-                .iter()
-                .map(|&who| f(env, who).map_err(|e| format!("{}: {e}", who.label())))
-                .collect(),
-            Run::Interleaved(f) => f(env, sc.subjects),
-        };
-        let got = match got {
-            Ok(got) => got,
-            Err(e) => {
-                println!("{line}");
-                println!("  ERROR (run {}): {e}", r + 1);
-                out.error = Some(e);
-                break 'runs;
+        // Each subject's metrics so far, and what stopped the run if something did.
+        let (got, err) = match sc.run {
+            Run::Each(f) => {
+                let mut got = Vec::new();
+                let mut err = None;
+                for &who in sc.subjects {
+                    match f(env, who) {
+                        Ok(v) => got.push(v),
+                        Err(e) => {
+                            err = Some(format!("{}: {e}", who.label()));
+                            break;
+                        }
+                    }
+                }
+                (got, err)
             }
+            Run::Interleaved(f) => match f(env, sc.subjects) {
+                Ok(got) => (got, None),
+                Err(e) => (Vec::new(), Some(e)),
+            },
         };
         for (&who, v) in sc.subjects.iter().zip(got) {
             let shown: Vec<String> = v
@@ -1733,6 +1746,11 @@ fn run_scenario(env: &Env, sc: &Scenario, runs: usize) -> Outcome {
             out.runs.entry(who).or_default().push(v);
         }
         println!("{line}");
+        if let Some(e) = err {
+            println!("  ERROR (run {}): {e}", r + 1);
+            out.error = Some(e);
+            break 'runs;
+        }
     }
     if let Some(p) = steal_pct(ticks0, cpu_ticks()) {
         println!("  host steal: {p:.0}% of the machine's CPU time during these runs");
