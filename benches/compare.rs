@@ -423,6 +423,11 @@ impl Server {
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             LIVE_SERVERS.fetch_sub(1, Ordering::Relaxed);
+            // One that has been waited for already (a websocketd that exited at start)
+            // must not be signalled: its pid may belong to another process by now.
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
             // SAFETY: plain kill(2) on the pid of a child we have not waited for yet.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
             let end = Instant::now() + Duration::from_secs(3);
