@@ -19,7 +19,8 @@
 //!   one line through its pipes, close, wait (4 at once on a 2-worker tokio runtime),
 //!   reported as "bare spawn+cat". Client CPU is this process's user + system time per
 //!   connection (for the floor: spawning `cat` and the round trip through its pipes), the
-//!   part of the two cores the measuring takes.
+//!   part of the two cores the measuring takes. Within each run both servers are up and
+//!   the three subjects take turns in blocks of 250 connections ([`run_churn`]).
 //! - `echo16`, `echo1k` (msgs/s, MB/s, server CPU µs/msg): one connection through `cat`,
 //!   16 B / 1 KiB text messages, 32 in flight. Server CPU is the server process's user +
 //!   system time (all its threads, not its children) over the run, from `/proc/PID/stat`
@@ -1661,8 +1662,8 @@ struct Ratio {
 }
 
 /// (median, min, max) of `a[r][metric] / b[r][metric]` over the runs r. A scenario runs its
-/// subjects one after another within each run, so the two runs of a pair saw about the
-/// same host: on a shared VM whose steal time drifts over minutes, the ratio of the two
+/// subjects one after another within each run (churn in alternating blocks), so the two
+/// runs of a pair saw about the same host: on a shared VM whose steal time drifts over minutes, the ratio of the two
 /// medians can compare one subject's quiet runs with the other's busy ones, the median of
 /// the pairs does not. Pairs with a zero divisor (CPU time under one 10 ms tick) are left out.
 fn paired(a: &[Vec<f64>], b: &[Vec<f64>], metric: usize) -> Option<(f64, f64, f64)> {
