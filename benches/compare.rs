@@ -461,18 +461,6 @@ impl Drop for Server {
     }
 }
 
-/// Servers running at the same time. Dropping them stops all of them first, so that
-/// the last one's drop reaps what any of them orphaned.
-struct Servers(Vec<(Subject, Server)>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for (_, server) in &mut self.0 {
-            server.stop();
-        }
-    }
-}
-
 /// Whether process `pid` has a socket listening on 127.0.0.1:`port` (/proc/net/tcp gives
 /// the listening socket's inode, /proc/PID/fd the process's sockets).
 fn listens_on(pid: u32, port: u16) -> bool {
@@ -1159,10 +1147,11 @@ const CHURN_BLOCK: u64 = 250;
 /// over the summed time of its blocks; its client CPU is this process's (including the
 /// floor's spawning), summed the same way.
 fn run_churn(env: &Env, subjects: &[Subject]) -> Result<Vec<Metrics>, String> {
-    let mut servers = Servers(Vec::new());
+    // Dropped in any order, the last one stopped reaps what either orphaned.
+    let mut servers = Vec::new();
     for &who in subjects {
         if who != Subject::BareSpawn {
-            servers.0.push((who, Server::start(env, who, &[&env.cat], &[])?));
+            servers.push((who, Server::start(env, who, &[&env.cat], &[])?));
         }
     }
     let blocks = (env.p.churn_conns / CHURN_BLOCK).max(1);
@@ -1175,7 +1164,7 @@ fn run_churn(env: &Env, subjects: &[Subject]) -> Result<Vec<Metrics>, String> {
             let who = subjects[k];
             let cpu0 = process_cpu_secs();
             let first = b * per_block;
-            let (done, secs) = match servers.0.iter().find(|(s, _)| *s == who) {
+            let (done, secs) = match servers.iter().find(|(s, _)| *s == who) {
                 Some((_, server)) => churn_block(env, server.port, first..first + per_block, limit),
                 None => bare_block(env, first..first + per_block, limit),
             }
@@ -1186,7 +1175,7 @@ fn run_churn(env: &Env, subjects: &[Subject]) -> Result<Vec<Metrics>, String> {
             sum.2 += process_cpu_secs() - cpu0;
         }
     }
-    for (_, server) in &mut servers.0 {
+    for (_, server) in &mut servers {
         server.check_alive()?;
     }
     Ok(sums
