@@ -9,6 +9,9 @@
 //! [`crate::env`] plus `CONTENT_LENGTH`, `CONTENT_TYPE`, `SCRIPT_FILENAME` and (when
 //! there is extra path) `PATH_TRANSLATED`; `HTTP_CONTENT_*` are left out as RFC 3875 asks.
 //!
+//! The script is executed from the descriptor [`crate::route`] opened (see
+//! [`child::Pinned`]), so the file checked is the file run.
+//!
 //! Bounds: a request body of at most [`MAX_BODY`] bytes (413 above it; a chunked body is
 //! gathered first because the script must be told `CONTENT_LENGTH`), a header block of at
 //! most [`MAX_HEAD`] bytes, and `--cgitimeout` for the whole run, output included. A run
@@ -19,8 +22,9 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,7 +41,7 @@ use tracing::Instrument;
 
 use crate::child::{self, Child, Spec};
 use crate::http::{self, Body, BodySender};
-use crate::route::{self, Walk};
+use crate::route;
 use crate::ws::{Conn, Endpoint};
 use crate::{env, reap, relay, session};
 
@@ -52,8 +56,8 @@ const READ_AHEAD: usize = 4;
 
 /// A script a path names.
 pub struct Script {
-    /// Canonical path of the file.
-    pub file: PathBuf,
+    /// The file, opened beneath the root: what runs.
+    pub found: route::Script,
     /// Its decoded URL path: `SCRIPT_NAME`.
     pub script_name: String,
 }
@@ -61,11 +65,9 @@ pub struct Script {
 /// The script `raw_path` names under `root` (canonical), if any.
 pub fn find(root: &Path, raw_path: &str) -> Option<Script> {
     let segs = route::segments(raw_path)?;
-    let Walk::File { file, used } = route::walk(root, &segs.parts) else {
-        return None;
-    };
-    let script_name = String::from_utf8(route::url_path(&segs.parts, used)).ok()?;
-    Some(Script { file, script_name })
+    let found = route::find_script(root, &segs.parts)?;
+    let script_name = String::from_utf8(route::url_path(&segs.parts, found.used)).ok()?;
+    Some(Script { found, script_name })
 }
 
 /// What a run produced.
@@ -79,8 +81,9 @@ pub enum Answer {
 /// Runs `script` for a request.
 pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Answer {
     let text = |s, m: &str| Answer::Response(http::text(s, m));
-    if !crate::config::is_executable_file(&script.file) {
-        tracing::info!(script = %script.file.display(), "CGI script is not executable");
+    let file = script.found.path.as_path();
+    if !script.found.is_executable() {
+        tracing::info!(script = %file.display(), "CGI script is not executable");
         return text(StatusCode::FORBIDDEN, "forbidden: the script is not executable");
     }
     let deadline = Instant::now() + ep.config.cgi_timeout;
@@ -96,23 +99,27 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(v) => v,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
-    let cwd = script.file.parent().unwrap_or(Path::new("/"));
     let spec = Spec {
-        name: script.file.as_os_str(),
-        program: &script.file,
+        name: file.as_os_str(),
+        program: file,
         args: &[],
         env: vars,
-        cwd: Some(cwd),
+        // The script's own directory, entered by descriptor (`pinned.cwd`).
+        cwd: None,
+        pinned: Some(child::Pinned {
+            file: script.found.file.as_fd(),
+            cwd: Some(script.found.dir.as_fd()),
+        }),
     };
     let (mut child, stdio) = match child::spawn(spec) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(script = %script.file.display(), error = %e, "failed to start the CGI script");
+            tracing::error!(script = %file.display(), error = %e, "failed to start the CGI script");
             return text(StatusCode::INTERNAL_SERVER_ERROR, "failed to start the script");
         }
     };
     tracing::Span::current().record("pid", child.id());
-    tracing::debug!(pid = child.id(), script = %script.file.display(), "CGI script started");
+    tracing::debug!(pid = child.id(), script = %file.display(), "CGI script started");
     let child::Stdio {
         stdin,
         mut stdout,
@@ -125,7 +132,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     let head = match timeout_at(deadline, read_head(&mut stdout)).await {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
-            tracing::warn!(script = %script.file.display(), reason = why, "bad CGI response");
+            tracing::warn!(script = %file.display(), reason = why, "bad CGI response");
             finish(child, stderr, ep.config.close_grace, None, permit).await;
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -133,7 +140,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
             );
         }
         Err(_) => {
-            tracing::warn!(script = %script.file.display(), "CGI script timed out before its headers");
+            tracing::warn!(script = %file.display(), "CGI script timed out before its headers");
             finish(child, stderr, ep.config.close_grace, None, permit).await;
             return text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the script took too long");
         }
@@ -141,7 +148,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     let parsed = match parse_head(&head.block) {
         Ok(p) => p,
         Err(why) => {
-            tracing::warn!(script = %script.file.display(), reason = why, "bad CGI header block");
+            tracing::warn!(script = %file.display(), reason = why, "bad CGI header block");
             finish(child, stderr, ep.config.close_grace, None, permit).await;
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -277,7 +284,7 @@ fn environment(
         }
     }
     vars.retain(|(k, v)| k != "PATH_TRANSLATED" || !v.is_empty());
-    vars.push(("SCRIPT_FILENAME".into(), script.file.clone().into_os_string()));
+    vars.push(("SCRIPT_FILENAME".into(), script.found.path.clone().into_os_string()));
     Ok(vars)
 }
 

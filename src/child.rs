@@ -7,14 +7,15 @@
 //! does not grow with the server's memory. All of wsbridge's own descriptors are
 //! close-on-exec, so the program sees only 0, 1 and 2. `--pty` ([`spawn_pty`]) is the
 //! exception: the terminal must become the program's controlling terminal in a new
-//! session, which needs `pre_exec`, so std forks and execs.
+//! session, which needs `pre_exec`, so std forks and execs. So does a [`Pinned`] program
+//! (`--cgidir`, `--dir`): it is executed from the descriptor that was checked.
 //!
 //! The exit is observed without reaping (a pidfd on Linux ≥ 5.3, else `SIGCHLD` plus
 //! `waitid(WNOWAIT)`), so the exited leader stays a zombie until [`Child::reap`]. While it
 //! is a zombie its pid, which is also the process group id, cannot be reused, so a signal
 //! to the group can never hit an unrelated process.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
@@ -37,6 +38,115 @@ pub struct Spec<'a> {
     /// Working directory; `None` keeps wsbridge's. (Setting one makes std fork+exec
     /// instead of posix_spawn on glibc before 2.29; CGI scripts use it.)
     pub cwd: Option<&'a Path>,
+    /// Run exactly this directory entry instead of looking `program` up by path
+    /// (`--cgidir` and `--dir`, see [`crate::route`]).
+    pub pinned: Option<Pinned<'a>>,
+}
+
+/// A program pinned to the file that was checked: the descriptor [`crate::route`]
+/// opened is executed itself (`execveat(fd, "", AT_EMPTY_PATH)`, as `fexecve`), so no
+/// path is looked up again between the check and the exec. This needs `pre_exec`, so
+/// std forks.
+///
+/// A `#!` script's interpreter opens the script again by the name the kernel gives it,
+/// which for a descriptor is `/dev/fd/N`: the same file, never a swapped one. So the
+/// descriptor stays open in the program (only there), and a script's `$0` is `/dev/fd/N`
+/// (its real path is in `SCRIPT_FILENAME`). Running by path would let a symlink swapped
+/// in after the check pick what the interpreter reads.
+#[derive(Clone, Copy)]
+pub struct Pinned<'a> {
+    /// The program, opened (`O_PATH` is enough).
+    pub file: std::os::fd::BorrowedFd<'a>,
+    /// Working directory, entered by descriptor (CGI: the script's own directory).
+    pub cwd: Option<std::os::fd::BorrowedFd<'a>>,
+}
+
+/// Everything the forked child needs to exec a [`Pinned`] program, built before the
+/// fork: after it only async-signal-safe calls are allowed, no allocation.
+struct PinnedExec {
+    file: std::os::fd::RawFd,
+    cwd: Option<std::os::fd::RawFd>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// Owns what `argv` and `envp` point into.
+    _strings: Vec<CString>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and never changed.
+unsafe impl Send for PinnedExec {}
+// SAFETY: as above; the child only reads them.
+unsafe impl Sync for PinnedExec {}
+
+impl PinnedExec {
+    fn new(
+        p: Pinned<'_>,
+        argv0: &std::ffi::OsStr,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |b: &[u8]| CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"));
+        let mut strings = Vec::with_capacity(1 + args.len() + env.len());
+        strings.push(c(argv0.as_bytes())?);
+        for a in args {
+            strings.push(c(a.as_bytes())?);
+        }
+        for (k, v) in env {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            strings.push(c(&kv)?);
+        }
+        let ptrs = |s: &[CString]| s.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect();
+        Ok(PinnedExec {
+            file: p.file.as_raw_fd(),
+            cwd: p.cwd.map(|d| d.as_raw_fd()),
+            argv: ptrs(&strings[..1 + args.len()]),
+            envp: ptrs(&strings[1 + args.len()..]),
+            _strings: strings,
+        })
+    }
+
+    /// In the forked child: execs the descriptor. Returns only on failure.
+    ///
+    /// # Safety
+    /// Call only in a forked child before exec (it changes the working directory and
+    /// descriptor flags of the calling process).
+    unsafe fn exec(&self) -> io::Error {
+        if let Some(dir) = self.cwd {
+            if libc::fchdir(dir) < 0 {
+                return io::Error::last_os_error();
+            }
+        }
+        // The child's copy only: a `#!` interpreter reads the script through it.
+        if libc::fcntl(self.file, libc::F_SETFD, 0) < 0 {
+            return io::Error::last_os_error();
+        }
+        libc::syscall(
+            libc::SYS_execveat,
+            self.file,
+            c"".as_ptr(),
+            self.argv.as_ptr(),
+            self.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        io::Error::last_os_error()
+    }
+}
+
+/// Makes `cmd` exec the pinned entry (after std's own child setup and any earlier
+/// `pre_exec`), or fail to spawn.
+fn pin(cmd: &mut Command, spec: &Spec<'_>) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let Some(p) = spec.pinned else { return Ok(()) };
+    let plan = PinnedExec::new(p, spec.name, spec.args, &spec.env)?;
+    // SAFETY: `exec` makes only async-signal-safe calls (fchdir, fcntl, execveat) on
+    // data built before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || Err(plan.exec()));
+    }
+    Ok(())
 }
 
 /// The program's standard streams, non-blocking and registered with tokio.
@@ -61,23 +171,31 @@ enum ExitWatch {
 /// Starts the program with piped stdio in a new process group.
 pub fn spawn(spec: Spec<'_>) -> io::Result<(Child, Stdio)> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(spec.program);
-    if let Some(dir) = spec.cwd {
-        cmd.current_dir(dir);
-    }
-    let inner = cmd
-        .arg0(spec.name)
-        .args(spec.args)
-        .env_clear()
-        .envs(spec.env)
-        .stdin(StdStdio::piped())
+    let mut cmd = command(&spec);
+    cmd.stdin(StdStdio::piped())
         .stdout(StdStdio::piped())
         .stderr(StdStdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    pin(&mut cmd, &spec)?;
+    let inner = cmd.spawn()?;
     let mut child = manage(inner)?;
     let stdio = child.take_stdio()?;
     Ok((child, stdio))
+}
+
+/// The command for `spec`, without its stdio.
+fn command(spec: &Spec<'_>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(spec.program);
+    // A pinned program with a working directory enters it by descriptor instead.
+    if let Some(dir) = spec.cwd.filter(|_| spec.pinned.is_none_or(|p| p.cwd.is_none())) {
+        cmd.current_dir(dir);
+    }
+    cmd.arg0(spec.name)
+        .args(spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd
 }
 
 /// Marks every descriptor above 2 close-on-exec. Call once at startup: descriptors
@@ -269,15 +387,8 @@ pub fn describe(status: &ExitStatus) -> String {
 pub fn spawn_pty(spec: Spec<'_>, size: crate::pty::WinSize) -> io::Result<(Child, crate::pty::Master)> {
     use std::os::unix::process::CommandExt;
     let (master, slave) = crate::pty::open(size)?;
-    let mut cmd = Command::new(spec.program);
-    if let Some(dir) = spec.cwd {
-        cmd.current_dir(dir);
-    }
-    cmd.arg0(spec.name)
-        .args(spec.args)
-        .env_clear()
-        .envs(spec.env)
-        .stdin(StdStdio::from(slave.try_clone()?))
+    let mut cmd = command(&spec);
+    cmd.stdin(StdStdio::from(slave.try_clone()?))
         .stdout(StdStdio::from(slave.try_clone()?))
         .stderr(StdStdio::from(slave));
     // SAFETY: the closure runs in the forked child before exec and calls only
@@ -294,6 +405,7 @@ pub fn spawn_pty(spec: Spec<'_>, size: crate::pty::WinSize) -> io::Result<(Child
             Ok(())
         });
     }
+    pin(&mut cmd, &spec)?;
     let inner = cmd.spawn()?;
     // The Command (and with it the parent's copies of the slave) is dropped here, so the
     // master reads EIO once the program's side is closed.

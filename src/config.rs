@@ -124,6 +124,9 @@ pub struct Program {
     /// Resolved: contains a `/`, so it is never searched on the child's PATH.
     pub path: PathBuf,
     pub args: Vec<OsString>,
+    /// `--dir`: the directory entry that was checked, which is what runs (see
+    /// [`crate::route`]); `None` for PROGRAM, run by its path.
+    pub pinned: Option<std::sync::Arc<crate::route::Script>>,
 }
 
 impl Program {
@@ -134,6 +137,7 @@ impl Program {
             path: resolve_program(&name)?,
             name,
             args,
+            pinned: None,
         }))
     }
 }

@@ -29,7 +29,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
 
 use crate::config::Program;
-use crate::route::{self, Walk};
+use crate::route;
 use crate::ws::{self, Conn, Endpoint, Refusal, Target};
 use crate::{cgi, console, statics, upstream};
 
@@ -107,18 +107,17 @@ fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<B
 /// that is a regular file is the script; the rest of the path is `PATH_INFO`.
 fn find_script(dir: &std::path::Path, raw_path: &str) -> Option<(Program, String)> {
     let segs = route::segments(raw_path)?;
-    let Walk::File { file, used } = route::walk(dir, &segs.parts) else {
-        return None;
-    };
-    if !crate::config::is_executable_file(&file) {
-        tracing::info!(script = %file.display(), "not executable; answering 404");
+    let script = route::find_script(dir, &segs.parts)?;
+    if !script.is_executable() {
+        tracing::info!(script = %script.path.display(), "not executable; answering 404");
         return None;
     }
-    let script_name = String::from_utf8(route::url_path(&segs.parts, used)).ok()?;
+    let script_name = String::from_utf8(route::url_path(&segs.parts, script.used)).ok()?;
     let program = Program {
-        name: file.clone().into_os_string(),
-        path: file,
+        name: script.path.clone().into_os_string(),
+        path: script.path.clone(),
         args: Vec::new(),
+        pinned: Some(Arc::new(script)),
     };
     Some((program, script_name))
 }

@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::pin;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -124,6 +125,10 @@ pub fn start(
         args: &program.args,
         env,
         cwd: None,
+        pinned: program.pinned.as_deref().map(|s| child::Pinned {
+            file: s.file.as_fd(),
+            cwd: None,
+        }),
     };
     match pty {
         None => child::spawn(spec).map(|(c, s)| (c, s.into())),

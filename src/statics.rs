@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
 use crate::http::{self, Body};
-use crate::route::{self, Walk};
+use crate::route::{self, Static};
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 64 * 1024;
@@ -45,9 +45,9 @@ pub async fn serve(
     let Some(segs) = route::segments(raw_path) else {
         return Outcome::Miss;
     };
-    let file = match route::walk(root, &segs.parts) {
-        Walk::File { file, used } if used == segs.parts.len() && !segs.trailing_slash => file,
-        Walk::Dir(dir) => {
+    let (file, path) = match route::open_static(root, &segs.parts) {
+        Static::File(file, path) if !segs.trailing_slash => (file, path),
+        Static::Dir(rel) => {
             if !segs.trailing_slash {
                 let location = match query {
                     Some(q) => format!("{raw_path}/?{q}"),
@@ -59,15 +59,19 @@ pub async fn serve(
                 }
                 return Outcome::Served(resp);
             }
-            match route::confine(root, &dir.join("index.html")) {
-                Some(f) if f.is_file() => f,
+            match route::open_index(root, &rel) {
+                Static::File(file, path) => (file, path),
+                Static::Denied => return Outcome::Served(http::text(StatusCode::FORBIDDEN, "forbidden")),
                 _ => return Outcome::Miss,
             }
         }
+        Static::Denied if !segs.trailing_slash => {
+            return Outcome::Served(http::text(StatusCode::FORBIDDEN, "forbidden"));
+        }
         _ => return Outcome::Miss,
     };
-    if cgi_root.is_some_and(|c| file.starts_with(c)) {
-        tracing::debug!(file = %file.display(), "refusing to serve a file under --cgidir");
+    if cgi_root.is_some_and(|c| path.starts_with(c)) {
+        tracing::debug!(file = %path.display(), "refusing to serve a file under --cgidir");
         return Outcome::Miss;
     }
     if method != Method::GET && method != Method::HEAD {
@@ -76,28 +80,17 @@ pub async fn serve(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Outcome::Served(resp);
     }
-    Outcome::Served(answer(file, method == Method::HEAD, headers).await)
+    Outcome::Served(answer(file, &path, method == Method::HEAD, headers))
 }
 
-async fn answer(path: PathBuf, head_only: bool, req: &HeaderMap) -> Response<Body> {
-    let opened = tokio::task::spawn_blocking(move || {
-        let f = File::open(&path)?;
-        let meta = f.metadata()?;
-        Ok::<_, io::Error>((f, meta, path))
-    })
-    .await;
-    let (file, meta, path) = match opened {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return http::text(StatusCode::FORBIDDEN, "forbidden");
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot open a static file");
-            return http::text(StatusCode::NOT_FOUND, "not found");
-        }
+/// The answer from the file that was opened (never reopened by path, so it is the file
+/// that was checked).
+fn answer(file: File, path: &Path, head_only: bool, req: &HeaderMap) -> Response<Body> {
+    let meta = match file.metadata() {
+        Ok(m) => m,
         Err(e) => {
-            tracing::error!(error = %e, "static file task failed");
-            return http::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            tracing::warn!(error = %e, "cannot read a static file's metadata");
+            return http::text(StatusCode::NOT_FOUND, "not found");
         }
     };
     let len = meta.len();
@@ -112,7 +105,7 @@ async fn answer(path: PathBuf, head_only: bool, req: &HeaderMap) -> Response<Bod
 
     let mut resp = Response::new(http::empty());
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_type(&path)));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_type(path)));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Both are built from digits, hex and ASCII names, always valid header values.
     h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii etag"));

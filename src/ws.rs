@@ -213,7 +213,13 @@ pub fn accept(
     }
 
     let program = target.program;
-    let spawned = session::start(program, built.vars, size);
+    let mut vars = built.vars;
+    if program.pinned.is_some() {
+        // `--dir`: a `#!` script runs from its checked descriptor, so its `$0` is
+        // `/dev/fd/N`; this is where it lives.
+        vars.push(("SCRIPT_FILENAME".into(), program.path.clone().into_os_string()));
+    }
+    let spawned = session::start(program, vars, size);
     let (child, stdio) = spawned.map_err(|e| {
         tracing::error!(program = %program.path.display(), error = %e, "failed to start the program");
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to start the program")
