@@ -12,9 +12,14 @@
 //! The script is executed from the descriptor [`crate::route`] opened (see
 //! [`child::Pinned`]), so the file checked is the file run.
 //!
-//! Bounds: a request body of at most [`MAX_BODY`] bytes (413 above it; a chunked body is
-//! gathered first because the script must be told `CONTENT_LENGTH`), a header block of at
-//! most [`MAX_HEAD`] bytes, and `--cgitimeout` for the whole run, output included. A run
+//! The request body is streamed to the script's stdin as it arrives (a frame at a time
+//! through the pipe, so a slow script slows the client down and nothing piles up here). A
+//! chunked body of up to [`CHUNKED_GATHER`] bytes is gathered first so the script can be
+//! told `CONTENT_LENGTH`; a longer one leaves it empty and ends at EOF.
+//!
+//! Bounds: a request body of at most [`MAX_BODY`] bytes in all (413 above it, also when a
+//! chunked body passes it while the script runs), a header block of at most [`MAX_HEAD`]
+//! bytes, and `--cgitimeout` for the whole run, output included. A run
 //! takes a `--maxforks` slot until the script is reaped. A script that fails before its
 //! header block is complete gets the client a 502 (504 on timeout); one that dies by a
 //! signal or runs out of time after that has its answer cut off, so the client never
@@ -28,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
@@ -37,6 +42,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::child::{self, Child, Spec};
@@ -47,6 +53,9 @@ use crate::{env, reap, relay, session};
 
 /// Largest request body given to a script.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
+/// A chunked request body up to this size is gathered before the script starts, so
+/// that the script is told `CONTENT_LENGTH`; a longer one is streamed without it.
+pub const CHUNKED_GATHER: usize = 64 * 1024;
 /// Largest header block a script may print.
 pub const MAX_HEAD: usize = 32 * 1024;
 /// How long stderr may take to reach EOF once the script is gone.
@@ -56,7 +65,7 @@ const READ_AHEAD: usize = 4;
 
 /// A script a path names.
 pub struct Script {
-    /// The file, opened beneath the root: what runs.
+    /// The file, pinned to the directory entry that was checked; what runs.
     pub found: route::Script,
     /// Its decoded URL path: `SCRIPT_NAME`.
     pub script_name: String,
@@ -127,9 +136,17 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     } = stdio;
     let stderr = tokio::spawn(session::log_stderr(stderr, None).in_current_span());
     // Bounded by the deadline too: a client that stops sending cannot hold the task.
-    tokio::spawn(timeout_at(deadline, feed(stdin, input)).in_current_span());
+    let body_too_large = CancellationToken::new();
+    tokio::spawn(timeout_at(deadline, feed(stdin, input, body_too_large.clone())).in_current_span());
 
-    let head = match timeout_at(deadline, read_head(&mut stdout)).await {
+    let head = tokio::select! {
+        head = timeout_at(deadline, read_head(&mut stdout)) => head,
+        () = body_too_large.cancelled() => {
+            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            return Answer::Response(too_large());
+        }
+    };
+    let head = match head {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI response");
@@ -167,7 +184,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     let grace = ep.config.close_grace;
     tokio::spawn(
         async move {
-            let cut = stream(&mut stdout, head.rest, &tx, deadline, &mut child).await;
+            let cut = stream(&mut stdout, head.rest, &tx, deadline, &mut child, body_too_large).await;
             drop(stdout);
             finish(child, stderr, grace, Some((tx, cut)), permit).await;
         }
@@ -180,28 +197,36 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
 enum Input {
     None,
     Buffered(Bytes),
-    /// Streamed from the client: exactly this many bytes.
-    Stream(Incoming, u64),
+    /// Streamed to the script as it arrives, after `first`: exactly `len` bytes when the
+    /// client said so (`Content-Length`), else until the body ends (chunked); at most
+    /// [`MAX_BODY`] in all.
+    Stream {
+        body: Incoming,
+        first: Bytes,
+        len: Option<u64>,
+    },
 }
 
 impl Input {
+    /// `CONTENT_LENGTH`, when it is known before the script starts.
     fn len(&self) -> Option<u64> {
         match self {
             Input::None => None,
             Input::Buffered(b) => Some(b.len() as u64),
-            Input::Stream(_, n) => Some(*n),
+            Input::Stream { len, .. } => *len,
         }
     }
 }
 
+fn too_large() -> Response<Body> {
+    http::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body too large: at most {MAX_BODY} bytes"),
+    )
+}
+
 async fn read_input(parts: &Parts, body: Option<Incoming>, deadline: Instant) -> Result<Input, Response<Body>> {
-    let Some(body) = body else { return Ok(Input::None) };
-    let too_big = || {
-        http::text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body too large: at most {MAX_BODY} bytes"),
-        )
-    };
+    let Some(mut body) = body else { return Ok(Input::None) };
     if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
@@ -210,23 +235,43 @@ async fn read_input(parts: &Parts, body: Option<Incoming>, deadline: Instant) ->
             .ok_or_else(|| http::text(StatusCode::BAD_REQUEST, "bad Content-Length"))?;
         return match len {
             0 => Ok(Input::None),
-            n if n > MAX_BODY => Err(too_big()),
-            n => Ok(Input::Stream(body, n)),
+            n if n > MAX_BODY => Err(too_large()),
+            n => Ok(Input::Stream {
+                body,
+                first: Bytes::new(),
+                len: Some(n),
+            }),
         };
     }
     if !parts.headers.contains_key(header::TRANSFER_ENCODING) {
         return Ok(Input::None);
     }
-    // Chunked: the script must be told CONTENT_LENGTH, so gather it (bounded) first.
-    match timeout_at(deadline, Limited::new(body, MAX_BODY as usize).collect()).await {
-        Ok(Ok(collected)) => {
-            let b = collected.to_bytes();
-            Ok(if b.is_empty() { Input::None } else { Input::Buffered(b) })
+    // Chunked: a short body is gathered, so the script is told CONTENT_LENGTH as CGI
+    // scripts expect (php-cgi reads nothing without it); a longer one is streamed from
+    // what came so far, with CONTENT_LENGTH unset and EOF marking its end.
+    let mut first = bytes::BytesMut::new();
+    while first.len() <= CHUNKED_GATHER {
+        match timeout_at(deadline, body.frame()).await {
+            Ok(None) => {
+                return Ok(match first.is_empty() {
+                    true => Input::None,
+                    false => Input::Buffered(first.freeze()),
+                })
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    first.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(_))) => return Err(http::text(StatusCode::BAD_REQUEST, "request body could not be read")),
+            Err(_) => return Err(http::text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
-        Ok(Err(_)) => Err(http::text(StatusCode::BAD_REQUEST, "request body could not be read")),
-        Err(_) => Err(http::text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     }
+    Ok(Input::Stream {
+        body,
+        first: first.freeze(),
+        len: None,
+    })
 }
 
 fn environment(
@@ -288,24 +333,46 @@ fn environment(
     Ok(vars)
 }
 
-/// Writes the body to the script's stdin, then closes it. A script that does not read
-/// its input is not an error: the rest is discarded.
-async fn feed(mut stdin: pipe::Sender, input: Input) {
-    match input {
-        Input::None => {}
+/// Writes the body to the script's stdin as it arrives (one frame at a time, so a script
+/// that reads slowly slows the client down), then closes it. A script that does not read
+/// its input is not an error: the rest is discarded. A chunked body that passes
+/// [`MAX_BODY`] is cut there and `over_limit` is told, so the client gets 413.
+async fn feed(mut stdin: pipe::Sender, input: Input, over_limit: CancellationToken) {
+    let (mut body, first, len) = match input {
+        Input::None => return,
         Input::Buffered(b) => {
             let _ = stdin.write_all(&b).await;
+            return;
         }
-        Input::Stream(mut body, mut left) => {
-            while left > 0 {
-                let Some(Ok(frame)) = body.frame().await else { break };
-                let Ok(data) = frame.into_data() else { continue };
-                let n = (data.len() as u64).min(left);
-                left -= n;
-                if stdin.write_all(&data[..n as usize]).await.is_err() {
-                    break;
-                }
+        Input::Stream { body, first, len } => (body, first, len),
+    };
+    let limit = len.unwrap_or(MAX_BODY);
+    let mut sent = first.len() as u64;
+    if stdin.write_all(&first).await.is_err() {
+        return;
+    }
+    drop(first);
+    while sent < limit || len.is_none() {
+        let data = match body.frame().await {
+            None => return,
+            Some(Err(e)) => {
+                tracing::info!(error = %e, sent, "request body ended early; the script got what came");
+                return;
             }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        if len.is_none() && sent + data.len() as u64 > limit {
+            tracing::info!(limit = MAX_BODY, "chunked request body too large; answering 413");
+            over_limit.cancel();
+            return;
+        }
+        let n = (data.len() as u64).min(limit - sent);
+        sent += n;
+        if stdin.write_all(&data[..n as usize]).await.is_err() {
+            return;
         }
     }
 }
@@ -417,6 +484,8 @@ enum Cut {
     TimedOut,
     ClientGone,
     ReadError,
+    /// The script answered before the client's chunked body passed [`MAX_BODY`].
+    BodyTooLarge,
 }
 
 /// Sends the output after the header block until EOF or the deadline.
@@ -426,6 +495,7 @@ async fn stream(
     tx: &BodySender,
     deadline: Instant,
     child: &mut Child,
+    body_too_large: CancellationToken,
 ) -> Cut {
     if !first.is_empty() && tx.send(Ok(first)).await.is_err() {
         return Cut::ClientGone;
@@ -441,6 +511,12 @@ async fn stream(
                 Ok(None) => return Cut::Complete,
                 Err(_) => return Cut::ReadError,
             }
+        }
+    };
+    let pump = async {
+        tokio::select! {
+            cut = pump => cut,
+            () = body_too_large.cancelled() => Cut::BodyTooLarge,
         }
     };
     let cut = timeout_at(deadline, pump).await.unwrap_or(Cut::TimedOut);
@@ -478,6 +554,7 @@ async fn finish(
             Cut::Complete | Cut::ClientGone => None,
             Cut::TimedOut => Some("the script ran out of time (--cgitimeout)"),
             Cut::ReadError => Some("reading the script's output failed"),
+            Cut::BodyTooLarge => Some("the request body passed the limit after the script had answered"),
         };
         match why {
             Some(why) => {

@@ -180,3 +180,104 @@ async fn cgi_runs_count_against_maxforks() {
     assert_eq!(get(server.addr, "/env.cgi").await.status, 200, "the slot came back");
     let _ = std::fs::remove_file(&pidfile);
 }
+
+/// Sends a chunked POST of `chunks` chunks of `size` bytes (and the last chunk only when
+/// `finish`); a write that cannot go on within a second means the server pushes back,
+/// and sending stops there. Returns the connection and how many chunks went.
+async fn chunked_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    chunks: usize,
+    size: usize,
+    finish: bool,
+) -> (tokio::net::TcpStream, usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = within(STEP, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let head =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n");
+    within(STEP, tcp.write_all(head.as_bytes())).await.expect("head");
+    let mut chunk = format!("{size:x}\r\n").into_bytes();
+    chunk.extend(std::iter::repeat_n(b'x', size));
+    chunk.extend_from_slice(b"\r\n");
+    let mut sent = 0;
+    while sent < chunks {
+        match tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) | Err(_) => return (tcp, sent),
+        }
+    }
+    if finish {
+        let _ = within(STEP, tcp.write_all(b"0\r\n\r\n")).await;
+    }
+    (tcp, sent)
+}
+
+async fn answer_of(mut tcp: tokio::net::TcpStream) -> Answer {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let _ = within(STEP, tcp.read_to_end(&mut buf)).await;
+    parse(&buf, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_chunked_bodies_stream_to_the_script() {
+    let server = TestServer::start(&[&cgidir()]).await;
+    // A short chunked body is gathered, so the script is told CONTENT_LENGTH.
+    let (tcp, _) = chunked_post(server.addr, "/count.cgi", 2, 1000, true).await;
+    let a = answer_of(tcp).await;
+    assert_eq!((a.status, a.text().as_str()), (200, "read=2000 content_length=2000\n"));
+    // A long one streams as it comes, CONTENT_LENGTH unset, EOF at its end.
+    let (tcp, sent) = chunked_post(server.addr, "/count.cgi", 64, 64 * 1024, true).await;
+    assert_eq!(sent, 64);
+    let a = answer_of(tcp).await;
+    assert_eq!((a.status, a.text().as_str()), (200, "read=4194304 content_length=\n"));
+    // The 16 MiB limit holds for the total: 413, and the script is stopped.
+    let (tcp, _) = chunked_post(server.addr, "/count.cgi", 260, 64 * 1024, true).await;
+    let a = answer_of(tcp).await;
+    assert_eq!(a.status, 413, "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_floods_are_not_held_in_memory() {
+    // 24 clients each start a 16 MiB chunked body for a script that never reads it and
+    // never finish it. The server used to gather every body before starting the script.
+    let server = BinServer::start(&[&cgidir()]);
+    let a = get(server.addr, "/env.cgi").await;
+    assert_eq!(a.status, 200);
+    let before = rss_kib(server.pid());
+    let mut flood = Vec::new();
+    for _ in 0..24 {
+        flood.push(tokio::spawn(chunked_post(
+            server.addr,
+            "/ignores.cgi",
+            250,
+            64 * 1024,
+            false,
+        )));
+    }
+    let mut held = Vec::new();
+    let mut sent = 0;
+    for f in flood {
+        let (tcp, n) = within(Duration::from_secs(60), f).await.expect("flood task");
+        sent += n;
+        held.push(tcp);
+    }
+    let after = rss_kib(server.pid());
+    eprintln!("RSS {before} KiB -> {after} KiB with {sent} chunks of 64 KiB sent");
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB while {sent} chunks of 64 KiB were pushed"
+    );
+    drop(held);
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
