@@ -6,9 +6,12 @@
 //! WebSocket URL is computed in the browser from `location`, `wss://` under `https:`), and
 //! messages are shown with `textContent`, so there is nothing to inject (websocketd's
 //! console reflected the request URL unescaped). A Content-Security-Policy keeps it that
-//! way: no external scripts, styles, frames or forms. Opening the page with
-//! `#autotest=TEXT` connects at once and sends TEXT: the browser test uses it, and it is
-//! handy for a quick check from a bookmark.
+//! way: no external scripts, styles, frames or forms.
+//!
+//! The page connects and sends only when the person using it clicks or types: nothing in
+//! its URL makes it act by itself. Any site can send a browser to this page, and the
+//! WebSocket it opens is same-origin, so a page that connected or sent on load would let
+//! that site talk to the program past the origin check.
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -92,12 +95,12 @@ function connected(on) {
   if (on) $("msg").focus();
 }
 
-function connect(first) {
+function connect() {
   let sock;
   try { sock = new WebSocket($("url").value); } catch (e) { show("err", "error: " + e.message); return; }
   ws = sock;
   show("info", "connecting to " + sock.url);
-  sock.onopen = () => { show("info", "open"); connected(true); if (first !== undefined) send(first); };
+  sock.onopen = () => { show("info", "open"); connected(true); };
   sock.onmessage = (e) => show("in", typeof e.data === "string" ? e.data : "[binary message, " + (e.data.size || e.data.byteLength) + " bytes]");
   sock.onerror = () => show("err", "error");
   sock.onclose = (e) => { show("info", "closed (code " + e.code + (e.reason ? ", " + e.reason : "") + ")"); if (ws === sock) { ws = null; connected(false); } };
@@ -112,7 +115,6 @@ function send(text) {
 $("open").onclick = () => connect();
 $("close").onclick = () => { if (ws) ws.close(1000); };
 $("form").onsubmit = (e) => { e.preventDefault(); send($("msg").value); $("msg").value = ""; };
-if (location.hash.startsWith("#autotest=")) connect(decodeURIComponent(location.hash.slice(10)));
 </script>
 </body>
 </html>

@@ -22,7 +22,8 @@
 //!   [`pipesize`] (the program's pipes grow when large messages pass), [`env`] (CGI
 //!   environment),
 //!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
-//!   [`framing`] (bytes ↔ messages for each `--framing` mode).
+//!   [`framing`] (bytes ↔ messages for each `--framing` mode); [`text`] escapes control
+//!   characters in a program's stderr before it is logged.
 //! - [`outbound`] (`--connect`): the client direction. It dials out (through an HTTP
 //!   proxy's CONNECT tunnel from [`outbound::proxy`] when one applies; client TLS for
 //!   wss://), then hands the socket to [`session`] like [`ws`] does, with a program or, in
@@ -53,6 +54,7 @@ pub mod session;
 pub mod shared;
 pub mod shutdown;
 pub mod statics;
+pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod upstream;

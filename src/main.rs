@@ -145,12 +145,17 @@ fn announce(listeners: &[Listener], tls: bool) {
 
 /// SIGHUP rereads `--sslcert`/`--sslkey`; a bad pair is logged and the old one kept.
 /// Without TLS it is logged and ignored (rather than killing the server, SIGHUP's
-/// default), so `systemctl reload` is always safe.
+/// default), so `systemctl reload` is always safe. The reload reads files, which can
+/// block (a slow disk), so it runs on tokio's blocking pool, never on an async worker
+/// that handshakes and sessions need; one reload at a time.
 fn watch_reload(tls: Option<Tls>) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            reload(tls.as_ref());
+            let tls = tls.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || reload(tls.as_ref())).await {
+                tracing::error!(signal = "SIGHUP", error = %e, "certificate reload failed; keeping the old one");
+            }
         }
     });
     Ok(())

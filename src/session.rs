@@ -33,6 +33,7 @@ use tracing::Instrument;
 use crate::child::{self, Child, Stdio};
 use crate::config::{Config, Program};
 use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
+use crate::text::Escaped;
 use crate::{pipesize, pty, reap};
 
 /// After the program exits, how long its output may make no progress before the session
@@ -491,9 +492,10 @@ pub(crate) async fn finish_stderr(task: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// Logs the program's stderr line by line (long lines in pieces), always reading, so it
-/// can never fill up and block the program; with `to_client` (`--passstderr`) each line is
-/// also queued for the client, which then paces the program like stdout does.
+/// Logs the program's stderr line by line (long lines in pieces, control characters
+/// escaped), always reading, so it can never fill up and block the program; with
+/// `to_client` (`--passstderr`) each line is also queued for the client, unescaped, which
+/// then paces the program like stdout does.
 pub(crate) async fn log_stderr(
     mut stderr: pipe::Receiver,
     mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
@@ -512,7 +514,8 @@ pub(crate) async fn log_stderr(
             }
         };
         for line in lines.drain(..) {
-            tracing::warn!(target: "wsbridge::stderr", line = %String::from_utf8_lossy(&line));
+            // Escaped for the log only: the client (--passstderr) gets the line as written.
+            tracing::warn!(target: "wsbridge::stderr", line = %Escaped(&String::from_utf8_lossy(&line)));
             if let Some(tx) = &to_client {
                 if tx.send(line).await.is_err() {
                     to_client = None; // the session's output side is done

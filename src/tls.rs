@@ -11,8 +11,14 @@
 //! connection, new ones get the new files. Files that fail to load (unreadable, a key that
 //! does not match the certificate, a bad CA file) are reported and the old configuration
 //! stays in service.
+//!
+//! Every certificate, key and CA file (here and for `--connect`'s client TLS) is read by
+//! [`read_pem_file`]: only a regular file of at most 1 MiB, opened so that a FIFO or a
+//! device in its place cannot block the open, read whole and then parsed from memory. A
+//! key path replaced by a FIFO would otherwise hang the reload until something wrote to
+//! it. [`Tls::reload`] still does file I/O, so its caller runs it off the async workers.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -60,7 +66,8 @@ impl Tls {
     }
 
     /// Rereads `--sslcert`, `--sslkey` and `--sslca`. On failure the old configuration
-    /// stays in service.
+    /// stays in service. It reads files: call it where blocking is allowed
+    /// (`tokio::task::spawn_blocking`).
     pub fn reload(&self) -> Result<(), String> {
         let config = build(&self.files, &self.provider)?;
         // A poisoned lock still holds a valid configuration (writers only swap an Arc).
@@ -101,8 +108,7 @@ fn build(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Arc<ServerC
 fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
     let cert_shown = files.cert.display();
     let certs = read_certs(&files.cert, "--sslcert")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read --sslkey={}: {}", files.key.display(), pem_error(&e)))?;
+    let key = read_key(&files.key)?;
     let pair = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
         format!(
             "cannot use --sslkey={} with --sslcert={cert_shown}: {e}",
@@ -112,10 +118,54 @@ fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<Certifie
     Ok(Arc::new(pair))
 }
 
+/// The most a certificate, key or CA file may hold; real ones are a few KiB (a CA bundle
+/// about 200 KiB).
+const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+
+/// The contents of `path` (given as `flag`), which must be a regular file of at most
+/// [`MAX_PEM_FILE_BYTES`]. `O_NONBLOCK` makes opening a FIFO return at once instead of
+/// waiting for a writer (it changes nothing for reading a regular file), `O_NOCTTY` keeps
+/// a terminal from becoming ours; then `fstat` on the open file refuses anything else,
+/// with no window for the path to be swapped in between.
+pub(crate) fn read_pem_file(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |why: &dyn std::fmt::Display| format!("cannot read {flag}={}: {why}", path.display());
+    let io_fail = |e: io::Error| fail(&e.to_string().to_lowercase());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_fail)?;
+    let meta = file.metadata().map_err(io_fail)?;
+    if !meta.file_type().is_file() {
+        return Err(fail(&"not a regular file"));
+    }
+    let too_big = || fail(&format_args!("larger than {} MiB", MAX_PEM_FILE_BYTES >> 20));
+    if meta.len() > MAX_PEM_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut pem = Vec::with_capacity(meta.len() as usize);
+    // One byte past the cap tells a file that grew since the fstat.
+    file.take(MAX_PEM_FILE_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(io_fail)?;
+    if pem.len() as u64 > MAX_PEM_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(pem)
+}
+
+/// The private key in `path` (`--sslkey`).
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read_pem_file(path, "--sslkey")?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| format!("cannot read --sslkey={}: {}", path.display(), pem_error(&e)))
+}
+
 pub(crate) fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {flag}={shown}: {}", pem_error(&e)))?
+    let pem = read_pem_file(path, flag)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot read {flag}={shown}: {}", pem_error(&e)))?;
     if certs.is_empty() {
@@ -140,5 +190,48 @@ pub(crate) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
         Error::Io(io) => io.to_string().to_lowercase(),
         Error::NoItemsFound => "no PEM item of the expected kind in it".to_owned(),
         other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system's temporary directory.
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("wsbridge-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create scratch dir");
+        d
+    }
+
+    #[test]
+    fn pem_files_must_be_small_regular_files() {
+        let d = scratch("pem-read");
+        let ok = d.join("ok.pem");
+        std::fs::write(&ok, "-----BEGIN X-----\n").expect("write");
+        assert_eq!(
+            read_pem_file(&ok, "--sslcert").expect("a regular file"),
+            b"-----BEGIN X-----\n"
+        );
+
+        // Opening a FIFO nobody writes to must not wait for a writer.
+        let fifo = d.join("fifo.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let e = read_pem_file(&fifo, "--sslkey").expect_err("a FIFO");
+        assert_eq!(
+            e,
+            format!("cannot read --sslkey={}: not a regular file", fifo.display())
+        );
+        let e = read_pem_file(&d, "--sslca").expect_err("a directory");
+        assert!(e.ends_with(": not a regular file"), "{e}");
+
+        let big = d.join("big.pem");
+        std::fs::write(&big, vec![b'A'; MAX_PEM_FILE_BYTES as usize + 1]).expect("write");
+        let e = read_pem_file(&big, "--sslca").expect_err("too big");
+        assert!(e.ends_with(": larger than 1 MiB"), "{e}");
+        let e = read_pem_file(&d.join("missing"), "--sslcert").expect_err("missing");
+        assert!(e.contains("missing: no such file or directory"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -1,8 +1,10 @@
 //! A real browser (headless Chromium from Debian) against the real binary: the
-//! `--devconsole` page talks to an echo program, and a page served from another port
-//! reaches wsbridge only when `--origin` allows that page. Chromium's DOM dump is the
-//! evidence. The test fails (it does not skip) when Chromium is missing: tools/test.sh
-//! installs it.
+//! `--devconsole` page, used as a person would (clicks and typing through DevTools),
+//! talks to an echo program, and a page on another site that sends the browser to the
+//! console cannot make it connect or send; a page served from another port reaches
+//! wsbridge only when `--origin` allows that page. What the page shows, read through
+//! DevTools, is the evidence. The test fails (it does not skip) when Chromium is missing:
+//! tools/test.sh installs it.
 
 mod common;
 mod rawhttp;
@@ -248,14 +250,34 @@ ws.onclose = (e) => {{ out.textContent += "closed:" + e.code + "\n"; }};
 
 const OUT: &str = "document.getElementById('out') ? document.getElementById('out').textContent : ''";
 
+/// JavaScript that uses the `--devconsole` page at `host` as a person would: once the page
+/// has loaded, it notes what the page's log showed by then, clicks Connect, and when the
+/// message box is enabled types `msg` into it and submits the form. It is evaluated again
+/// and again, so each step runs once (guarded by flags on `window`, which a navigation
+/// resets). Yields `URL | at load: [LOG] | LOG`, each log line as `class:text`.
+fn console_user(host: &str, msg: &str) -> String {
+    format!(
+        r#"(() => {{
+  const el = (id) => document.getElementById(id);
+  const lines = () => Array.from(document.querySelectorAll('#log div')).map(d => d.className + ':' + d.textContent).join(' | ');
+  if (location.host !== {host} || document.readyState !== 'complete' || !el('open')) return 'not on the console: ' + location.href;
+  if (window.wsbridgeAtLoad === undefined) window.wsbridgeAtLoad = lines();
+  if (!window.wsbridgeClicked && !el('open').disabled) {{ window.wsbridgeClicked = true; el('open').click(); }}
+  if (!window.wsbridgeSent && !el('msg').disabled) {{ window.wsbridgeSent = true; el('msg').value = {msg}; el('form').requestSubmit(); }}
+  return el('url').value + ' | at load: [' + window.wsbridgeAtLoad + '] | ' + lines();
+}})()"#,
+        host = json_string(host),
+        msg = json_string(msg),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devconsole_page_echoes_through_a_real_browser() {
     chromium();
     let server = BinServer::start(&["--devconsole", "cat"]);
-    let url = format!("http://{}/some/path?x=1#autotest=hello%20from%20chromium", server.addr);
-    let expr = "document.getElementById('url').value + ' | ' + \
-                Array.from(document.querySelectorAll('#log div')).map(d => d.className + ':' + d.textContent).join(' | ')";
-    let seen = eval_in_page(&url, expr, "in:\u{2190} hello from chromium").await;
+    let url = format!("http://{}/some/path?x=1", server.addr);
+    let expr = console_user(&server.addr.to_string(), "hello from chromium");
+    let seen = eval_in_page(&url, &expr, "in:\u{2190} hello from chromium").await;
     assert!(
         seen.contains("in:\u{2190} hello from chromium"),
         "the console did not show the echo: {seen}\nlog:\n{}",
@@ -265,6 +287,71 @@ async fn devconsole_page_echoes_through_a_real_browser() {
         seen.starts_with(&format!("ws://{}/some/path?x=1 |", server.addr)),
         "{seen}"
     );
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("wsbridge-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_page_cannot_make_the_console_send() {
+    chromium();
+    let dir = TempDir::new("console-csrf");
+    let received = dir.0.join("received");
+    let received_arg = received.to_str().expect("utf-8 temp path");
+    // Records every line it receives, then echoes it.
+    let recorder = r#"while IFS= read -r l; do printf '%s\n' "$l" >> "$0"; printf '%s\n' "$l"; done"#;
+    let server = BinServer::start(&["--devconsole", "sh", "-c", recorder, received_arg]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page server");
+    let page_port = listener.local_addr().expect("addr").port();
+    // The foreign page sends the browser to the console with a message in the fragment.
+    let evil = format!(
+        r#"<!doctype html><html><body><script>location.href = "http://{}/#autotest=evil";</script></body></html>"#,
+        server.addr
+    );
+    let pager = tokio::spawn(serve_pages(listener, vec![("evil".to_owned(), evil)]));
+
+    let expr = console_user(&server.addr.to_string(), "user-marker");
+    let seen = eval_in_page(
+        &format!("http://127.0.0.1:{page_port}/evil"),
+        &expr,
+        "in:\u{2190} user-marker",
+    )
+    .await;
+    pager.abort();
+    let at_load = seen
+        .split(" | at load: [")
+        .nth(1)
+        .and_then(|rest| rest.split("] | ").next())
+        .unwrap_or_else(|| panic!("the console page never loaded: {seen}"));
+    assert!(
+        !at_load.contains("connecting"),
+        "the console connected by itself on load: {seen}\nlog:\n{}",
+        server.log()
+    );
+    assert!(
+        seen.contains("in:\u{2190} user-marker"),
+        "the user's message got no echo: {seen}\nlog:\n{}",
+        server.log()
+    );
+    // The marker's echo came after the program recorded it; anything sent before the
+    // user acted would be in the file before it.
+    let got = std::fs::read_to_string(&received).expect("the program recorded the marker");
+    assert_eq!(got, "user-marker\n", "the program received more than the user sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -416,6 +416,39 @@ async fn stderr_flood_without_newlines_neither_blocks_nor_grows_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_control_characters_are_logged_escaped() {
+    // Colours and a bell: on an operator's terminal or in a log viewer these would act.
+    let script = r"printf '\033[31mRED\033[0m bell\007\n' >&2; echo done";
+    let server = Server::start(&["--passstderr", "sh", "-c", script]);
+    let (mut got, code, _) = whole_session(&server, "/").await;
+    assert_eq!(code, CloseCode::Normal);
+    got.sort();
+    // The client still gets the bytes as the program wrote them (JSON-escaped by the tag).
+    assert_eq!(
+        got,
+        [
+            r#"{"stream":"stderr","data":"\u001b[31mRED\u001b[0m bell\u0007"}"#,
+            r#"{"stream":"stdout","data":"done"}"#,
+        ]
+    );
+    server.wait_log("session ended").await;
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("wsbridge::stderr"))
+        .unwrap_or_else(|| panic!("no stderr line logged:\n{log}"));
+    assert!(
+        line.ends_with(r"line=\u{1b}[31mRED\u{1b}[0m bell\u{7}"),
+        "not escaped: {line:?}"
+    );
+    assert!(
+        !log.contains(['\x1b', '\x07']),
+        "a raw control character reached the log: {log:?}"
+    );
+    server.assert_clean("stderr escapes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descendants_three_levels_deep_are_killed_on_close_and_on_reset() {
     let server = Server::start(&[&faulty()]);
     // Per session: the leader (cat), three sleeps in the background, a shell with a sleep

@@ -1,7 +1,8 @@
 //! `--ssl` with the real binary and certificates made by `openssl` in the test: wss with
 //! our client (tokio-rustls with the test CA) and with Python's `websockets`, `HTTPS=on`,
 //! ALPN, plain HTTP to the TLS port, client certificates (`--sslca`), SIGHUP reload under
-//! a live session, and the startup errors.
+//! a live session, a FIFO in place of the key (at startup and on reload), and the startup
+//! errors.
 #![cfg(feature = "tls")]
 
 mod deploy_support;
@@ -256,6 +257,58 @@ async fn sighup_rereads_the_client_ca_too() {
     p.wait_log("certificate reload failed").await;
     let mut after = wss(addr, &srv_ca, Some((&rc, &rk))).await.expect("CA 2 still trusted");
     report(&mut after).await;
+}
+
+/// Replaces `path` by a FIFO that nothing writes to: opening it for reading the usual way
+/// waits for a writer, forever.
+fn fifo_in_place_of(path: &Path) {
+    std::fs::remove_file(path).expect("remove the file");
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+}
+
+#[tokio::test]
+async fn sighup_with_a_fifo_key_keeps_serving() {
+    let dir = pki("reload-fifo");
+    let p = start(&dir, &[]);
+    let addr = p.tcp_addr();
+    let ca = dir.path("srv-ca.pem");
+    let mut live = wss(addr, &ca, None).await.expect("wss before the reload");
+    report(&mut live).await;
+
+    fifo_in_place_of(&dir.path("server.key"));
+    p.signal(nix::sys::signal::Signal::SIGHUP);
+    p.wait_log("not a regular file").await;
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("not a regular file"))
+        .expect("the line just waited for");
+    assert!(
+        line.contains("certificate reload failed") && line.contains("--sslkey="),
+        "the failure names the reload and the key: {line}"
+    );
+    let mut fresh = wss(addr, &ca, None).await.expect("new TLS connections still served");
+    report(&mut fresh).await;
+    echo(&mut fresh, "after the refused reload").await;
+    echo(&mut live, "the live session too").await;
+}
+
+#[tokio::test]
+async fn a_fifo_key_is_refused_at_startup() {
+    let dir = pki("start-fifo");
+    fifo_in_place_of(&dir.path("server.key"));
+    let cert = format!("--sslcert={}", dir.path("server.pem").display());
+    let key = format!("--sslkey={}", dir.path("server.key").display());
+    let mut cmd = tokio::process::Command::from(Proc::command());
+    cmd.args(["--port=0", "--address=127.0.0.1", "--ssl", &cert, &key, "cat"])
+        .kill_on_drop(true);
+    let out = within(STEP, cmd.output()).await.expect("run wsbridge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--sslkey=") && err.contains("not a regular file"),
+        "names the key and why: {err}"
+    );
 }
 
 #[test]

@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{load_roots, pem_error, read_certs};
+use crate::tls::{load_roots, read_certs, read_key};
 
 /// The connector for every wss:// connection of this run.
 pub fn connector(
@@ -39,8 +38,7 @@ pub fn connector(
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let certs = read_certs(cert, "--sslcert")?;
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read --sslkey={}: {}", key.display(), pem_error(&e)))?;
+            let key_der = read_key(key)?;
             builder.with_client_auth_cert(certs, key_der).map_err(|e| {
                 format!(
                     "cannot use --sslkey={} with --sslcert={}: {e}",
