@@ -122,8 +122,9 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
     // hyper already answered any `Expect: 100-continue` when the body was first read.
     headers.remove(header::EXPECT);
     add_forwarded(&mut headers, &parts.headers, conn);
-    if !headers.contains_key(header::HOST) {
-        // An HTTP/1.0 client may send none; HTTP/1.1 requires one.
+    if parts.version == Version::HTTP_10 && !headers.contains_key(header::HOST) {
+        // An HTTP/1.0 client may send none ([`http::serve`] refuses HTTP/1.1 without one),
+        // but the request goes on as HTTP/1.1, which needs one.
         if let Ok(v) = HeaderValue::from_str(&up.authority) {
             headers.insert(header::HOST, v);
         }
