@@ -7,6 +7,8 @@
 //! through hyper's bounded buffers. Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and
 //! the fields it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
 //! `Transfer-Encoding`, `Upgrade`) are removed both ways. The request keeps its `Host`
+//! (already checked by [`crate::http`]; `Connection` cannot name it away, and only an
+//! HTTP/1.0 request without one gets the upstream's authority)
 //! and gains `X-Forwarded-For` (the client's address appended to any list it brought),
 //! `X-Forwarded-Proto` and `X-Forwarded-Host`. Connecting is bounded by
 //! [`CONNECT_TIMEOUT`] and the answer's head by [`HEAD_TIMEOUT`]; an unreachable or
@@ -151,7 +153,8 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
     Response::from_parts(head, body.map_err(io::Error::other).boxed_unsync())
 }
 
-/// Removes the hop-by-hop fields, including those `Connection` names.
+/// Removes the hop-by-hop fields, including those `Connection` names, except `Host`: it
+/// is end-to-end, and a client that names it must not make the upstream see another.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -159,6 +162,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
         .collect();
     for name in named {
         h.remove(name);
@@ -228,5 +232,13 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, Host"));
+        h.insert(header::HOST, HeaderValue::from_static("board"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.get(header::HOST).map(|v| v.as_bytes()),
+            Some(&b"board"[..]),
+            "Host is end-to-end"
+        );
     }
 }

@@ -195,6 +195,35 @@ async fn forwarded_headers_and_bodies() {
     assert!(a.text().ends_with("3\r\nabc\r\n0\r\n\r\n"), "{:?}", a.text());
 }
 
+/// The request head the echo upstream got for `raw`, lower-cased.
+async fn head_seen_by_upstream(server: &TestServer, raw: &str) -> String {
+    let a = send(server.addr, raw.as_bytes(), false).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let seen = a.text().to_ascii_lowercase();
+    seen.split_once("\r\n\r\n").expect("echoed head").0.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_strip_the_host_the_upstream_sees() {
+    let up = echo_upstream().await;
+    let server = TestServer::start(&[&format!("--upstream=http://{up}"), "cat"]).await;
+    // Each asks to close, so the answer ends the exchange.
+    for connection in ["close, Host", "host, close", "Host\r\nConnection: close"] {
+        let raw = format!("GET /page HTTP/1.1\r\nHost: board.example\r\nConnection: {connection}\r\n\r\n");
+        let head = head_seen_by_upstream(&server, &raw).await;
+        assert!(
+            head.contains("\r\nhost: board.example\r\n"),
+            "Connection: {connection}: {head}"
+        );
+        assert!(!head.contains(&up.to_string()), "Connection: {connection}: {head}");
+    }
+    let head = head_seen_by_upstream(&server, "GET /page HTTP/1.0\r\n\r\n").await;
+    assert!(
+        head.lines().any(|l| l == format!("host: {up}")),
+        "HTTP/1.0 without Host: the upstream's own: {head}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
