@@ -4,8 +4,9 @@
 //! body type every answer uses, not what any handler does.
 //!
 //! Before dispatch, a request that breaks the rules every handler relies on is refused
-//! here, once: two `Host` lines, HTTP/1.1 without `Host`, or a `Host` that is not
-//! `host[:port]` (RFC 9112 §3.2) get 400.
+//! here, once: a transfer coding other than `chunked` gets 501 (RFC 9112 §6.1); two
+//! `Host` lines, HTTP/1.1 without `Host`, or a `Host` that is not `host[:port]` (RFC 9112
+//! §3.2) get 400.
 //!
 //! Dispatch: a WebSocket upgrade goes to [`crate::ws`] (PROGRAM, or with `--dir` the
 //! script its path names; no script there is a 404 before any upgrade). Any other request
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::mpsc;
@@ -73,22 +74,44 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
     Ok(resp)
 }
 
-/// The answer to a request no handler may see, because its `Host` breaks RFC 9112 §3.2
-/// (websocketd's Go server refuses the same ones). The connection is closed after it.
+/// The answer to a request no handler may see (websocketd's Go server refuses the same
+/// ones): a transfer coding other than chunked, which would be lost on the way (501, RFC
+/// 9112 §6.1), or a `Host` that breaks RFC 9112 §3.2 (400). The connection is closed
+/// after it, since the body's framing may not be understood.
 fn refuse_malformed(req: &Request<Incoming>) -> Option<Response<Body>> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let why = match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => "bad request: more than one Host header",
-        // HTTP/1.0 clients may leave it out; hyper speaks nothing older.
-        (None, _) if req.version() != Version::HTTP_10 => "bad request: an HTTP/1.1 request needs a Host header",
-        (Some(host), None) if !valid_host(host.as_bytes()) => "bad request: Host is not host[:port]",
-        _ => return None,
+    let (status, why) = if !only_chunked(req.headers()) {
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented: a transfer coding other than chunked",
+        )
+    } else {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let why = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => "bad request: more than one Host header",
+            // HTTP/1.0 clients may leave it out; hyper speaks nothing older.
+            (None, _) if req.version() != Version::HTTP_10 => "bad request: an HTTP/1.1 request needs a Host header",
+            (Some(host), None) if !valid_host(host.as_bytes()) => "bad request: Host is not host[:port]",
+            _ => return None,
+        };
+        (StatusCode::BAD_REQUEST, why)
     };
     tracing::debug!(reason = why, "request refused");
-    let mut resp = text(StatusCode::BAD_REQUEST, why);
+    let mut resp = text(status, why);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     Some(resp)
+}
+
+/// Whether every coding in `Transfer-Encoding` is `chunked`. hyper refuses (400) a
+/// request whose last coding is not, but lets `gzip, chunked` through and decodes only
+/// the chunks, so the other coding would silently vanish.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Whether a `Host` value is `host[:port]` (RFC 9112 §3.2, RFC 3986 §3.2.2), or empty.
@@ -410,5 +433,24 @@ mod tests {
             assert!(!valid_host(bad.as_bytes()), "{bad:?}");
         }
         assert!(!valid_host(b"a\x80"), "high bytes");
+    }
+
+    #[test]
+    fn only_chunked_transfer_codings() {
+        let te = |lines: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(l));
+            }
+            only_chunked(&h)
+        };
+        assert!(te(&[]));
+        assert!(te(&["chunked"]));
+        assert!(te(&["Chunked"]));
+        assert!(te(&[" , chunked"]), "empty list elements do not count");
+        assert!(!te(&["gzip, chunked"]));
+        assert!(!te(&["gzip", "chunked"]));
+        assert!(!te(&["chunked;x=1"]));
+        assert!(!te(&["identity"]));
     }
 }

@@ -421,3 +421,44 @@ async fn host_values_that_are_not_host_and_port_get_400() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_other_than_chunked_get_501() {
+    let (server, handlers) = every_handler().await;
+    let body = "3\r\nabc\r\n0\r\n\r\n";
+    let with_te = |h: &Handler, te: &str| {
+        let method = if h.name == "cgi" || h.name == "upstream" {
+            "POST"
+        } else {
+            "GET"
+        };
+        format!(
+            "{method} {} HTTP/1.1\r\nHost: board\r\n{}Transfer-Encoding: {te}\r\n\r\n{body}",
+            h.path, h.extra
+        )
+    };
+    // hyper itself answers 400 when the last coding is not chunked; the rest reach us.
+    let cases: &[(&str, Option<u16>)] = &[
+        ("chunked", None),
+        ("Chunked", None),
+        (", chunked", None),
+        ("gzip, chunked", Some(501)),
+        ("GZIP,chunked", Some(501)),
+        ("gzip\r\nTransfer-Encoding: chunked", Some(501)),
+        ("x-custom;q=1, chunked", Some(501)),
+        ("identity, chunked", Some(501)),
+        ("gzip", Some(400)),
+        ("chunked, gzip", Some(400)),
+    ];
+    for h in &handlers {
+        for (te, want) in cases {
+            let want = want.unwrap_or(h.ok);
+            let (status, head, answer) = exchange(&server, &with_te(h, te)).await;
+            assert_eq!(status, want, "{}: Transfer-Encoding: {te:?}: {head}", h.name);
+            if want == 501 {
+                assert_eq!(answer.lines().count(), 1, "{}: {te:?}: {answer:?}", h.name);
+                assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+            }
+        }
+    }
+}
