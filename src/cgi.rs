@@ -21,7 +21,8 @@
 //! chunked body passes it while the script runs), a header block of at most [`MAX_HEAD`]
 //! bytes, and `--cgitimeout` for the whole run, output included. A run
 //! takes a `--maxforks` slot until the script is reaped. A script that fails before its
-//! header block is complete gets the client a 502 (504 on timeout); one that dies by a
+//! header block is complete, or whose block is not a CGI response (a `Status` outside
+//! 200–599 included), gets the client a 502 (504 on timeout); one that dies by a
 //! signal or runs out of time after that has its answer cut off, so the client never
 //! takes a partial page for a whole one. Its stderr is logged like a session's.
 
@@ -436,8 +437,7 @@ fn parse_head(block: &[u8]) -> Result<Parsed, &'static str> {
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| "a bad header name")?;
         let value = line[colon + 1..].trim_ascii();
         if name.as_str() == "status" {
-            let code = value.get(..3).ok_or("a bad Status")?;
-            status = Some(StatusCode::from_bytes(code).map_err(|_| "a bad Status")?);
+            status = Some(parse_status(value)?);
             continue;
         }
         let value = HeaderValue::from_bytes(value).map_err(|_| "a bad header value")?;
@@ -476,6 +476,23 @@ fn parse_head(block: &[u8]) -> Result<Parsed, &'static str> {
         headers,
         local_redirect: None,
     })
+}
+
+/// A `Status` value: three digits from 200 to 599, then nothing or a reason phrase. A
+/// script cannot send an interim (1xx) answer, which hyper would send bare and then
+/// fail, nor a code HTTP does not have.
+fn parse_status(value: &[u8]) -> Result<StatusCode, &'static str> {
+    let code = value.get(..3).filter(|c| c.iter().all(u8::is_ascii_digit));
+    let ends = matches!(value.get(3), None | Some(b' ' | b'\t'));
+    let status = code
+        .filter(|_| ends)
+        .and_then(|c| StatusCode::from_bytes(c).ok())
+        .ok_or("a bad Status")?;
+    if (200..=599).contains(&status.as_u16()) {
+        Ok(status)
+    } else {
+        Err("a Status outside 200-599")
+    }
 }
 
 /// Why the answer was cut off, if it was.
@@ -597,8 +614,41 @@ mod tests {
         assert!(parse_head(b"X-Only: 1").is_err());
         assert!(parse_head(b"garbage").is_err());
         assert!(parse_head(b"Status: abc").is_err());
+        let p = parse_head(b"Status: 599\nContent-Type: text/plain").unwrap();
+        assert_eq!(p.status.as_u16(), 599);
+        let p = parse_head(b"Status:\t204\tNo Content").unwrap();
+        assert_eq!(p.status, StatusCode::NO_CONTENT);
         let p = parse_head(b"Content-Type: a/b\nConnection: close\nTransfer-Encoding: chunked").unwrap();
         assert_eq!(p.headers.len(), 1);
+    }
+
+    #[test]
+    fn status_outside_200_to_599_is_refused() {
+        for bad in [
+            "100",
+            "101",
+            "101 Switching Protocols",
+            "199",
+            "600",
+            "999",
+            "1000",
+            "2000",
+            "200x",
+            "20",
+            "099",
+            "-20",
+            "",
+            "abc",
+        ] {
+            let block = format!("Status: {bad}\nContent-Type: text/plain");
+            assert!(parse_head(block.as_bytes()).is_err(), "Status: {bad}");
+        }
+        assert_eq!(parse_head(b"Status: 1000").err(), Some("a bad Status"));
+        assert_eq!(parse_head(b"Status: 101").err(), Some("a Status outside 200-599"));
+        for good in ["200", "200 OK", "302 Found", "599 Whatever"] {
+            let block = format!("Status: {good}\nContent-Type: text/plain");
+            assert!(parse_head(block.as_bytes()).is_ok(), "Status: {good}");
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! (sessions log their own when they end). It owns the order of the handlers and the
 //! body type every answer uses, not what any handler does.
 //!
+//! Before dispatch, a request that breaks the rules every handler relies on is refused
+//! here, once: a transfer coding other than `chunked` gets 501 (RFC 9112 §6.1); two
+//! `Host` lines, HTTP/1.1 without `Host`, or a `Host` that is not `host[:port]` (RFC 9112
+//! §3.2) get 400.
+//!
 //! Dispatch: a WebSocket upgrade goes to [`crate::ws`] (PROGRAM, or with `--dir` the
 //! script its path names; no script there is a 404 before any upgrade). Any other request
 //! goes to the first of `--devconsole` ([`crate::console`]), `--cgidir` ([`crate::cgi`]),
@@ -23,9 +28,9 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::mpsc;
 
 use crate::config::Program;
@@ -51,6 +56,13 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
         // (it also keeps the program's environment far below the exec limit).
         let resp = text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large");
         with_headers(resp, &[&extra.all, &extra.http])
+    } else if let Some(resp) = refuse_malformed(&req) {
+        let kind = if ws::is_upgrade(req.headers()) {
+            &extra.ws
+        } else {
+            &extra.http
+        };
+        with_headers(resp, &[&extra.all, kind])
     } else if ws::is_upgrade(req.headers()) {
         with_headers(upgrade(req, &ep, conn), &[&extra.all, &extra.ws])
     } else {
@@ -60,6 +72,79 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
         tracing::info!(target: "wsbridge::access", %method, path, status = resp.status().as_u16(), "request");
     }
     Ok(resp)
+}
+
+/// The answer to a request no handler may see (websocketd's Go server refuses the same
+/// ones): a transfer coding other than chunked, which would be lost on the way (501, RFC
+/// 9112 §6.1), or a `Host` that breaks RFC 9112 §3.2 (400). The connection is closed
+/// after it, since the body's framing may not be understood.
+fn refuse_malformed(req: &Request<Incoming>) -> Option<Response<Body>> {
+    let (status, why) = if !only_chunked(req.headers()) {
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented: a transfer coding other than chunked",
+        )
+    } else {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let why = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => "bad request: more than one Host header",
+            // HTTP/1.0 clients may leave it out; hyper speaks nothing older.
+            (None, _) if req.version() != Version::HTTP_10 => "bad request: an HTTP/1.1 request needs a Host header",
+            (Some(host), None) if !valid_host(host.as_bytes()) => "bad request: Host is not host[:port]",
+            _ => return None,
+        };
+        (StatusCode::BAD_REQUEST, why)
+    };
+    tracing::debug!(reason = why, "request refused");
+    let mut resp = text(status, why);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(resp)
+}
+
+/// Whether every coding in `Transfer-Encoding` is `chunked`. hyper refuses (400) a
+/// request whose last coding is not, but lets `gzip, chunked` through and decodes only
+/// the chunks, so the other coding would silently vanish.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether a `Host` value is `host[:port]` (RFC 9112 §3.2, RFC 3986 §3.2.2), or empty.
+/// host is a non-empty reg-name (ALPHA, DIGIT, `-._~!$&'()*+;=%`: RFC 3986's set without
+/// the comma, which separates `X-Forwarded-Host` values) or an IP literal in brackets
+/// (the same characters and `:`); port is digits, possibly none.
+pub fn valid_host(value: &[u8]) -> bool {
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=%".contains(b);
+    if value.is_empty() {
+        return true;
+    }
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            let ok = !literal.is_empty() && literal.iter().all(|b| reg_name(b) || *b == b':');
+            match &rest[end + 1..] {
+                [] => (ok, &b""[..]),
+                [b':', port @ ..] => (ok, port),
+                _ => return false,
+            }
+        }
+        None => {
+            let (host, port) = match value.iter().position(|&b| b == b':') {
+                Some(i) => (&value[..i], &value[i + 1..]),
+                None => (value, &b""[..]),
+            };
+            (!host.is_empty() && host.iter().all(reg_name), port)
+        }
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit)
 }
 
 fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<Body> {
@@ -292,4 +377,79 @@ fn with_headers(mut resp: Response<Body>, groups: &[&Vec<(HeaderName, HeaderValu
         resp.headers_mut().append(name.clone(), value.clone());
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_values() {
+        for good in [
+            "",
+            "board",
+            "board:8080",
+            "board:",
+            "b.example.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]",
+            "[fe80::1%25eth0]:1",
+            "[v1.fe80::a+en1]",
+            "a-b_c~d!e$f&g'h(i)j*k+l;m=n%41",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "a\tb",
+            " a",
+            "a,b",
+            "a/b",
+            "u@a",
+            "a?",
+            "a#",
+            "a\"",
+            "a\\",
+            "a:80:80",
+            "a:http",
+            "a:-1",
+            ":80",
+            ":",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "[]",
+            "[::1]]",
+            "[[::1]]",
+            "[::1/64]",
+            "a]",
+            "b\u{f6}rd",
+            "a\0",
+            "a\r\n",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+        assert!(!valid_host(b"a\x80"), "high bytes");
+    }
+
+    #[test]
+    fn only_chunked_transfer_codings() {
+        let te = |lines: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(l));
+            }
+            only_chunked(&h)
+        };
+        assert!(te(&[]));
+        assert!(te(&["chunked"]));
+        assert!(te(&["Chunked"]));
+        assert!(te(&[" , chunked"]), "empty list elements do not count");
+        assert!(!te(&["gzip, chunked"]));
+        assert!(!te(&["gzip", "chunked"]));
+        assert!(!te(&["chunked;x=1"]));
+        assert!(!te(&["identity"]));
+    }
 }

@@ -184,6 +184,7 @@ async fn accept_loop(listener: Acceptor, kind: Kind, ep: Arc<Endpoint>, connecti
         backoff = Duration::from_millis(10);
         let conn = Conn {
             peer,
+            proxy: None,
             id: ep.next_conn_id(),
             tls: false,
         };
@@ -253,6 +254,7 @@ where
         let mut c = conn;
         let proxies = &ep2.config.trusted_proxies;
         if !proxies.is_empty() {
+            c.proxy = proxies.trusts(&conn.peer).then_some(conn.peer);
             let client = proxies.client(conn.peer, conn.tls, req.headers());
             if client.peer != conn.peer {
                 tracing::Span::current().record("client", tracing::field::display(client.peer));

@@ -60,6 +60,9 @@ pub struct Endpoint {
 pub struct Conn {
     /// The client: the socket's peer, or who a `--trusted-proxy` says it is.
     pub peer: env::Peer,
+    /// The socket's peer when it is a `--trusted-proxy`: the request came through it,
+    /// and its forwarded headers are believed (and passed on by [`crate::upstream`]).
+    pub proxy: Option<env::Peer>,
     /// Counts from 1 in accept order.
     pub id: u64,
     pub tls: bool,

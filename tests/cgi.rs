@@ -119,6 +119,23 @@ async fn status_and_location() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_outside_200_to_599_gets_502() {
+    let server = TestServer::start(&[&cgidir()]).await;
+    for good in ["200", "204", "299", "404", "599"] {
+        let a = get(server.addr, &format!("/anystatus.cgi?{good}")).await;
+        assert_eq!(a.status.to_string(), good);
+    }
+    for bad in [
+        "100", "101", "103", "199", "600", "999", "1000", "2000", "099", "20", "20x", "abc", "",
+    ] {
+        let a = get(server.addr, &format!("/anystatus.cgi?{bad}")).await;
+        assert_eq!(a.status, 502, "Status: {bad}");
+        assert_eq!(a.text().lines().count(), 1, "Status: {bad}: {:?}", a.text());
+        assert!(a.complete, "Status: {bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_scripts_get_clear_answers() {
     let server = TestServer::start(&[&cgidir()]).await;
     let a = get(server.addr, "/dies.cgi").await;

@@ -265,3 +265,200 @@ async fn absolute_form_target_is_served_by_its_path() {
     let (status, _, _) = exchange(&server, &head).await;
     assert_eq!(status, 101);
 }
+
+/// An upstream that answers every request with `200 upstream`, for the tests that only
+/// look at whether a request got through to it.
+async fn answering_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nupstream\n";
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// One way a request is served, and how to ask for it.
+struct Handler {
+    name: &'static str,
+    path: &'static str,
+    /// Header lines the request needs besides Host.
+    extra: String,
+    /// The answer to a good request.
+    ok: u16,
+}
+
+/// A server with every kind of handler (PROGRAM for upgrades, `--cgidir`, `--staticdir`,
+/// `--upstream`), and a path for each.
+async fn every_handler() -> (TestServer, Vec<Handler>) {
+    let up = answering_upstream().await;
+    let server = TestServer::start(&[
+        &format!("--cgidir={}", fixture("cgi-bin")),
+        &format!("--staticdir={}", fixture("wsdir")),
+        &format!("--upstream=http://{up}"),
+        "cat",
+    ])
+    .await;
+    let plain = |name, path| Handler {
+        name,
+        path,
+        extra: String::new(),
+        ok: 200,
+    };
+    let handlers = vec![
+        Handler {
+            name: "websocket",
+            path: "/",
+            extra: format!("{UPGRADE}{KEY}{V13}"),
+            ok: 101,
+        },
+        plain("cgi", "/env.cgi"),
+        plain("static", "/echo.sh"),
+        plain("upstream", "/elsewhere"),
+    ];
+    (server, handlers)
+}
+
+/// `GET` for `h` in `version` with one `Host` line per value (raw bytes, so any value
+/// can be sent).
+fn with_hosts(h: &Handler, version: &str, hosts: &[&[u8]]) -> Vec<u8> {
+    let mut raw = format!("GET {} {version}\r\n", h.path).into_bytes();
+    for host in hosts {
+        raw.extend_from_slice(b"Host: ");
+        raw.extend_from_slice(host);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(h.extra.as_bytes());
+    raw.extend_from_slice(b"\r\n");
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_lines_get_400() {
+    let (server, handlers) = every_handler().await;
+    for h in &handlers {
+        let one = status_of(&server, &with_hosts(h, "HTTP/1.1", &[b"board"])).await;
+        assert_eq!(one, Some(h.ok), "{}: one Host", h.name);
+        for hosts in [&[&b"board"[..], b"board"][..], &[b"board", b"evil"], &[b"", b""]] {
+            let got = status_of(&server, &with_hosts(h, "HTTP/1.1", hosts)).await;
+            let shown: Vec<_> = hosts.iter().map(|v| String::from_utf8_lossy(v)).collect();
+            assert_eq!(got, Some(400), "{}: Host lines {shown:?}", h.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_1_without_host_gets_400_but_http_1_0_is_served() {
+    let (server, handlers) = every_handler().await;
+    for h in &handlers {
+        let got = status_of(&server, &with_hosts(h, "HTTP/1.1", &[])).await;
+        assert_eq!(got, Some(400), "{}: HTTP/1.1 without Host", h.name);
+    }
+    // A WebSocket upgrade needs HTTP/1.1 anyway; the plain handlers serve HTTP/1.0.
+    for h in handlers.iter().filter(|h| h.ok == 200) {
+        let got = status_of(&server, &with_hosts(h, "HTTP/1.0", &[])).await;
+        assert_eq!(got, Some(200), "{}: HTTP/1.0 without Host", h.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_values_that_are_not_host_and_port_get_400() {
+    let (server, handlers) = every_handler().await;
+    let good: &[&[u8]] = &[
+        b"",
+        b"board",
+        b"board:8080",
+        b"board:",
+        b"Board.Example.",
+        b"127.0.0.1:80",
+        b"[::1]",
+        b"[::1]:8080",
+        b"[fe80::1%25eth0]",
+        b"[v1.fe80::a+en1]:1",
+        b"xn--bcher-kva.example",
+        b"a-b_c~d!e$f&g'h(i)j*k+l;m=n%41",
+    ];
+    let bad: &[&[u8]] = &[
+        b"board example",
+        b"board\texample",
+        b"board,evil",
+        b"board/path",
+        b"user@board",
+        b"board:80:80",
+        b"board:http",
+        b":80",
+        b"[::1",
+        b"[::1]x",
+        b"[::1]:x",
+        b"[]",
+        b"[::1]]",
+        b"bo\"ard",
+        b"board\\",
+        b"b\xc3\xb6rd",
+        b"board\x80",
+        b"<script>",
+    ];
+    for h in &handlers {
+        for host in good {
+            let got = status_of(&server, &with_hosts(h, "HTTP/1.1", &[host])).await;
+            assert_eq!(got, Some(h.ok), "{}: Host {:?}", h.name, String::from_utf8_lossy(host));
+        }
+        for host in bad {
+            let got = status_of(&server, &with_hosts(h, "HTTP/1.1", &[host])).await;
+            assert_eq!(got, Some(400), "{}: Host {:?}", h.name, String::from_utf8_lossy(host));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_other_than_chunked_get_501() {
+    let (server, handlers) = every_handler().await;
+    let body = "3\r\nabc\r\n0\r\n\r\n";
+    let with_te = |h: &Handler, te: &str| {
+        let method = if h.name == "cgi" || h.name == "upstream" {
+            "POST"
+        } else {
+            "GET"
+        };
+        format!(
+            "{method} {} HTTP/1.1\r\nHost: board\r\n{}Transfer-Encoding: {te}\r\n\r\n{body}",
+            h.path, h.extra
+        )
+    };
+    // hyper itself answers 400 when the last coding is not chunked; the rest reach us.
+    let cases: &[(&str, Option<u16>)] = &[
+        ("chunked", None),
+        ("Chunked", None),
+        (", chunked", None),
+        ("gzip, chunked", Some(501)),
+        ("GZIP,chunked", Some(501)),
+        ("gzip\r\nTransfer-Encoding: chunked", Some(501)),
+        ("x-custom;q=1, chunked", Some(501)),
+        ("identity, chunked", Some(501)),
+        ("gzip", Some(400)),
+        ("chunked, gzip", Some(400)),
+    ];
+    for h in &handlers {
+        for (te, want) in cases {
+            let want = want.unwrap_or(h.ok);
+            let (status, head, answer) = exchange(&server, &with_te(h, te)).await;
+            assert_eq!(status, want, "{}: Transfer-Encoding: {te:?}: {head}", h.name);
+            if want == 501 {
+                assert_eq!(answer.lines().count(), 1, "{}: {te:?}: {answer:?}", h.name);
+                assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+            }
+        }
+    }
+}

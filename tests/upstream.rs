@@ -1,6 +1,7 @@
 //! `--upstream`: requests wsbridge does not serve itself go to a real separate HTTP
 //! server (Python's http.server with a 6 MB file, and a small header-echo server in the
-//! test), streamed both ways, with hop-by-hop headers removed and X-Forwarded-* added;
+//! test), streamed both ways, with hop-by-hop headers removed and the forwarded headers
+//! written afresh (or, behind a trusted proxy, appended to);
 //! an unreachable upstream is a 502. The WebSocket keeps working on the same port.
 
 mod common;
@@ -175,7 +176,10 @@ async fn forwarded_headers_and_bodies() {
     let head = head.to_ascii_lowercase();
     assert!(head.starts_with("post /api/thing?q=1 http/1.1\r\n"), "{head}");
     assert!(head.contains("host: board.example:8080"), "{head}");
-    assert!(head.contains("x-forwarded-for: 10.9.8.7, 127.0.0.1"), "{head}");
+    assert!(
+        head.contains("x-forwarded-for: 127.0.0.1\r\n") && !head.contains("10.9.8.7"),
+        "the client's own list is dropped: {head}"
+    );
     assert!(head.contains("x-forwarded-proto: http"), "{head}");
     assert!(head.contains("x-forwarded-host: board.example:8080"), "{head}");
     assert!(
@@ -193,6 +197,123 @@ async fn forwarded_headers_and_bodies() {
     assert_eq!(a.status, 200);
     assert!(a.text().contains("transfer-encoding: chunked"), "{}", a.text());
     assert!(a.text().ends_with("3\r\nabc\r\n0\r\n\r\n"), "{:?}", a.text());
+}
+
+/// The request head the echo upstream got for `raw`, lower-cased.
+async fn head_seen_by_upstream(server: &TestServer, raw: &str) -> String {
+    let a = send(server.addr, raw.as_bytes(), false).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let seen = a.text().to_ascii_lowercase();
+    seen.split_once("\r\n\r\n").expect("echoed head").0.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_strip_the_host_the_upstream_sees() {
+    let up = echo_upstream().await;
+    let server = TestServer::start(&[&format!("--upstream=http://{up}"), "cat"]).await;
+    // Each asks to close, so the answer ends the exchange.
+    for connection in ["close, Host", "host, close", "Host\r\nConnection: close"] {
+        let raw = format!("GET /page HTTP/1.1\r\nHost: board.example\r\nConnection: {connection}\r\n\r\n");
+        let head = head_seen_by_upstream(&server, &raw).await;
+        assert!(
+            head.contains("\r\nhost: board.example\r\n"),
+            "Connection: {connection}: {head}"
+        );
+        assert!(!head.contains(&up.to_string()), "Connection: {connection}: {head}");
+    }
+    let head = head_seen_by_upstream(&server, "GET /page HTTP/1.0\r\n\r\n").await;
+    assert!(
+        head.lines().any(|l| l == format!("host: {up}")),
+        "HTTP/1.0 without Host: the upstream's own: {head}"
+    );
+}
+
+/// The values of `name` in an echoed head, one per line.
+fn values<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_forwarded_headers_are_replaced_by_fresh_ones() {
+    let up = echo_upstream().await;
+    let spoof = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.7\r\nForwarded: for=6.6.6.6;host=evil.example\r\n\
+                 X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n\
+                 X-Forwarded-Prefix: /evil\r\n";
+    // Nobody trusted, and a trusted range the client is not in: the same.
+    for trusted in [None, Some("--trusted-proxy=10.0.0.0/8")] {
+        let upstream = format!("--upstream=http://{up}");
+        let mut args = vec![upstream.as_str(), "cat"];
+        args.extend(trusted);
+        let server = TestServer::start(&args).await;
+        let raw = format!("GET /p HTTP/1.1\r\nHost: board.example:8080\r\nConnection: close\r\n{spoof}\r\n");
+        let head = head_seen_by_upstream(&server, &raw).await;
+        assert_eq!(values(&head, "x-forwarded-for"), ["127.0.0.1"], "{trusted:?}: {head}");
+        assert_eq!(values(&head, "x-forwarded-proto"), ["http"], "{trusted:?}: {head}");
+        assert_eq!(
+            values(&head, "x-forwarded-host"),
+            ["board.example:8080"],
+            "{trusted:?}: {head}"
+        );
+        assert_eq!(
+            values(&head, "forwarded"),
+            [r#"for=127.0.0.1;host="board.example:8080";proto=http"#],
+            "{trusted:?}: {head}"
+        );
+        assert!(
+            !head.contains("6.6.6") && !head.contains("evil") && !head.contains("x-forwarded-port"),
+            "{trusted:?}: the client's own went: {head}"
+        );
+
+        let raw = format!("GET /p HTTP/1.1\r\nHost: \r\nConnection: close\r\n{spoof}\r\n");
+        let head = head_seen_by_upstream(&server, &raw).await;
+        assert_eq!(values(&head, "x-forwarded-host"), [""; 0], "empty Host: {head}");
+        assert_eq!(
+            values(&head, "forwarded"),
+            ["for=127.0.0.1;proto=http"],
+            "empty Host: {head}"
+        );
+        let head = head_seen_by_upstream(&server, &format!("GET /p HTTP/1.0\r\n{spoof}\r\n")).await;
+        assert_eq!(values(&head, "x-forwarded-host"), [""; 0], "no Host: {head}");
+        assert_eq!(
+            values(&head, "forwarded"),
+            ["for=127.0.0.1;proto=http"],
+            "no Host: {head}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_forwarded_headers_are_kept_and_the_hop_appended() {
+    let up = echo_upstream().await;
+    let server = TestServer::start(&[&format!("--upstream=http://{up}"), "--trusted-proxy=127.0.0.1", "cat"]).await;
+    let proxied = "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 203.0.113.9\r\n\
+                   Forwarded: for=203.0.113.9;proto=https\r\nX-Forwarded-Proto: https\r\n\
+                   X-Forwarded-Host: public.example\r\nX-Forwarded-Port: 443\r\n";
+    let raw = format!("GET /p HTTP/1.1\r\nHost: board:8080\r\nConnection: close\r\n{proxied}\r\n");
+    let head = head_seen_by_upstream(&server, &raw).await;
+    assert_eq!(
+        values(&head, "x-forwarded-for"),
+        ["198.51.100.1, 203.0.113.9, 127.0.0.1"],
+        "the proxy itself is the last hop: {head}"
+    );
+    assert_eq!(
+        values(&head, "forwarded"),
+        ["for=203.0.113.9;proto=https, for=127.0.0.1"],
+        "{head}"
+    );
+    assert_eq!(values(&head, "x-forwarded-proto"), ["https"], "{head}");
+    assert_eq!(values(&head, "x-forwarded-host"), ["public.example"], "{head}");
+    assert_eq!(values(&head, "x-forwarded-port"), ["443"], "{head}");
+
+    // A trusted proxy that says nothing: the hop starts both lists.
+    let head = head_seen_by_upstream(&server, "GET /p HTTP/1.1\r\nHost: board\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(values(&head, "x-forwarded-for"), ["127.0.0.1"], "{head}");
+    assert_eq!(values(&head, "forwarded"), ["for=127.0.0.1"], "{head}");
+    assert_eq!(values(&head, "x-forwarded-proto"), ["http"], "{head}");
+    assert_eq!(values(&head, "x-forwarded-host"), ["board"], "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
