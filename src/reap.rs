@@ -81,3 +81,93 @@ pub fn collect(child: Child) -> io::Result<ExitStatus> {
     child.signal_group(Signal::SIGKILL);
     child.reap()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The ladder on real processes (a fake clock cannot make a real program exit, so
+    //! these take real time: under a second each).
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+    use crate::child::{self, Spec};
+
+    fn start(script: &str) -> (Child, child::Stdio) {
+        let args = ["-c".into(), script.into()];
+        child::spawn(Spec {
+            name: "sh".as_ref(),
+            program: "/bin/sh".as_ref(),
+            args: &args,
+            env: Vec::new(),
+            cwd: None,
+            pinned: None,
+        })
+        .expect("spawn /bin/sh")
+    }
+
+    /// Starts `script`, waits for its first line (so its traps are set), closes its
+    /// stdin and runs the ladder.
+    async fn stop_after_ready(script: &str) -> Stopped {
+        let (child, stdio) = start(script);
+        let mut out = stdio.stdout;
+        let ready = timeout(Duration::from_secs(10), crate::relay::read_chunk(&mut out)).await;
+        assert!(matches!(ready, Ok(Ok(Some(_)))), "the script never said it was ready");
+        drop(stdio.stdin);
+        timeout(
+            max_stop_time(Duration::ZERO) + Duration::from_secs(5),
+            stop(child, Duration::ZERO),
+        )
+        .await
+        .expect("stop took longer than the ladder allows")
+    }
+
+    #[tokio::test]
+    async fn a_program_that_exits_on_eof_gets_no_signal() {
+        let s = stop_after_ready("echo ready; cat >/dev/null").await;
+        assert_eq!(s.signalled, None);
+        assert!(s.status.expect("status").success());
+    }
+
+    #[tokio::test]
+    async fn each_ignored_signal_moves_one_step_up_the_ladder() {
+        let s = stop_after_ready("trap 'exit 7' TERM; trap '' INT; echo ready; while :; do sleep 0.05; done").await;
+        assert_eq!(s.signalled, Some(Signal::SIGTERM));
+        assert_eq!(s.status.expect("status").code(), Some(7));
+        let s = stop_after_ready("trap '' INT TERM; echo ready; while :; do sleep 0.05; done").await;
+        assert_eq!(s.signalled, Some(Signal::SIGKILL));
+        assert_eq!(s.status.expect("status").signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn what_the_program_leaves_in_its_group_is_killed() {
+        // The leader exits at once and leaves a descendant that would sleep for a minute.
+        let (child, stdio) = start("sleep 60 & echo $!");
+        let mut out = stdio.stdout;
+        let line = timeout(Duration::from_secs(10), crate::relay::read_chunk(&mut out))
+            .await
+            .expect("pid in time")
+            .expect("read")
+            .expect("a line");
+        let pid: i32 = std::str::from_utf8(&line).expect("utf8").trim().parse().expect("a pid");
+        drop(stdio.stdin);
+        let s = stop(child, Duration::ZERO).await;
+        assert!(s.status.expect("status").success());
+        // Killed (a zombie until its new parent reaps it, or gone).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = state.rsplit(") ").next().and_then(|s| s.chars().next());
+            if matches!(state, None | Some('Z') | Some('X')) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "pid {pid} survived its group");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn the_ladder_lasts_what_the_man_page_says() {
+        // Signals at 100+C, 350+2C and 850+3C ms, then up to a second for SIGKILL.
+        assert_eq!(max_stop_time(Duration::ZERO), Duration::from_millis(1850));
+        assert_eq!(max_stop_time(Duration::from_millis(100)), Duration::from_millis(2150));
+    }
+}

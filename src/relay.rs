@@ -435,3 +435,201 @@ fn end_for(e: WsError) -> InEnd {
         other => InEnd::Error(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Both pumps in memory: `tokio::io::duplex` or a recording writer for the program's
+    //! side, a channel-backed sink or a stream of messages for the client's. The paused
+    //! clock makes "nothing more happens" checkable without real waiting: time only moves
+    //! when every task is blocked.
+    use std::sync::Arc;
+    use std::task::Context;
+
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+
+    use super::*;
+
+    type Sent = mpsc::Receiver<Message>;
+
+    /// A message sink that holds `capacity` messages until the test takes them.
+    fn channel_sink(capacity: usize) -> (Pin<Box<impl Sink<Message, Error = WsError>>>, Sent) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let sink = futures_util::sink::unfold(tx, |tx, m: Message| async move {
+            tx.send(m).await.map_err(|_| WsError::ConnectionClosed)?;
+            Ok::<_, WsError>(tx)
+        });
+        (Box::pin(sink), rx)
+    }
+
+    fn texts(rx: &mut Sent) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push(m.into_text().expect("a text message").to_string());
+        }
+        out
+    }
+
+    /// The program's stdin: records every write; after `fail_after` writes it is closed.
+    #[derive(Default)]
+    struct Stdin {
+        writes: Vec<Vec<u8>>,
+        fail_after: Option<usize>,
+    }
+
+    impl AsyncWrite for Stdin {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            if self.fail_after.is_some_and(|n| self.writes.len() > n) {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn pump_in_all(msgs: Vec<Result<Message, WsError>>, stdin: &mut Stdin) -> (InEnd, Counters) {
+        let counters = Counters::default();
+        let mut stream = futures_util::stream::iter(msgs);
+        let end = pump_in(&mut stream, stdin, Framing::Line, None, &counters).await;
+        (end, counters)
+    }
+
+    #[tokio::test]
+    async fn output_lines_become_messages_and_the_final_partial_line_too() {
+        let (mut out, mut program) = tokio::io::duplex(1024);
+        program.write_all(b"one\r\ntwo\n\nlast").await.expect("write");
+        drop(program);
+        let (mut sink, mut rx) = channel_sink(16);
+        let counters = Counters::default();
+        let end = pump_out(&mut out, &mut sink, Framing::Line, 1024, None, None, &counters).await;
+        assert!(matches!(end, OutEnd::Eof), "{end:?}");
+        assert_eq!(texts(&mut rx), ["one", "two", "", "last"]);
+        assert_eq!((counters.messages(), counters.bytes()), (4, 10));
+    }
+
+    #[tokio::test]
+    async fn long_output_lines_go_out_in_pieces_at_character_boundaries() {
+        let (mut out, mut program) = tokio::io::duplex(1024);
+        program.write_all("abcdé\n".as_bytes()).await.expect("write");
+        drop(program);
+        let (mut sink, mut rx) = channel_sink(16);
+        let end = pump_out(&mut out, &mut sink, Framing::Line, 5, None, None, &Counters::default()).await;
+        assert!(matches!(end, OutEnd::Eof), "{end:?}");
+        assert_eq!(texts(&mut rx), ["abcd", "é"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_stops_the_output_pump_reading() {
+        let (mut out, mut program) = tokio::io::duplex(4096);
+        let (mut sink, mut rx) = channel_sink(1);
+        let counters = Arc::new(Counters::default());
+        let c = Arc::clone(&counters);
+        let pump =
+            tokio::spawn(async move { pump_out(&mut out, &mut sink, Framing::Line, 1024, None, None, &c).await });
+        let line: Vec<u8> = [vec![b'x'; 99], vec![b'\n']].concat();
+        let writer = tokio::spawn(async move {
+            program.write_all(&line.repeat(1000)).await.expect("write");
+        });
+        // Nobody takes messages: a minute later (of paused time, which only passes while
+        // every task waits) the program is still blocked on its full pipe.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!writer.is_finished(), "the program's writes did not block");
+        let held = counters.messages();
+        assert!(held < 100, "{held} of 1000 lines were taken from the program meanwhile");
+        // Once the client reads, every line arrives, in order, and the pump ends.
+        let mut got = 0;
+        while let Some(m) = rx.recv().await {
+            assert_eq!(m.into_text().expect("text").len(), 99);
+            got += 1;
+        }
+        assert_eq!(got, 1000);
+        assert!(matches!(pump.await.expect("pump"), OutEnd::Eof));
+    }
+
+    #[tokio::test]
+    async fn messages_already_received_reach_the_program_in_one_write() {
+        let msgs = ["a", "b", "c"].map(|t| Ok(Message::text(t))).into_iter();
+        let mut stdin = Stdin::default();
+        let (end, counters) = pump_in_all(msgs.chain([Ok(Message::Close(None))]).collect(), &mut stdin).await;
+        assert!(matches!(end, InEnd::Closed(None)), "{end:?}");
+        assert_eq!(stdin.writes, [b"a\nb\nc\n".to_vec()]);
+        assert_eq!(counters.messages(), 3);
+    }
+
+    #[tokio::test]
+    async fn broken_client_messages_end_with_their_close_codes() {
+        let mut stdin = Stdin::default();
+        let (end, _) = pump_in_all(
+            vec![Ok(Message::text("ok")), Ok(Message::binary(vec![1u8]))],
+            &mut stdin,
+        )
+        .await;
+        assert!(matches!(end, InEnd::Refused(CloseCode::Unsupported, _)), "{end:?}");
+        assert_eq!(stdin.writes, [b"ok\n".to_vec()], "what came before is delivered");
+        let too_big = WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 5 });
+        let (end, _) = pump_in_all(vec![Err(too_big)], &mut Stdin::default()).await;
+        assert!(matches!(end, InEnd::Refused(CloseCode::Size, _)), "{end:?}");
+        let (end, _) = pump_in_all(vec![Err(WsError::Utf8("bad".into()))], &mut Stdin::default()).await;
+        assert!(matches!(end, InEnd::Refused(CloseCode::Invalid, _)), "{end:?}");
+        let (end, _) = pump_in_all(vec![Ok(Message::text("x"))], &mut Stdin::default()).await;
+        assert!(matches!(end, InEnd::Gone), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn after_the_program_closes_stdin_messages_are_discarded_until_the_close() {
+        let (tx, rx) = mpsc::channel::<Result<Message, WsError>>(8);
+        let mut stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        }));
+        let mut stdin = Stdin {
+            fail_after: Some(0),
+            ..Stdin::default()
+        };
+        let counters = Counters::default();
+        tx.send(Ok(Message::text("first"))).await.expect("send");
+        let feed = async {
+            // Sent only once the pump has tried (and failed) to write the first.
+            tokio::task::yield_now().await;
+            for m in ["second", "third"] {
+                tx.send(Ok(Message::text(m))).await.expect("send");
+            }
+            tx.send(Ok(Message::Close(None))).await.expect("send");
+        };
+        let (end, ()) = tokio::join!(pump_in(&mut stream, &mut stdin, Framing::Line, None, &counters), feed);
+        assert!(matches!(end, InEnd::Closed(None)), "{end:?}");
+        assert_eq!(stdin.writes, [b"first\n".to_vec()], "nothing written after the failure");
+        assert_eq!(counters.messages(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_program_that_does_not_read_leaves_the_socket_unread_past_a_bound() {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let p = Arc::clone(&pulled);
+        let mut stream = futures_util::stream::repeat_with(move || {
+            p.fetch_add(1, Ordering::Relaxed);
+            Ok(Message::text("x".repeat(1023)))
+        });
+        let (mut program, stdin) = tokio::io::duplex(1024);
+        let pump = tokio::spawn(async move {
+            let counters = Counters::default();
+            pump_in(&mut stream, stdin, Framing::Line, None, &counters).await
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let held = pulled.load(Ordering::Relaxed) as usize * 1024;
+        assert!(
+            held <= STDIN_BATCH + HOLD_LIMIT + 2 * 1024,
+            "{held} bytes taken from a client whose program reads nothing"
+        );
+        // The program reads again: the pump goes on.
+        let mut buf = vec![0u8; 64 * 1024];
+        program.read_exact(&mut buf).await.expect("read");
+        assert!(!pump.is_finished());
+        pump.abort();
+    }
+}
