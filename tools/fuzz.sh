@@ -16,7 +16,7 @@
 # stable flags: SanitizerCoverage via -Cpasses/-Cllvm-args). Set FUZZ_TOOLCHAIN=stable to
 # force the stable path. cargo-fuzz is installed with `cargo install cargo-fuzz --locked`
 # when missing; if that fails, the same invariants are checked by the proptest suite
-# (`cargo test --test properties`) instead, and the script says so.
+# (`cargo test --test it properties::`) instead, and the script says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +42,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   say "cargo-fuzz not found; running: cargo install cargo-fuzz --locked"
   if ! timeout 1800 cargo install cargo-fuzz --locked; then
     say "could not install cargo-fuzz; checking the same invariants with the proptest suite instead"
-    say "running: cargo test --test properties"
-    exec timeout 1800 cargo test --test properties
+    say "running: cargo test --test it properties::"
+    exec timeout 1800 cargo test --test it properties::
   fi
 fi
 

@@ -5,7 +5,7 @@
 //! `HeaderName::from_bytes`/`HeaderValue::from_bytes` reject are skipped. Flag bits: 0 TLS,
 //! 1 IPv6 peer. The target is also given unparsed (lossily UTF-8, no query) as the raw path.
 //!
-//! Invariants checked (as in tests/properties.rs):
+//! Invariants checked (as in tests/it/properties.rs):
 //! - `build` never panics; it is `Err` exactly when `percent_decode(path)` contains NUL;
 //! - every variable name is `[A-Z0-9_]+` and appears once; there is no `HTTP_PROXY`;
 //! - the `HTTP_*` names are exactly those of headers named `[A-Za-z0-9-]+` (not `Proxy`),

@@ -4,10 +4,10 @@
 //! Input layout as for `line_framer`: `[max][n][n × u16 LE cut offsets][payload]`; `max` is
 //! `--maxframesize` (0–255), `n % 8` the number of cuts (modulo `payload.len() + 1`).
 //!
-//! Invariants checked (as in tests/properties.rs):
+//! Invariants checked (as in tests/it/properties.rs):
 //! - chunked = one-shot: the same messages, and the same error (offset and reason) or none;
 //! - no binary message is longer than `max` (text ones may grow when invalid UTF-8 becomes
-//!   U+FFFD: see `lenprefix_invalid_utf8_text_within_max` in tests/properties.rs);
+//!   U+FFFD: see `lenprefix_invalid_utf8_text_within_max` in tests/it/properties.rs);
 //! - the decoded messages, encoded again with `encode` and decoded, give the same messages
 //!   and no error.
 #![no_main]

@@ -4,7 +4,7 @@
 //! given to `LineFramer::new` (which raises it to at least 4), `n % 8` the number of cuts,
 //! each taken modulo `payload.len() + 1` (sorted; duplicates give empty chunks).
 //!
-//! Invariants checked (the same as tests/properties.rs):
+//! Invariants checked (the same as tests/it/properties.rs):
 //! - chunked = one-shot: pushing the chunks one by one and then `finish` yields exactly the
 //!   lines of one `push` of the whole payload plus `finish`;
 //! - no line or piece is longer than `max(max_line, 4)`;

@@ -4,7 +4,7 @@
 //! `--origin` value, the `Origin` header and the `Host` header (missing parts are `None`).
 //! Flag bits: 0 `--sameorigin`, 1 TLS, 2 no `--origin`, 3 no `Origin`, 4 no `Host`.
 //!
-//! Invariants checked (as in tests/properties.rs):
+//! Invariants checked (as in tests/it/properties.rs):
 //! - `parse_host`, `from_flags`, `check` and the refusal's `Display` never panic;
 //! - `--origin='*'` without `--sameorigin` allows every request;
 //! - the default policy (no `--origin`, no `--sameorigin`) allows a request without `Origin`;

@@ -1,6 +1,6 @@
 //! `percent_decode` on arbitrary bytes.
 //!
-//! Invariants checked (as in tests/properties.rs):
+//! Invariants checked (as in tests/it/properties.rs):
 //! - decoding never makes the input longer;
 //! - input without `%` decodes to itself;
 //! - encoding every byte as `%XX` (upper- or lower-case hex, chosen by the byte's low bit)

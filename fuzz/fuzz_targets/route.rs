@@ -1,7 +1,7 @@
 //! `route::segments`, the URL path → directory mapping shared by `--staticdir`,
 //! `--cgidir` and `--dir`, on arbitrary strings.
 //!
-//! Invariants checked (as in tests/properties.rs): a path that is accepted yields only
+//! Invariants checked (as in tests/it/properties.rs): a path that is accepted yields only
 //! non-empty segments that do not start with `.` and contain no `/`, `\` or NUL, so
 //! joining them under a root can never leave it lexically; and the segments re-encoded
 //! are accepted again to the same result.

@@ -1,7 +1,7 @@
 //! HTTP proxies for `--connect`: which proxy to use (`--proxy`, else the environment
 //! with `no_proxy`), and the CONNECT tunnel through it (RFC 6455 §4.1, RFC 9110 §9.3.6).
 //! Pure parsing is unit-tested here; the tunnel is tested against tinyproxy in
-//! `tests/outbound.rs`.
+//! `tests/it/outbound.rs`.
 //!
 //! Environment, as curl reads it: `wss_proxy`/`ws_proxy` (scheme-specific), then
 //! `https_proxy`/`HTTPS_PROXY` for wss:// or `http_proxy` for ws://, then

@@ -1,9 +1,7 @@
 //! Relay behaviour end to end: real server in-process, real programs, real client.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,9 +1,7 @@
 //! Hostile and broken frames the Autobahn cases do not cover, over a raw TCP socket: each
 //! gets a defined Close code, never a hang, and the program is always stopped.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

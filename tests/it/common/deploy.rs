@@ -1,33 +1,20 @@
-//! Helpers for the deployment tests (tls, deploy, nginx): the binary started with any
+//! Helpers for the deployment tests (tls, deploy, nginx, outbound): the binary started with any
 //! command line and its startup lines read, WebSocket clients over TCP, Unix sockets and
 //! TLS, certificates made with the `openssl` command, and a program that reports its
 //! client. Every wait has a deadline.
 #![allow(dead_code)]
 
-#[path = "../common/proc.rs"]
-mod proc;
-pub use proc::Proc;
+pub use super::proc::Proc;
+pub use super::{within, STEP};
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-
-/// The default bound for one step of a test.
-pub const STEP: Duration = Duration::from_secs(10);
-
-/// Awaits `f`, failing the test if it takes longer than `d`.
-pub async fn within<F: std::future::Future>(d: Duration, f: F) -> F::Output {
-    match tokio::time::timeout(d, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {d:?}"),
-    }
-}
 
 /// A program that prints `REMOTE_ADDR|REMOTE_PORT|HTTPS|SERVER_PORT|INSTANCE` and then
 /// echoes.

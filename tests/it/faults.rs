@@ -9,8 +9,6 @@
 //! session, the server has no zombie children, and its descriptor count is back to the
 //! count it had before the first connection.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -85,17 +83,6 @@ fn all_procs() -> Vec<Proc> {
         .filter_map(read_proc)
         .collect()
 }
-
-/// A `/proc/PID/status` field in kB.
-fn status_kib(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc/PID/fd")
@@ -104,7 +91,7 @@ fn fd_count(pid: i32) -> usize {
 
 /// The real binary, started with `--port=0 --address=127.0.0.1` plus `args` as the leader
 /// of a new session. On drop it and whatever is left in its session are killed. Its log,
-/// signals and exit come from the shared [`common::Proc`].
+/// signals and exit come from the shared [`crate::common::Proc`].
 struct Server {
     inner: BinServer,
     /// Descriptors open before the first connection.
@@ -136,7 +123,7 @@ impl Server {
     /// /dev/null without close-on-exec, as a careless parent would leave it.
     fn start_with(args: &[&str], inherit: Option<i32>) -> Self {
         use std::os::unix::process::CommandExt;
-        let mut cmd = common::Proc::command();
+        let mut cmd = crate::common::Proc::command();
         cmd.args(["--port=0", "--address=127.0.0.1"]).args(args);
         // SAFETY: only async-signal-safe system calls on memory owned by this closure.
         unsafe {
@@ -159,7 +146,7 @@ impl Server {
                 Ok(())
             });
         }
-        let inner = BinServer::from_proc(common::Proc::spawn(cmd, 1));
+        let inner = BinServer::from_proc(crate::common::Proc::spawn(cmd, 1));
         let pid = inner.pid();
         let (base_fds, base_hwm_kib) = (fd_count(pid), status_kib(pid, "VmHWM"));
         Server {

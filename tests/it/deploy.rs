@@ -3,13 +3,11 @@
 //! files), systemd socket activation (TCP and Unix, variables hidden from programs),
 //! `--redirport` and `--threads`; Python's `websockets` over the Unix socket.
 
-mod deploy_support;
-
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
-use deploy_support::*;
+use crate::common::deploy::*;
 
 fn reporter_args<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     let mut v = flags.to_vec();

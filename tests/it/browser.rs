@@ -6,15 +6,13 @@
 //! DevTools, is the evidence. The test fails (it does not skip) when Chromium is missing:
 //! tools/test.sh installs it.
 
-mod common;
-mod rawhttp;
-
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::deploy::TempDir;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -289,29 +287,11 @@ async fn devconsole_page_echoes_through_a_real_browser() {
     );
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("wsbridge-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_page_cannot_make_the_console_send() {
     chromium();
     let dir = TempDir::new("console-csrf");
-    let received = dir.0.join("received");
+    let received = dir.path("received");
     let received_arg = received.to_str().expect("utf-8 temp path");
     // Records every line it receives, then echoes it.
     let recorder = r#"while IFS= read -r l; do printf '%s\n' "$l" >> "$0"; printf '%s\n' "$l"; done"#;
@@ -392,7 +372,7 @@ async fn page_from_another_port_needs_origin() {
 async fn console_page_never_reflects_the_request() {
     // No browser needed: the page must be the same bytes whatever the request says.
     let server = TestServer::start(&["--devconsole", "cat"]).await;
-    let plain = rawhttp::get(server.addr, "/").await;
+    let plain = crate::common::rawhttp::get(server.addr, "/").await;
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("content-type"), Some("text/html; charset=utf-8"));
     assert!(plain
@@ -400,9 +380,9 @@ async fn console_page_never_reflects_the_request() {
         .is_some_and(|c| c.contains("default-src 'none'")));
     let nasty = "/%22%3E%3Cscript%3Ealert(1)%3C/script%3E?q=%3Cimg%20src=x%20onerror=alert(2)%3E";
     let extra = "X-Evil: <script>alert(3)</script>\r\nReferer: javascript:alert(4)\r\n";
-    let attacked = rawhttp::request(server.addr, "GET", nasty, extra).await;
+    let attacked = crate::common::rawhttp::request(server.addr, "GET", nasty, extra).await;
     assert_eq!(attacked.body, plain.body, "the page changed with the request");
     assert!(!attacked.text().contains("alert("));
-    let a = rawhttp::request(server.addr, "POST", "/", "Content-Length: 0\r\n").await;
+    let a = crate::common::rawhttp::request(server.addr, "POST", "/", "Content-Length: 0\r\n").await;
     assert_eq!(a.status, 405);
 }

@@ -2,14 +2,11 @@
 //! and PATH_INFO split where the script is found; anything that is not an executable
 //! inside DIR is a 404 before any upgrade. Also the command-line rules around it.
 
-mod common;
-mod rawhttp;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::*;
-use rawhttp::*;
+use crate::common::rawhttp::*;
+use crate::common::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const UPGRADE: &str =

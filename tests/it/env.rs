@@ -1,9 +1,7 @@
 //! The program's environment, compared field by field with what websocketd 0.4.1 gives
 //! (reference §2.1) plus our documented differences.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 

@@ -3,7 +3,9 @@
 //! through [`within`], so a bug fails the test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod proc;
+pub mod rawhttp;
 pub use proc::Proc;
 
 use std::future::Future;
@@ -23,6 +25,10 @@ use wsbridge::Config;
 /// The default bound for one step of a test.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// How long a program may take to be gone once its session ends: the ladder's SIGKILL
+/// lands at 850 ms (with the default `--closems`), plus scheduling slack.
+pub const LADDER: Duration = Duration::from_millis(850 + 2000);
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Awaits `f`, failing the test if it takes longer than `d`.
@@ -31,6 +37,16 @@ pub async fn within<F: Future>(d: Duration, f: F) -> F::Output {
         Ok(v) => v,
         Err(_) => panic!("timed out after {d:?}"),
     }
+}
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`, `RssAnon`…).
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// Path of a file under `tests/fixtures`.

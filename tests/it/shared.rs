@@ -4,11 +4,9 @@
 //! restarted when it dies and clients stay; `once` closes everyone with the status and
 //! exits with it; `eager` starts at startup; `ids` addresses one client.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::future::join_all;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

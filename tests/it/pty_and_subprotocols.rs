@@ -1,19 +1,14 @@
-//! Issue 7's flags: `--subprotocol` negotiation (101 header, `WEBSOCKET_PROTOCOL`,
+//! `--subprotocol` negotiation (101 header, `WEBSOCKET_PROTOCOL`,
 //! refusal) and `--pty` (line-buffered output, window size, no echo, Ctrl-D on close,
 //! the stop ladder, `TERM`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-
-/// The ladder's SIGKILL lands at 850 ms; allow scheduling slack on top.
-const LADDER: Duration = Duration::from_millis(850 + 2000);
 
 /// A handshake offering `offer` as Sec-WebSocket-Protocol (none when empty).
 async fn connect_offering(

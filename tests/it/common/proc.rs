@@ -3,8 +3,8 @@
 //! over as they come, signals, and exit with a deadline. Stopped on drop (SIGTERM, then
 //! SIGKILL).
 //!
-//! Shared by `tests/common` ([`super::BinServer`]) and `tests/deploy_support`, which
-//! include this file as their module `proc`; every test server is built on it.
+//! Every test server that runs the binary is built on it: [`super::BinServer`] and the
+//! deployment helpers in [`super::deploy`].
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

@@ -5,14 +5,12 @@
 //! proxy environment with no_proxy, failures that must be quick one-line errors, close
 //! codes both ways, `--reconnect` with its backoff, and SIGTERM.
 
-mod deploy_support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use deploy_support::{make_ca, make_leaf, openssl, tls_server, within, Proc, TempDir, STEP};
+use crate::common::deploy::{make_ca, make_leaf, openssl, tls_server, within, Proc, TempDir, STEP};
 use tokio::io::AsyncWriteExt;
 
 /// Our server mode, the real binary on 127.0.0.1 with an OS-chosen port; killed on drop.

@@ -5,14 +5,12 @@
 //! errors.
 #![cfg(feature = "tls")]
 
-mod deploy_support;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use deploy_support::*;
+use crate::common::deploy::*;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;

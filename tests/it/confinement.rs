@@ -5,15 +5,12 @@
 //! gap to hit. Each test runs the real binary twice: with `openat2`, and with the fallback
 //! for kernels before 5.6 (`WSBRIDGE_NO_OPENAT2=1`).
 
-mod common;
-mod rawhttp;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// How long one race may run, whatever its count.
 const RACE_TIME: Duration = Duration::from_secs(20);
@@ -150,7 +147,7 @@ async fn static_files_never_come_from_outside_during_a_symlink_race() {
         let swapper = Swapper::start(tree.root(), "race", "public\n", "secret.txt");
         let addr = server.addr;
         let tally = race(3000, move || async move {
-            let a = rawhttp::get(addr, "/race").await;
+            let a = crate::common::rawhttp::get(addr, "/race").await;
             let text = a.text();
             assert!(!text.contains("SECRET"), "served from outside the root: {a:?}");
             match a.status {
@@ -183,7 +180,7 @@ async fn cgi_never_runs_a_script_from_outside_during_a_symlink_race() {
         let swapper = Swapper::start(tree.root(), "race.cgi", INSIDE, "outside.sh");
         let addr = server.addr;
         let tally = race(800, move || async move {
-            let a = rawhttp::get(addr, "/race.cgi").await;
+            let a = crate::common::rawhttp::get(addr, "/race.cgi").await;
             match (a.status, a.text().as_str()) {
                 (200, "inside\n") => Some(true),
                 (_, t) if t.contains("OUTSIDE") => Some(false),
@@ -261,7 +258,7 @@ async fn pinned_scripts_still_find_their_directory() {
     assert_eq!(recv_text(&mut ws).await, "from-sibling");
     drop(ws);
     let cgi = BinServer::start(&[&format!("--cgidir={root}")]);
-    let a = rawhttp::get(cgi.addr, "/s.cgi").await;
+    let a = crate::common::rawhttp::get(cgi.addr, "/s.cgi").await;
     assert_eq!(
         (a.status, a.text().as_str()),
         (200, "from-sibling\nfrom-sibling\n"),

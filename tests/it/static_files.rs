@@ -3,14 +3,11 @@
 //! dotfiles, listings, scripts under `--cgidir`). Raw requests so the exact request line
 //! reaches the server.
 
-mod common;
-mod rawhttp;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
-use rawhttp::*;
+use crate::common::rawhttp::*;
+use crate::common::*;
 
 const SECRET: &str = "TOPSECRET-outside-the-staticdir";
 

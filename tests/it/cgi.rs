@@ -2,13 +2,10 @@
 //! (Content-Length and chunked), Status and Location out, scripts that die, hang or
 //! answer garbage, the time limit and `--maxforks`. Raw requests over TCP.
 
-mod common;
-mod rawhttp;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use rawhttp::*;
+use crate::common::rawhttp::*;
+use crate::common::*;
 
 fn cgidir() -> String {
     format!("--cgidir={}", fixture("cgi-bin"))
@@ -263,7 +260,7 @@ async fn chunked_floods_are_not_held_in_memory() {
     let server = BinServer::start(&[&cgidir()]);
     let a = get(server.addr, "/env.cgi").await;
     assert_eq!(a.status, 200);
-    let before = rss_kib(server.pid());
+    let before = status_kib(server.pid(), "VmRSS");
     let mut flood = Vec::new();
     for _ in 0..24 {
         flood.push(tokio::spawn(chunked_post(
@@ -281,20 +278,11 @@ async fn chunked_floods_are_not_held_in_memory() {
         sent += n;
         held.push(tcp);
     }
-    let after = rss_kib(server.pid());
+    let after = status_kib(server.pid(), "VmRSS");
     eprintln!("RSS {before} KiB -> {after} KiB with {sent} chunks of 64 KiB sent");
     assert!(
         after.saturating_sub(before) < 8 * 1024,
         "RSS grew from {before} KiB to {after} KiB while {sent} chunks of 64 KiB were pushed"
     );
     drop(held);
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }

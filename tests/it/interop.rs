@@ -1,11 +1,9 @@
 //! Interop with an independent client implementation: Python's `websockets` (installed by
 //! `tools/test.sh`), against the real binary.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_websockets_client_interoperates() {

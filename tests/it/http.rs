@@ -1,9 +1,7 @@
 //! HTTP answers on the WebSocket port: plain requests, handshake refusals, origin policy
 //! and extra headers. Raw requests over TCP so every byte of the answer is visible.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -6,20 +6,18 @@
 //!
 //! Skipped (with a note) when `nginx` is not installed; `tools/test.sh` installs it.
 
-mod deploy_support;
-
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deploy_support::*;
+use crate::common::deploy::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-const NGINX_MARK: &str = "<!-- nginx.conf: tested by tests/nginx.rs -->";
+const NGINX_MARK: &str = "<!-- nginx.conf: tested by tests/it/nginx.rs -->";
 
 /// The `nginx` block from README.md.
 fn readme_site() -> String {

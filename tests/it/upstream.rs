@@ -4,16 +4,13 @@
 //! written afresh (or, behind a trusted proxy, appended to);
 //! an unreachable upstream is a 502. The WebSocket keeps working on the same port.
 
-mod common;
-mod rawhttp;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use common::*;
-use rawhttp::*;
+use crate::common::rawhttp::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

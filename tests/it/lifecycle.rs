@@ -1,11 +1,9 @@
 //! Process lifecycle: close codes from exit status, the stop ladder on the whole process
 //! group, --maxforks, pings, and shutdown of the real binary.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
