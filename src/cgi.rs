@@ -46,8 +46,8 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::body::{self, Body, BodySender};
 use crate::child::{self, Child, Spec};
-use crate::http::{self, Body, BodySender};
 use crate::route;
 use crate::ws::{Conn, Endpoint};
 use crate::{env, reap, relay, session};
@@ -90,7 +90,7 @@ pub enum Answer {
 
 /// Runs `script` for a request.
 pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Answer {
-    let text = |s, m: &str| Answer::Response(http::text(s, m));
+    let text = |s, m: &str| Answer::Response(body::text(s, m));
     let file = script.found.path.as_path();
     if !script.found.is_executable() {
         tracing::info!(script = %file.display(), "CGI script is not executable");
@@ -178,7 +178,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         finish(child, stderr, ep.config.close_grace, None, permit).await;
         return Answer::LocalRedirect(local);
     }
-    let (tx, body) = http::channel(READ_AHEAD);
+    let (tx, body) = body::channel(READ_AHEAD);
     let mut resp = Response::new(body);
     *resp.status_mut() = parsed.status;
     *resp.headers_mut() = parsed.headers;
@@ -220,7 +220,7 @@ impl Input {
 }
 
 fn too_large() -> Response<Body> {
-    http::text(
+    body::text(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("request body too large: at most {MAX_BODY} bytes"),
     )
@@ -233,7 +233,7 @@ async fn read_input(parts: &Parts, body: Option<Incoming>, deadline: Instant) ->
             .to_str()
             .ok()
             .and_then(|l| l.parse().ok())
-            .ok_or_else(|| http::text(StatusCode::BAD_REQUEST, "bad Content-Length"))?;
+            .ok_or_else(|| body::text(StatusCode::BAD_REQUEST, "bad Content-Length"))?;
         return match len {
             0 => Ok(Input::None),
             n if n > MAX_BODY => Err(too_large()),
@@ -264,8 +264,8 @@ async fn read_input(parts: &Parts, body: Option<Incoming>, deadline: Instant) ->
                     first.extend_from_slice(&data);
                 }
             }
-            Ok(Some(Err(_))) => return Err(http::text(StatusCode::BAD_REQUEST, "request body could not be read")),
-            Err(_) => return Err(http::text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+            Ok(Some(Err(_))) => return Err(body::text(StatusCode::BAD_REQUEST, "request body could not be read")),
+            Err(_) => return Err(body::text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
         }
     }
     Ok(Input::Stream {

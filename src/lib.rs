@@ -30,6 +30,7 @@
 //!   pipe mode, wsbridge's own stdin/stdout; `--reconnect` backoff.
 //! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
 
+pub mod body;
 pub mod cgi;
 pub mod child;
 pub mod cli;

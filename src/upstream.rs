@@ -39,8 +39,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::body::{self, Body};
 use crate::env::Peer;
-use crate::http::{self, Body};
 use crate::ws::Conn;
 
 /// How long connecting to the upstream may take.
@@ -86,7 +86,7 @@ impl Upstream {
 
 /// Forwards one request and returns the upstream's answer, streaming.
 pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn: Conn) -> Response<Body> {
-    let gateway = |status, msg: &str| http::text(status, msg);
+    let gateway = |status, msg: &str| body::text(status, msg);
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(up.authority.as_str())).await;
     let tcp = match connect {
         Ok(Ok(t)) => t,
@@ -125,7 +125,7 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
 
     let mut req = Request::new(match body {
         Some(b) => b.map_err(io::Error::other).boxed_unsync(),
-        None => http::empty(),
+        None => body::empty(),
     });
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.path_and_query().map_or_else(
@@ -139,7 +139,7 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
     headers.remove(header::EXPECT);
     add_forwarded(&mut headers, conn);
     if parts.version == Version::HTTP_10 && !headers.contains_key(header::HOST) {
-        // An HTTP/1.0 client may send none ([`http::serve`] refuses HTTP/1.1 without one),
+        // An HTTP/1.0 client may send none ([`crate::http::serve`] refuses HTTP/1.1 without one),
         // but the request goes on as HTTP/1.1, which needs one.
         if let Ok(v) = HeaderValue::from_str(&up.authority) {
             headers.insert(header::HOST, v);
@@ -264,7 +264,7 @@ fn forwarded_node(peer: Peer) -> String {
 }
 
 /// A `Forwarded` parameter value: as it is when it is a token, else a quoted-string.
-/// Meant for a `Host` that [`http::valid_host`] passed, so every byte is ASCII.
+/// Meant for a `Host` that [`crate::http::valid_host`] passed, so every byte is ASCII.
 fn forwarded_value(v: &[u8]) -> String {
     let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     if !v.is_empty() && v.iter().all(tchar) {
