@@ -49,7 +49,7 @@ use tracing::Instrument;
 use crate::body::{self, Body, BodySender};
 use crate::child::{self, Child, Spec};
 use crate::route;
-use crate::ws::{Conn, Endpoint};
+use crate::state::{Conn, Endpoint};
 use crate::{env, reap, relay, session};
 
 /// Largest request body given to a script.

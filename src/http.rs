@@ -29,8 +29,10 @@ use hyper::{Request, Response, StatusCode, Version};
 
 use crate::body::{empty, text, Body};
 use crate::config::Program;
+use crate::error::Refusal;
 use crate::route;
-use crate::ws::{self, Conn, Endpoint, Refusal, Target};
+use crate::state::{Conn, Endpoint};
+use crate::ws::{self, Target};
 use crate::{cgi, console, statics, upstream};
 
 /// Largest total size of a request's header fields; above it the answer is 431.

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod env;
+pub mod error;
 pub mod framing;
 pub mod http;
 pub mod listen;
@@ -54,6 +55,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod shutdown;
+pub mod state;
 pub mod statics;
 pub mod text;
 #[cfg(feature = "tls")]

@@ -29,7 +29,7 @@ use crate::http;
 use crate::listen::Listener;
 use crate::reap;
 use crate::session::CLOSE_TIMEOUT;
-use crate::ws::{Conn, Endpoint};
+use crate::state::{Conn, Endpoint};
 
 #[cfg(feature = "tls")]
 pub use crate::tls::Tls;

@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use crate::body::{self, Body};
 use crate::env::Peer;
-use crate::ws::Conn;
+use crate::state::Conn;
 
 /// How long connecting to the upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
