@@ -15,8 +15,8 @@ use std::time::Duration;
 use hyper::http::{HeaderName, HeaderValue};
 
 use crate::cli::Cli;
+use crate::forwarded::TrustedProxies;
 use crate::origin::OriginPolicy;
-use crate::proxy::TrustedProxies;
 use crate::relay::Framing;
 use crate::upstream::Upstream;
 

@@ -9,7 +9,7 @@
 //! - [`cli`] → [`config`]: flags parsed (clap) and resolved into a typed `Config`.
 //! - [`listen`] (TCP, Unix sockets, systemd socket activation), [`server`] (accept
 //!   loop, TLS handshake, one task and span per connection, drain on shutdown), `tls`
-//!   (rustls, SIGHUP reload; cargo feature `tls`) and [`proxy`] (`--trusted-proxy`).
+//!   (rustls, SIGHUP reload; cargo feature `tls`) and [`forwarded`] (`--trusted-proxy`).
 //! - [`http`]: one dispatch decision per request; extra headers; access lines.
 //!   Plain requests go to [`console`] (`--devconsole`), [`cgi`] (`--cgidir`) or
 //!   [`statics`] (`--staticdir`), then [`upstream`] (`--upstream`); [`route`] maps URL
@@ -38,15 +38,16 @@ pub mod config;
 pub mod console;
 pub mod env;
 pub mod error;
+pub mod forwarded;
 pub mod framing;
 pub mod http;
 pub mod listen;
 pub mod logging;
+pub mod net;
 pub mod origin;
 #[cfg(feature = "connect")]
 pub mod outbound;
 pub mod pipesize;
-pub mod proxy;
 pub mod pty;
 pub mod reap;
 pub mod relay;

@@ -24,9 +24,9 @@ use tracing::Instrument;
 
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::env::Peer;
 use crate::http;
 use crate::listen::Listener;
+use crate::net::Peer;
 use crate::reap;
 use crate::session::CLOSE_TIMEOUT;
 use crate::state::{Conn, Endpoint};

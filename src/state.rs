@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::env;
 use crate::error::Refusal;
+use crate::net::Peer;
 use crate::shared;
 
 /// What every connection shares: settings, the fork limit, running sessions.
@@ -41,10 +41,10 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Copy)]
 pub struct Conn {
     /// The client: the socket's peer, or who a `--trusted-proxy` says it is.
-    pub peer: env::Peer,
+    pub peer: Peer,
     /// The socket's peer when it is a `--trusted-proxy`: the request came through it,
     /// and its forwarded headers are believed (and passed on by [`crate::upstream`]).
-    pub proxy: Option<env::Peer>,
+    pub proxy: Option<Peer>,
     /// Counts from 1 in accept order.
     pub id: u64,
     pub tls: bool,

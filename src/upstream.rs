@@ -40,7 +40,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::{self, Body};
-use crate::env::Peer;
+use crate::net::Peer;
 use crate::state::Conn;
 
 /// How long connecting to the upstream may take.

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Target;
-use crate::env::percent_decode;
+use crate::net::{percent_decode, Cidr};
 
 /// The proxy's answer to CONNECT must fit in this many bytes.
 pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
@@ -166,7 +166,7 @@ pub fn bypass(no_proxy: &str, host: &str, port: u16) -> bool {
             if let Some((net, bits)) = entry.split_once('/') {
                 let net = net.trim_start_matches('[').trim_end_matches(']');
                 return match (ip, net.parse::<IpAddr>(), bits.parse::<u8>()) {
-                    (Some(ip), Ok(net), Ok(bits)) => in_cidr(ip, net, bits),
+                    (Some(ip), Ok(net), Ok(bits)) => Cidr::new(net, bits).is_some_and(|c| c.contains(ip)),
                     _ => false,
                 };
             }
@@ -186,20 +186,6 @@ pub fn bypass(no_proxy: &str, host: &str, port: u16) -> bool {
                 }
             }
         })
-}
-
-fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
 }
 
 /// Connects to the proxy and asks it for a tunnel to `target`; returns the stream, which
