@@ -16,9 +16,8 @@ use hyper::http::{HeaderName, HeaderValue};
 
 use crate::cli::Cli;
 use crate::forwarded::TrustedProxies;
+use crate::framing::Framing;
 use crate::origin::OriginPolicy;
-use crate::relay::Framing;
-use crate::upstream::Upstream;
 
 /// Everything the server needs, resolved.
 #[derive(Debug, Clone)]
@@ -148,6 +147,43 @@ pub struct ExtraHeaders {
     pub all: Vec<(HeaderName, HeaderValue)>,
     pub ws: Vec<(HeaderName, HeaderValue)>,
     pub http: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// `--upstream`: where to forward, `http://HOST[:PORT][/]`, parsed (the forwarding is
+/// [`crate::upstream`]'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `HOST:PORT` to connect to (IPv6 in brackets).
+    pub authority: String,
+}
+
+impl Upstream {
+    /// Parses the `--upstream` value. Only `http://` and no path: wsbridge forwards the
+    /// request's own path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid --upstream={s}: {why}");
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("expected http://HOST:PORT"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(bad("expected http://HOST:PORT (no path)"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !rest.ends_with(']') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        if host.is_empty() || (host.starts_with('[') != host.ends_with(']')) {
+            return Err(bad("bad host"));
+        }
+        let port: u16 = match port {
+            None => 80,
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+        };
+        Ok(Upstream {
+            authority: format!("{host}:{port}"),
+        })
+    }
 }
 
 /// websocketd's log levels, from most to least verbose as websocketd orders them.
@@ -718,5 +754,25 @@ mod tests {
         let a = resolve_addresses(&["[::1]".into(), "127.0.0.1".into()], 9).unwrap();
         assert_eq!(a, vec!["[::1]:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap()]);
         assert!(!resolve_addresses(&["localhost".into()], 9).unwrap().is_empty());
+    }
+
+    #[test]
+    fn upstream_is_http_host_port_only() {
+        let a = |s: &str| Upstream::parse(s).map(|u| u.authority);
+        assert_eq!(a("http://127.0.0.1:8000"), Ok("127.0.0.1:8000".into()));
+        assert_eq!(a("http://board/"), Ok("board:80".into()));
+        assert_eq!(a("http://[::1]:81"), Ok("[::1]:81".into()));
+        assert_eq!(a("http://[::1]"), Ok("[::1]:80".into()));
+        for bad in [
+            "https://x:1",
+            "x:1",
+            "http://",
+            "http://x:1/path",
+            "http://x:port",
+            "http://u@x:1",
+            "http://[::1:1",
+        ] {
+            assert!(a(bad).is_err(), "{bad}");
+        }
     }
 }
