@@ -14,6 +14,11 @@ use std::time::Duration;
 
 use hyper::http::{HeaderName, HeaderValue};
 
+#[cfg(feature = "connect")]
+pub mod connect;
+
+#[cfg(feature = "connect")]
+use self::connect::client_config;
 use crate::cli::Cli;
 use crate::forwarded::TrustedProxies;
 use crate::framing::Framing;
@@ -298,7 +303,7 @@ fn log_level(name: &str) -> LogLevel {
 
 /// What `--connect` needs beyond the session settings (cargo feature `connect`).
 #[cfg(feature = "connect")]
-pub type ClientSettings = crate::outbound::Settings;
+pub type ClientSettings = connect::Settings;
 /// Built without the cargo feature `connect`: there is never a client side.
 #[cfg(not(feature = "connect"))]
 #[derive(Debug, Clone)]
@@ -307,138 +312,6 @@ pub enum ClientSettings {}
 #[cfg(not(feature = "connect"))]
 fn client_config(_cli: Cli) -> Result<Config, String> {
     Err("--connect: this wsbridge was built without it (cargo feature `connect`)".into())
-}
-
-/// `--connect`: the session settings as for a server, plus [`crate::outbound::Settings`];
-/// flags that only make sense for a server are refused.
-#[cfg(feature = "connect")]
-fn client_config(cli: Cli) -> Result<Config, String> {
-    use crate::outbound::{proxy, Settings, Target};
-    let server_only = [
-        ("--port", cli.port.is_some()),
-        ("--address", !cli.address.is_empty()),
-        ("--ssl", cli.ssl),
-        ("--unixsocket", cli.unixsocket.is_some()),
-        ("--trusted-proxy", !cli.trusted_proxy.is_empty()),
-        ("--redirport", cli.redirport.is_some()),
-        ("--staticdir", cli.staticdir.is_some()),
-        ("--cgidir", cli.cgidir.is_some()),
-        ("--dir", cli.dir.is_some()),
-        ("--devconsole", cli.devconsole),
-        ("--upstream", cli.upstream.is_some()),
-        ("--sameorigin", cli.sameorigin),
-        ("--header-ws", !cli.header_ws.is_empty()),
-        ("--header-http", !cli.header_http.is_empty()),
-        ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
-    ];
-    if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
-        return Err(format!("{flag} is a server flag: it cannot be combined with --connect"));
-    }
-    let url = cli.connect.as_deref().unwrap_or_default();
-    let target = Target::parse(url)?;
-    let proxy = match cli.proxy.as_deref().map(str::trim) {
-        Some("" | "none") => None,
-        Some(p) => Some(proxy::Proxy::parse(p).map_err(|e| format!("--proxy: {e}"))?),
-        None => proxy::from_env(&target, |k| std::env::var(k).ok())?,
-    };
-    let headers = parse_headers(&cli.header, "--header")?;
-    const OURS: [&str; 5] = [
-        "connection",
-        "upgrade",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-    ];
-    if let Some((name, _)) = headers.iter().find(|(n, _)| OURS.contains(&n.as_str())) {
-        return Err(format!("--header={name}: wsbridge sets that handshake header itself"));
-    }
-    let origin = match cli.origin.as_deref() {
-        None => None,
-        Some(o) if o.contains(',') || o.trim() != o || o.is_empty() => {
-            return Err(format!(
-                "--origin={o:?}: with --connect it is the one Origin value to send (e.g. https://example.com)"
-            ))
-        }
-        Some(o) => Some(HeaderValue::from_str(o).map_err(|_| format!("--origin={o:?}: not a valid header value"))?),
-    };
-    if !target.secure && (cli.sslca.is_some() || cli.sslcert.is_some() || cli.sslkey.is_some()) {
-        return Err("--sslca, --sslcert and --sslkey are for wss:// URLs".into());
-    }
-    if cli.insecure && !target.secure {
-        return Err("--insecure is about wss:// certificates; this URL is ws://".into());
-    }
-    if cli.insecure && cli.sslca.is_some() {
-        return Err("--insecure skips the certificate check that --sslca is for: give one".into());
-    }
-    let client_cert = match (cli.sslcert, cli.sslkey) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        _ => return Err("--sslcert and --sslkey go together (a client certificate and its key)".into()),
-    };
-    if target.secure && !cfg!(feature = "tls") {
-        return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
-    }
-    if cli.connect_timeout == 0 {
-        return Err("--connect-timeout must be at least 1".into());
-    }
-    let framing = framing(cli.binary, cli.framing.as_deref())?;
-    if cli.program.is_none() && (cli.pty || cli.passstderr) {
-        return Err("--pty and --passstderr need PROGRAM (without it wsbridge relays its own stdin/stdout)".into());
-    }
-    if cli.passstderr && framing != Framing::Line {
-        return Err("--passstderr sends JSON text messages: it needs line framing, not --binary or --framing".into());
-    }
-    if cli.pty && cli.passstderr {
-        return Err("--pty merges stderr into the terminal: it cannot be combined with --passstderr".into());
-    }
-    if cli.pty && framing == Framing::LenPrefix {
-        return Err("--pty changes the bytes (CR LF, line editing): it cannot carry --framing=lenprefix".into());
-    }
-    if cli.maxframesize == 0 {
-        return Err("--maxframesize must be at least 1".into());
-    }
-    let program = Program::resolve(cli.program, cli.args)?;
-    Ok(Config {
-        addresses: Vec::new(),
-        port: 0,
-        tcp: false,
-        unix_socket: None,
-        redirect_port: None,
-        tls: None,
-        trusted_proxies: TrustedProxies::parse(&[])?,
-        program,
-        script_dir: None,
-        static_dir: None,
-        cgi_dir: None,
-        cgi_timeout: Duration::from_secs(cli.cgitimeout.max(1)),
-        dev_console: false,
-        upstream: None,
-        framing,
-        max_forks: None,
-        threads: cli.threads,
-        close_grace: Duration::from_millis(cli.closems),
-        passenv: read_passenv(&cli.passenv),
-        max_message: cli.maxframesize,
-        ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
-        pass_stderr: cli.passstderr,
-        subprotocols: subprotocols(&cli.subprotocol, false)?,
-        pty: cli.pty,
-        shared: None,
-        origin: OriginPolicy::from_flags(None, false)?,
-        headers: ExtraHeaders::default(),
-        log_level: log_level(&cli.loglevel),
-        outbound: Some(Settings {
-            target,
-            proxy,
-            headers,
-            origin,
-            ca: cli.sslca,
-            client_cert,
-            reconnect: cli.reconnect,
-            insecure: cli.insecure,
-            step_timeout: Duration::from_secs(cli.connect_timeout),
-        }),
-    })
 }
 
 impl Config {

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::http::{HeaderName, HeaderValue};
+use hyper::http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::{CancellationToken, PollSender};
 
+use crate::config::connect::{Settings, Target};
 use crate::config::Config;
 use crate::session::{self, Outcome, ProgramIo, Side, Socket, Transport};
 
@@ -38,100 +39,6 @@ pub const BACKOFF_START: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long resets the backoff.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
-
-/// A parsed `ws://` or `wss://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub secure: bool,
-    /// Lower-cased, without IPv6 brackets.
-    pub host: String,
-    pub port: u16,
-    /// Path and query, at least `/`.
-    pub resource: String,
-}
-
-impl Target {
-    /// Parses `ws[s]://host[:port][/path][?query]`. User info and fragments are refused
-    /// (RFC 6455 §3): send credentials with `--header`.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("invalid --connect URL {url:?}: {why}");
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected ws://HOST/ or wss://HOST/"))?;
-        let secure = match scheme.to_ascii_lowercase().as_str() {
-            "ws" => false,
-            "wss" => true,
-            _ => return Err(bad("the scheme must be ws:// or wss://")),
-        };
-        if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces and control characters are not allowed"));
-        }
-        if url.contains('#') {
-            return Err(bad("a WebSocket URL has no #fragment"));
-        }
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, resource) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err(bad(
-                "no user:password@ in the URL; send credentials with --header=\"Authorization: ...\"",
-            ));
-        }
-        let (host, port) = proxy::split_host_port(authority).map_err(|e| bad(&e))?;
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let resource = match resource {
-            "" => "/".to_owned(),
-            r if r.starts_with('?') => format!("/{r}"),
-            r => r.to_owned(),
-        };
-        Ok(Target {
-            secure,
-            host,
-            port: port.unwrap_or(if secure { 443 } else { 80 }),
-            resource,
-        })
-    }
-
-    /// The URL again, normalized (`WEBSOCKET_URL`).
-    pub fn url(&self) -> String {
-        let scheme = if self.secure { "wss" } else { "ws" };
-        let default = if self.secure { 443 } else { 80 };
-        let host = match self.host.contains(':') {
-            true => format!("[{}]", self.host),
-            false => self.host.clone(),
-        };
-        match self.port == default {
-            true => format!("{scheme}://{host}{}", self.resource),
-            false => format!("{scheme}://{host}:{}{}", self.port, self.resource),
-        }
-    }
-
-    fn shown(&self) -> String {
-        proxy::join_host_port(&self.host, self.port)
-    }
-}
-
-/// Everything `--connect` needs beyond the session settings, resolved at startup.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub target: Target,
-    /// From `--proxy`, else from the environment; `None` connects directly.
-    pub proxy: Option<proxy::Proxy>,
-    /// `--header`: extra handshake request headers (they replace ours of the same name).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `--origin`: one value sent as `Origin`.
-    pub origin: Option<HeaderValue>,
-    /// `--sslca`: trust only these CAs instead of the system's.
-    pub ca: Option<std::path::PathBuf>,
-    /// `--sslcert` and `--sslkey`: our client certificate (mutual TLS).
-    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    pub reconnect: bool,
-    /// `--insecure`: do not check the server's certificate.
-    pub insecure: bool,
-    /// `--connect-timeout`: the bound on each step of connecting.
-    pub step_timeout: Duration,
-}
 
 /// A ready client: settings plus the TLS configuration (built once, at startup).
 pub struct Client {
@@ -597,43 +504,6 @@ impl AsyncWrite for Stdout {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_with_defaults() {
-        let t = Target::parse("ws://Example.com").unwrap();
-        assert_eq!(
-            (t.secure, t.host.as_str(), t.port, t.resource.as_str()),
-            (false, "example.com", 80, "/")
-        );
-        assert_eq!(t.url(), "ws://example.com/");
-        let t = Target::parse("WSS://h:8443/a/b?x=1&y").unwrap();
-        assert_eq!((t.secure, t.port, t.resource.as_str()), (true, 8443, "/a/b?x=1&y"));
-        assert_eq!(t.url(), "wss://h:8443/a/b?x=1&y");
-        let t = Target::parse("wss://[::1]/x").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 443));
-        assert_eq!(t.url(), "wss://[::1]/x");
-        let t = Target::parse("ws://h?q").unwrap();
-        assert_eq!(t.resource, "/?q");
-        assert_eq!(Target::parse("ws://h:80/").unwrap().url(), "ws://h/");
-    }
-
-    #[test]
-    fn bad_urls_are_refused_with_a_reason() {
-        for (url, why) in [
-            ("http://h/", "ws:// or wss://"),
-            ("h:80", "expected ws://"),
-            ("ws://u:p@h/", "--header"),
-            ("ws://h/#x", "fragment"),
-            ("ws:///x", "no host"),
-            ("ws://h:0/", "bad port"),
-            ("ws://h:99999/", "bad port"),
-            ("ws://h/a b", "spaces"),
-            ("ws://[::1/", "unclosed"),
-        ] {
-            let e = Target::parse(url).unwrap_err();
-            assert!(e.contains(why), "{url}: {e}");
-        }
-    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_resets() {
