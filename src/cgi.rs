@@ -50,7 +50,7 @@ use crate::body::{self, Body, BodySender};
 use crate::child::{self, Child, Spec};
 use crate::route;
 use crate::state::{Conn, Endpoint};
-use crate::{env, reap, relay, session};
+use crate::{env, reap, relay};
 
 /// Largest request body given to a script.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -135,7 +135,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         mut stdout,
         stderr,
     } = stdio;
-    let stderr = tokio::spawn(session::log_stderr(stderr, None).in_current_span());
+    let stderr = tokio::spawn(child::log_stderr(stderr, None).in_current_span());
     // Bounded by the deadline too: a client that stops sending cannot hold the task.
     let body_too_large = CancellationToken::new();
     tokio::spawn(timeout_at(deadline, feed(stdin, input, body_too_large.clone())).in_current_span());

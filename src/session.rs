@@ -33,7 +33,6 @@ use tracing::Instrument;
 use crate::child::{self, Child, Stdio};
 use crate::config::{Config, Program};
 use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
-use crate::text::Escaped;
 use crate::{pipesize, pty, reap};
 
 /// After the program exits, how long its output may make no progress before the session
@@ -45,8 +44,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// `--passstderr` lines waiting for the output pump.
 const STDERR_QUEUE: usize = 64;
-/// Longest stderr line logged as one line; longer ones are logged in pieces.
-pub const MAX_STDERR_LINE: usize = 4096;
 
 /// How the WebSocket ends.
 pub(crate) enum Closing {
@@ -211,7 +208,7 @@ async fn session(
         }
         false => (None, None),
     };
-    let stderr_task = stderr.map(|stderr| tokio::spawn(log_stderr(stderr, stderr_tx).in_current_span()));
+    let stderr_task = stderr.map(|stderr| tokio::spawn(child::log_stderr(stderr, stderr_tx).in_current_span()));
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
     let ping = config.ping_interval;
@@ -488,42 +485,6 @@ pub(crate) async fn finish_stderr(task: Option<tokio::task::JoinHandle<()>>) {
         if tokio::time::timeout(STDERR_DRAIN, &mut task).await.is_err() {
             tracing::debug!("stderr still open after the program ended; no longer reading it");
             task.abort();
-        }
-    }
-}
-
-/// Logs the program's stderr line by line (long lines in pieces, control characters
-/// escaped), always reading, so it can never fill up and block the program; with
-/// `to_client` (`--passstderr`) each line is also queued for the client, unescaped, which
-/// then paces the program like stdout does.
-pub(crate) async fn log_stderr(
-    mut stderr: pipe::Receiver,
-    mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-) {
-    let mut framer = relay::LineFramer::new(MAX_STDERR_LINE);
-    let mut lines = Vec::new();
-    loop {
-        let more = match relay::read_chunk(&mut stderr).await {
-            Ok(Some(chunk)) => {
-                framer.push(chunk, &mut lines);
-                true
-            }
-            Ok(None) | Err(_) => {
-                framer.finish(&mut lines);
-                false
-            }
-        };
-        for line in lines.drain(..) {
-            // Escaped for the log only: the client (--passstderr) gets the line as written.
-            tracing::warn!(target: "wsbridge::stderr", line = %Escaped(&String::from_utf8_lossy(&line)));
-            if let Some(tx) = &to_client {
-                if tx.send(line).await.is_err() {
-                    to_client = None; // the session's output side is done
-                }
-            }
-        }
-        if !more {
-            return;
         }
     }
 }

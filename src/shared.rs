@@ -255,7 +255,7 @@ impl Hub {
         } = io;
         tracing::info!(pid = child.id(), "shared program started");
         // Started on pipes, so stderr is its own pipe.
-        let stderr_task = stderr.map(|e| tokio::spawn(session::log_stderr(e, None).in_current_span()));
+        let stderr_task = stderr.map(|e| tokio::spawn(child::log_stderr(e, None).in_current_span()));
         let mut exited = false;
         let mut stopping = false;
         {
