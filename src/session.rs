@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::child::{self, Child, Stdio};
 use crate::config::{Config, Program};
-use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
+use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
 use crate::{pipesize, pty, reap};
 
 /// After the program exits, how long its output may make no progress before the session
@@ -238,7 +238,7 @@ async fn session(
                 (end, _) => Ending::Output(end),
             },
             end = &mut inp => Ending::Input(end),
-            () = exited_opt(&mut child) => {
+            () = or_pending(child.as_mut().map(Child::exited)) => {
                 exited = true;
                 // Whatever the program left in its group would keep the output open.
                 if let Some(child) = &child {
@@ -246,7 +246,7 @@ async fn session(
                 }
                 Ending::Output(Box::pin(drain(out, &sent)).await)
             }
-            () = watchdog(ping, &liveness) => Ending::PingTimeout,
+            () = or_pending(ping.map(|every| relay::watchdog(every, &liveness))) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
         // Leaving this block drops the input pump and with it the program's stdin.
@@ -346,14 +346,6 @@ async fn session(
     }
 }
 
-/// Resolves when the program exits; never without one.
-async fn exited_opt(child: &mut Option<Child>) {
-    match child {
-        Some(c) => c.exited().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Pipe mode after EOF on our stdin: keep relaying the peer's messages until it closes or
 /// has been quiet for [`EOF_LINGER`].
 async fn linger<F: std::future::Future<Output = InEnd>>(mut inp: std::pin::Pin<&mut F>, received: &Counters) -> Ending {
@@ -385,13 +377,6 @@ pub(crate) fn closing_for_input(end: InEnd) -> Closing {
             tracing::warn!(error = %e, "websocket error");
             Closing::Send(CloseCode::Error, "internal error".into())
         }
-    }
-}
-
-pub(crate) async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
-    match ping {
-        Some(every) => relay::watchdog(every, liveness).await,
-        None => std::future::pending().await,
     }
 }
 

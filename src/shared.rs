@@ -40,7 +40,7 @@ use crate::child;
 use crate::config::{Config, Program, Shared};
 use crate::framing::{Decoder, Framing};
 use crate::reap;
-use crate::relay::{self, Counters, InEnd, Liveness};
+use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
 use crate::session::{self, Closing};
 
 /// Most messages one client may have waiting, whatever their size.
@@ -555,7 +555,7 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Co
             },
             end = &mut inp => Ending::Input(end),
             () = member.kick.token.cancelled() => Ending::Dropped,
-            () = session::watchdog(ping, &liveness) => Ending::PingTimeout,
+            () = or_pending(ping.map(|every| relay::watchdog(every, &liveness))) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
     };
@@ -616,7 +616,7 @@ where
         let first = tokio::select! {
             biased;
             msg = rx.recv() => msg,
-            () = relay::tick(&mut ticker) => {
+            _ = or_pending(ticker.as_mut().map(|t| t.tick())) => {
                 sink.send(Message::Ping(Bytes::new())).await?;
                 continue;
             }
