@@ -10,6 +10,11 @@
 //! `max_line` (`--maxframesize`), a stdin batch of at most [`STDIN_BATCH`] plus one message.
 //! Coalescing: every line of one read goes out in one socket write (one flush per read),
 //! and messages that are already received are written to the program in one `write`.
+//!
+//! Two small pieces are shared with the rooms that read a program without a WebSocket
+//! ([`crate::child`]'s stderr, [`crate::cgi`], [`crate::shared`]'s hub): [`read_chunk`],
+//! one bounded read that holds no buffer between reads, and [`or_pending`] for the
+//! `select!` branches that the settings switch off.
 
 use std::future::{poll_fn, Future};
 use std::io;
