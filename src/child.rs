@@ -1,6 +1,7 @@
 //! Starting the program for one connection and watching it: argv, environment, pipes, its
-//! own process group, exit notification, group signals, reaping. Knows nothing of
-//! WebSockets.
+//! own process group, exit notification, group signals, reaping, and logging what it
+//! writes to stderr ([`log_stderr`], for sessions, `--shared` and CGI alike). Knows
+//! nothing of WebSockets.
 //!
 //! Spawning uses std's `posix_spawn` fast path (no `pre_exec`; the program path always
 //! contains a `/`; the process group is set through `POSIX_SPAWN_SETPGROUP`), so the cost
@@ -26,6 +27,13 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
+
+use crate::framing::LineFramer;
+use crate::relay::read_chunk;
+use crate::text::Escaped;
+
+/// Longest stderr line logged as one line; longer ones are logged in pieces.
+pub const MAX_STDERR_LINE: usize = 4096;
 
 /// What to run.
 pub struct Spec<'a> {
@@ -411,4 +419,37 @@ pub fn spawn_pty(spec: Spec<'_>, size: crate::pty::WinSize) -> io::Result<(Child
     // master reads EIO once the program's side is closed.
     drop(cmd);
     Ok((manage(inner)?, master))
+}
+
+/// Logs the program's stderr line by line (long lines in pieces, control characters
+/// escaped), always reading, so it can never fill up and block the program; with
+/// `to_client` (`--passstderr`) each line is also queued for the client, unescaped, which
+/// then paces the program like stdout does.
+pub async fn log_stderr(mut stderr: pipe::Receiver, mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>) {
+    let mut framer = LineFramer::new(MAX_STDERR_LINE);
+    let mut lines = Vec::new();
+    loop {
+        let more = match read_chunk(&mut stderr).await {
+            Ok(Some(chunk)) => {
+                framer.push(chunk, &mut lines);
+                true
+            }
+            Ok(None) | Err(_) => {
+                framer.finish(&mut lines);
+                false
+            }
+        };
+        for line in lines.drain(..) {
+            // Escaped for the log only: the client (--passstderr) gets the line as written.
+            tracing::warn!(target: "wsbridge::stderr", line = %Escaped(&String::from_utf8_lossy(&line)));
+            if let Some(tx) = &to_client {
+                if tx.send(line).await.is_err() {
+                    to_client = None; // the session's output side is done
+                }
+            }
+        }
+        if !more {
+            return;
+        }
+    }
 }

@@ -5,20 +5,32 @@
 //! one-line error and exit status 1 rather than a surprise at the first connection: the
 //! program is looked up on PATH and checked for the execute bit, `--passenv` values are
 //! read once, headers and origins are parsed.
+//!
+//! Config is the bottom of the tree: it holds only values whose types live here or in
+//! other leaves ([`crate::forwarded`], [`crate::framing`], [`crate::origin`],
+//! [`crate::route`], [`crate::net`]), never a runtime module's. This file has the types
+//! and the server's cross-flag rules; `program` finds and checks PROGRAM and the
+//! directories; [`connect`] resolves `--connect`'s settings (target, proxy, TLS files).
+
+#[cfg(feature = "connect")]
+pub mod connect;
+mod program;
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::http::{HeaderName, HeaderValue};
 
+#[cfg(feature = "connect")]
+use self::connect::client_config;
+use self::program::resolve_dir;
+pub use self::program::{is_executable_file, Program};
 use crate::cli::Cli;
+use crate::forwarded::TrustedProxies;
+use crate::framing::Framing;
 use crate::origin::OriginPolicy;
-use crate::proxy::TrustedProxies;
-use crate::relay::Framing;
-use crate::upstream::Upstream;
 
 /// Everything the server needs, resolved.
 #[derive(Debug, Clone)]
@@ -116,38 +128,49 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// The program run for each connection.
-#[derive(Debug, Clone)]
-pub struct Program {
-    /// As given on the command line (for logs).
-    pub name: OsString,
-    /// Resolved: contains a `/`, so it is never searched on the child's PATH.
-    pub path: PathBuf,
-    pub args: Vec<OsString>,
-    /// `--dir`: the directory entry that was checked, which is what runs (see
-    /// [`crate::route`]); `None` for PROGRAM, run by its path.
-    pub pinned: Option<std::sync::Arc<crate::route::Script>>,
-}
-
-impl Program {
-    /// PROGRAM and its arguments from the command line, looked up once (`None`: no PROGRAM).
-    fn resolve(name: Option<OsString>, args: Vec<OsString>) -> Result<Option<Program>, String> {
-        let Some(name) = name else { return Ok(None) };
-        Ok(Some(Program {
-            path: resolve_program(&name)?,
-            name,
-            args,
-            pinned: None,
-        }))
-    }
-}
-
 /// `--header`, `--header-ws`, `--header-http`, parsed.
 #[derive(Debug, Clone, Default)]
 pub struct ExtraHeaders {
     pub all: Vec<(HeaderName, HeaderValue)>,
     pub ws: Vec<(HeaderName, HeaderValue)>,
     pub http: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// `--upstream`: where to forward, `http://HOST[:PORT][/]`, parsed (the forwarding is
+/// [`crate::upstream`]'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `HOST:PORT` to connect to (IPv6 in brackets).
+    pub authority: String,
+}
+
+impl Upstream {
+    /// Parses the `--upstream` value. Only `http://` and no path: wsbridge forwards the
+    /// request's own path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid --upstream={s}: {why}");
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("expected http://HOST:PORT"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(bad("expected http://HOST:PORT (no path)"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !rest.ends_with(']') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        if host.is_empty() || (host.starts_with('[') != host.ends_with(']')) {
+            return Err(bad("bad host"));
+        }
+        let port: u16 = match port {
+            None => 80,
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+        };
+        Ok(Upstream {
+            authority: format!("{host}:{port}"),
+        })
+    }
 }
 
 /// websocketd's log levels, from most to least verbose as websocketd orders them.
@@ -262,7 +285,7 @@ fn log_level(name: &str) -> LogLevel {
 
 /// What `--connect` needs beyond the session settings (cargo feature `connect`).
 #[cfg(feature = "connect")]
-pub type ClientSettings = crate::outbound::Settings;
+pub type ClientSettings = connect::Settings;
 /// Built without the cargo feature `connect`: there is never a client side.
 #[cfg(not(feature = "connect"))]
 #[derive(Debug, Clone)]
@@ -271,138 +294,6 @@ pub enum ClientSettings {}
 #[cfg(not(feature = "connect"))]
 fn client_config(_cli: Cli) -> Result<Config, String> {
     Err("--connect: this wsbridge was built without it (cargo feature `connect`)".into())
-}
-
-/// `--connect`: the session settings as for a server, plus [`crate::outbound::Settings`];
-/// flags that only make sense for a server are refused.
-#[cfg(feature = "connect")]
-fn client_config(cli: Cli) -> Result<Config, String> {
-    use crate::outbound::{proxy, Settings, Target};
-    let server_only = [
-        ("--port", cli.port.is_some()),
-        ("--address", !cli.address.is_empty()),
-        ("--ssl", cli.ssl),
-        ("--unixsocket", cli.unixsocket.is_some()),
-        ("--trusted-proxy", !cli.trusted_proxy.is_empty()),
-        ("--redirport", cli.redirport.is_some()),
-        ("--staticdir", cli.staticdir.is_some()),
-        ("--cgidir", cli.cgidir.is_some()),
-        ("--dir", cli.dir.is_some()),
-        ("--devconsole", cli.devconsole),
-        ("--upstream", cli.upstream.is_some()),
-        ("--sameorigin", cli.sameorigin),
-        ("--header-ws", !cli.header_ws.is_empty()),
-        ("--header-http", !cli.header_http.is_empty()),
-        ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
-    ];
-    if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
-        return Err(format!("{flag} is a server flag: it cannot be combined with --connect"));
-    }
-    let url = cli.connect.as_deref().unwrap_or_default();
-    let target = Target::parse(url)?;
-    let proxy = match cli.proxy.as_deref().map(str::trim) {
-        Some("" | "none") => None,
-        Some(p) => Some(proxy::Proxy::parse(p).map_err(|e| format!("--proxy: {e}"))?),
-        None => proxy::from_env(&target, |k| std::env::var(k).ok())?,
-    };
-    let headers = parse_headers(&cli.header, "--header")?;
-    const OURS: [&str; 5] = [
-        "connection",
-        "upgrade",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-    ];
-    if let Some((name, _)) = headers.iter().find(|(n, _)| OURS.contains(&n.as_str())) {
-        return Err(format!("--header={name}: wsbridge sets that handshake header itself"));
-    }
-    let origin = match cli.origin.as_deref() {
-        None => None,
-        Some(o) if o.contains(',') || o.trim() != o || o.is_empty() => {
-            return Err(format!(
-                "--origin={o:?}: with --connect it is the one Origin value to send (e.g. https://example.com)"
-            ))
-        }
-        Some(o) => Some(HeaderValue::from_str(o).map_err(|_| format!("--origin={o:?}: not a valid header value"))?),
-    };
-    if !target.secure && (cli.sslca.is_some() || cli.sslcert.is_some() || cli.sslkey.is_some()) {
-        return Err("--sslca, --sslcert and --sslkey are for wss:// URLs".into());
-    }
-    if cli.insecure && !target.secure {
-        return Err("--insecure is about wss:// certificates; this URL is ws://".into());
-    }
-    if cli.insecure && cli.sslca.is_some() {
-        return Err("--insecure skips the certificate check that --sslca is for: give one".into());
-    }
-    let client_cert = match (cli.sslcert, cli.sslkey) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        _ => return Err("--sslcert and --sslkey go together (a client certificate and its key)".into()),
-    };
-    if target.secure && !cfg!(feature = "tls") {
-        return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
-    }
-    if cli.connect_timeout == 0 {
-        return Err("--connect-timeout must be at least 1".into());
-    }
-    let framing = framing(cli.binary, cli.framing.as_deref())?;
-    if cli.program.is_none() && (cli.pty || cli.passstderr) {
-        return Err("--pty and --passstderr need PROGRAM (without it wsbridge relays its own stdin/stdout)".into());
-    }
-    if cli.passstderr && framing != Framing::Line {
-        return Err("--passstderr sends JSON text messages: it needs line framing, not --binary or --framing".into());
-    }
-    if cli.pty && cli.passstderr {
-        return Err("--pty merges stderr into the terminal: it cannot be combined with --passstderr".into());
-    }
-    if cli.pty && framing == Framing::LenPrefix {
-        return Err("--pty changes the bytes (CR LF, line editing): it cannot carry --framing=lenprefix".into());
-    }
-    if cli.maxframesize == 0 {
-        return Err("--maxframesize must be at least 1".into());
-    }
-    let program = Program::resolve(cli.program, cli.args)?;
-    Ok(Config {
-        addresses: Vec::new(),
-        port: 0,
-        tcp: false,
-        unix_socket: None,
-        redirect_port: None,
-        tls: None,
-        trusted_proxies: TrustedProxies::parse(&[])?,
-        program,
-        script_dir: None,
-        static_dir: None,
-        cgi_dir: None,
-        cgi_timeout: Duration::from_secs(cli.cgitimeout.max(1)),
-        dev_console: false,
-        upstream: None,
-        framing,
-        max_forks: None,
-        threads: cli.threads,
-        close_grace: Duration::from_millis(cli.closems),
-        passenv: read_passenv(&cli.passenv),
-        max_message: cli.maxframesize,
-        ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
-        pass_stderr: cli.passstderr,
-        subprotocols: subprotocols(&cli.subprotocol, false)?,
-        pty: cli.pty,
-        shared: None,
-        origin: OriginPolicy::from_flags(None, false)?,
-        headers: ExtraHeaders::default(),
-        log_level: log_level(&cli.loglevel),
-        outbound: Some(Settings {
-            target,
-            proxy,
-            headers,
-            origin,
-            ca: cli.sslca,
-            client_cert,
-            reconnect: cli.reconnect,
-            insecure: cli.insecure,
-            step_timeout: Duration::from_secs(cli.connect_timeout),
-        }),
-    })
 }
 
 impl Config {
@@ -485,70 +376,6 @@ fn resolve_addresses(addresses: &[String], port: u16) -> Result<Vec<SocketAddr>,
         }
     }
     Ok(out)
-}
-
-/// Finds the program like a shell would (a name with `/` is used as given) and checks that
-/// it is an executable regular file.
-fn resolve_program(name: &OsString) -> Result<PathBuf, String> {
-    let shown = Path::new(name).display().to_string();
-    if name.is_empty() {
-        return Err("no program given".into());
-    }
-    let candidate = if name.as_bytes().contains(&b'/') {
-        PathBuf::from(name)
-    } else {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .map(|dir| {
-                if dir.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    dir
-                }
-            })
-            .map(|dir| dir.join(name))
-            .find(|p| is_executable_file(p))
-            .ok_or_else(|| format!("program {shown} not found on PATH"))?
-    };
-    match std::fs::metadata(&candidate) {
-        Err(e) => Err(format!("cannot run {shown}: {}", lower_io(&e))),
-        Ok(m) if !m.is_file() => Err(format!("cannot run {shown}: not a regular file")),
-        Ok(_) if !is_executable_file(&candidate) => {
-            Err(format!("cannot run {shown}: permission denied (no execute bit?)"))
-        }
-        Ok(_) => {
-            // A bare name found on PATH gets a `./` or absolute prefix so that std spawns it
-            // by path (posix_spawn) and the child's own PATH cannot change what runs.
-            if candidate.is_relative() && !candidate.as_os_str().as_bytes().contains(&b'/') {
-                Ok(Path::new(".").join(candidate))
-            } else {
-                Ok(candidate)
-            }
-        }
-    }
-}
-
-/// A directory flag's value, canonicalized (so later prefix checks compare real paths).
-fn resolve_dir(dir: Option<&Path>, flag: &str) -> Result<Option<PathBuf>, String> {
-    let Some(dir) = dir else { return Ok(None) };
-    let shown = dir.display();
-    let real = std::fs::canonicalize(dir).map_err(|e| format!("cannot use {flag}={shown}: {}", lower_io(&e)))?;
-    if !real.is_dir() {
-        return Err(format!("cannot use {flag}={shown}: not a directory"));
-    }
-    Ok(Some(real))
-}
-
-/// True for a regular file (after symlinks) that wsbridge may execute.
-pub fn is_executable_file(p: &Path) -> bool {
-    p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
-}
-
-/// `io::Error`'s text without the " (os error N)" suffix, lower-cased.
-fn lower_io(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s);
-    s.to_lowercase()
 }
 
 fn read_passenv(list: &str) -> Vec<(String, String)> {
@@ -667,22 +494,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn program_is_resolved_on_path_and_checked() {
-        let c = Config::for_program("sh", &[]).unwrap();
-        let path = &c.program.as_ref().unwrap().path;
-        assert!(path.is_absolute(), "{path:?}");
-        let e = Config::for_program("no-such-program-xyz", &[]).unwrap_err();
-        assert_eq!(e, "program no-such-program-xyz not found on PATH");
-        let noexec = std::env::temp_dir().join(format!("wsbridge-noexec-{}", std::process::id()));
-        std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
-        let e = Config::for_program(noexec.to_str().unwrap(), &[]).unwrap_err();
-        std::fs::remove_file(&noexec).unwrap();
-        assert!(e.contains("permission denied"), "{e}");
-        let e = Config::for_program("/", &[]).unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
-    }
-
-    #[test]
     fn headers_parse_and_refuse_garbage() {
         let h = parse_headers(&["X-A:  b c".into()], "--header").unwrap();
         assert_eq!(h[0].0.as_str(), "x-a");
@@ -718,5 +529,25 @@ mod tests {
         let a = resolve_addresses(&["[::1]".into(), "127.0.0.1".into()], 9).unwrap();
         assert_eq!(a, vec!["[::1]:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap()]);
         assert!(!resolve_addresses(&["localhost".into()], 9).unwrap().is_empty());
+    }
+
+    #[test]
+    fn upstream_is_http_host_port_only() {
+        let a = |s: &str| Upstream::parse(s).map(|u| u.authority);
+        assert_eq!(a("http://127.0.0.1:8000"), Ok("127.0.0.1:8000".into()));
+        assert_eq!(a("http://board/"), Ok("board:80".into()));
+        assert_eq!(a("http://[::1]:81"), Ok("[::1]:81".into()));
+        assert_eq!(a("http://[::1]"), Ok("[::1]:80".into()));
+        for bad in [
+            "https://x:1",
+            "x:1",
+            "http://",
+            "http://x:1/path",
+            "http://x:port",
+            "http://u@x:1",
+            "http://[::1:1",
+        ] {
+            assert!(a(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -16,17 +16,17 @@
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
-use crate::http::{self, Body};
+use crate::body::{self, Body};
 
 /// The answer to any plain request when `--devconsole` is on.
 pub fn serve(method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        let mut resp = http::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET");
+        let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET");
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    let mut resp = Response::new(http::full(PAGE));
+    let mut resp = Response::new(body::full(PAGE));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -9,72 +9,11 @@
 //! NUL are dropped, and `UNIQUE_ID` is unique within a server run.
 
 use std::ffi::OsString;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStringExt;
 
 use hyper::http::{HeaderMap, Version};
 
-/// Who the client is, as the program (`REMOTE_ADDR`, `REMOTE_PORT`) and the logs see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    /// A TCP client, or one a trusted proxy named with its port.
-    Addr(SocketAddr),
-    /// A client a trusted proxy named without a port: `REMOTE_PORT` is empty.
-    Ip(IpAddr),
-    /// A client on a Unix socket: `REMOTE_ADDR=unix-socket` (as websocketd's main
-    /// branch) and an empty `REMOTE_PORT`.
-    Unix,
-}
-
-impl Peer {
-    /// The address part: the IP (IPv4-mapped IPv6 shown as IPv4) or `unix-socket`.
-    pub fn addr_string(&self) -> String {
-        match self {
-            Peer::Addr(a) => a.ip().to_canonical().to_string(),
-            Peer::Ip(ip) => ip.to_canonical().to_string(),
-            Peer::Unix => "unix-socket".to_owned(),
-        }
-    }
-
-    /// The port, when known.
-    pub fn port(&self) -> Option<u16> {
-        match self {
-            Peer::Addr(a) => Some(a.port()),
-            Peer::Ip(_) | Peer::Unix => None,
-        }
-    }
-}
-
-impl From<SocketAddr> for Peer {
-    fn from(a: SocketAddr) -> Self {
-        Peer::Addr(a)
-    }
-}
-
-impl std::str::FromStr for Peer {
-    type Err = std::net::AddrParseError;
-
-    /// `IP:PORT`, `[IPv6]:PORT`, a bare IP, or `unix-socket`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "unix-socket" {
-            return Ok(Peer::Unix);
-        }
-        s.parse::<SocketAddr>()
-            .map(Peer::Addr)
-            .or_else(|_| s.parse::<IpAddr>().map(Peer::Ip))
-    }
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Addr(a) => write!(f, "{a}"),
-            Peer::Ip(ip) => write!(f, "{ip}"),
-            Peer::Unix => f.write_str("unix-socket"),
-        }
-    }
-}
+use crate::net::{percent_decode, Peer};
 
 /// What the environment is built from.
 pub struct Request<'a> {
@@ -253,25 +192,6 @@ fn split_host(host: &[u8], tls: bool) -> (&[u8], String) {
     (name, port)
 }
 
-/// Decodes `%XX` escapes once; malformed escapes stay as they are.
-pub fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,8 +317,6 @@ mod tests {
         let b = build(&r, &[]).unwrap();
         assert_eq!(get(&b, "REMOTE_ADDR"), Some("192.0.2.1"));
         assert_eq!(get(&b, "REMOTE_PORT"), Some(""));
-        assert_eq!(Peer::Unix.to_string(), "unix-socket");
-        assert_eq!("unix-socket".parse::<Peer>().unwrap(), Peer::Unix);
     }
 
     #[test]
@@ -406,6 +324,5 @@ mod tests {
         assert_eq!(split_host(b"[::1]:9000", false), (&b"::1"[..], "9000".to_owned()));
         assert_eq!(split_host(b"[::1]", true), (&b"::1"[..], "443".to_owned()));
         assert_eq!(split_host(b"board:x", false), (&b"board"[..], String::new()));
-        assert_eq!(percent_decode(b"%zz%4"), b"%zz%4");
     }
 }

@@ -1,7 +1,8 @@
 //! The hyper service for one connection: one dispatch decision per request, the extra
 //! `--header*` headers, and an access line for every answer that is not a session
-//! (sessions log their own when they end). It owns the order of the handlers and the
-//! body type every answer uses, not what any handler does.
+//! (sessions log their own when they end). It owns the order of the handlers, not what
+//! any handler does, nor the body type every answer uses ([`crate::body`], which the
+//! handlers import so that none of them imports this dispatcher).
 //!
 //! Before dispatch, a request that breaks the rules every handler relies on is refused
 //! here, once: a transfer coding other than `chunked` gets 501 (RFC 9112 §6.1); two
@@ -19,30 +20,23 @@
 //! upgrade request (101 and refusals alike); `--header-http` on every other response.
 
 use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Version};
-use tokio::sync::mpsc;
 
+use crate::body::{empty, text, Body};
 use crate::config::Program;
+use crate::error::Refusal;
 use crate::route;
-use crate::ws::{self, Conn, Endpoint, Refusal, Target};
+use crate::state::{Conn, Endpoint};
+use crate::ws::{self, Target};
 use crate::{cgi, console, statics, upstream};
 
 /// Largest total size of a request's header fields; above it the answer is 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
-
-/// The body type of every answer: a whole buffer, or chunks streamed from a task.
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// Answers one request.
 pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Result<Response<Body>, Infallible> {
@@ -308,68 +302,6 @@ fn miss(ep: &Endpoint, path: &str) -> Response<Body> {
         return resp;
     }
     text(StatusCode::NOT_FOUND, "not found")
-}
-
-/// A short plain-text answer: the message plus a newline.
-pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut resp = Response::new(full(format!("{message}\n")));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
-}
-
-/// A body of one buffer.
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
-}
-
-/// An empty body.
-pub fn empty() -> Body {
-    full(Bytes::new())
-}
-
-/// The producing end of [`channel`]: send chunks, or an error to abort the response.
-pub type BodySender = mpsc::Sender<io::Result<Bytes>>;
-
-/// A body streamed from a task through a bounded channel of `capacity` chunks, so a slow
-/// client pushes back on the producer. An `Err` aborts the response (the client sees it
-/// cut off, never complete); the body ends when the sender is dropped.
-pub fn channel(capacity: usize) -> (BodySender, Body) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (tx, ChannelBody { rx, held: None }.boxed_unsync())
-}
-
-struct ChannelBody {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    /// An error waiting for hyper to flush what came before it.
-    held: Option<io::Error>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if let Some(e) = self.held.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        match self.rx.poll_recv(cx) {
-            // hyper drops its unwritten buffer when a body fails. Answering Pending once
-            // (and asking to be polled again) makes it flush the data sent so far first,
-            // so a cut-off answer still delivers everything before the cut.
-            Poll::Ready(Some(Err(e))) => {
-                self.held = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            other => other.map(|item| item.map(|r| r.map(Frame::data))),
-        }
-    }
 }
 
 fn with_headers(mut resp: Response<Body>, groups: &[&Vec<(HeaderName, HeaderValue)>]) -> Response<Body> {

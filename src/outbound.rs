@@ -5,275 +5,40 @@
 //! (pipe mode). `--reconnect` starts again after every ending with a capped, jittered
 //! exponential backoff; a fresh program per connection.
 //!
+//! This file owns the loop (attempt, session, backoff) and the exit status. Dialing is
+//! in `dial` (TCP, the CONNECT tunnel of [`proxy`], client TLS, the handshake), pipe
+//! mode's stdin and stdout in `pipe`; the settings are resolved at startup by
+//! [`crate::config::connect`].
+//!
 //! Exit status without `--reconnect` (and with it after SIGINT/SIGTERM): the program's
 //! (128+N when a signal ended it); in pipe mode 0 after a normal close (1000, or a Close
 //! without a code), else 1; 1 when the connection could not be made or failed; 0 when a
 //! signal came while no session was running (connecting, or waiting to reconnect).
 
+mod dial;
+mod pipe;
 pub mod proxy;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use dial::{prepare, Client};
+
 use std::ffi::OsString;
-use std::io;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::http::{HeaderName, HeaderValue};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::CancellationToken;
 
+use self::pipe::Pipes;
 use crate::config::Config;
-use crate::session::{self, Outcome, ProgramIo, Side, Socket, Transport};
+use crate::session::{self, Outcome, ProgramIo, Side, Socket};
 
 /// `--reconnect`: the first delay, doubled after each failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long resets the backoff.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
-
-/// A parsed `ws://` or `wss://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub secure: bool,
-    /// Lower-cased, without IPv6 brackets.
-    pub host: String,
-    pub port: u16,
-    /// Path and query, at least `/`.
-    pub resource: String,
-}
-
-impl Target {
-    /// Parses `ws[s]://host[:port][/path][?query]`. User info and fragments are refused
-    /// (RFC 6455 §3): send credentials with `--header`.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("invalid --connect URL {url:?}: {why}");
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected ws://HOST/ or wss://HOST/"))?;
-        let secure = match scheme.to_ascii_lowercase().as_str() {
-            "ws" => false,
-            "wss" => true,
-            _ => return Err(bad("the scheme must be ws:// or wss://")),
-        };
-        if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces and control characters are not allowed"));
-        }
-        if url.contains('#') {
-            return Err(bad("a WebSocket URL has no #fragment"));
-        }
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, resource) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err(bad(
-                "no user:password@ in the URL; send credentials with --header=\"Authorization: ...\"",
-            ));
-        }
-        let (host, port) = proxy::split_host_port(authority).map_err(|e| bad(&e))?;
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let resource = match resource {
-            "" => "/".to_owned(),
-            r if r.starts_with('?') => format!("/{r}"),
-            r => r.to_owned(),
-        };
-        Ok(Target {
-            secure,
-            host,
-            port: port.unwrap_or(if secure { 443 } else { 80 }),
-            resource,
-        })
-    }
-
-    /// The URL again, normalized (`WEBSOCKET_URL`).
-    pub fn url(&self) -> String {
-        let scheme = if self.secure { "wss" } else { "ws" };
-        let default = if self.secure { 443 } else { 80 };
-        let host = match self.host.contains(':') {
-            true => format!("[{}]", self.host),
-            false => self.host.clone(),
-        };
-        match self.port == default {
-            true => format!("{scheme}://{host}{}", self.resource),
-            false => format!("{scheme}://{host}:{}{}", self.port, self.resource),
-        }
-    }
-
-    fn shown(&self) -> String {
-        proxy::join_host_port(&self.host, self.port)
-    }
-}
-
-/// Everything `--connect` needs beyond the session settings, resolved at startup.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub target: Target,
-    /// From `--proxy`, else from the environment; `None` connects directly.
-    pub proxy: Option<proxy::Proxy>,
-    /// `--header`: extra handshake request headers (they replace ours of the same name).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `--origin`: one value sent as `Origin`.
-    pub origin: Option<HeaderValue>,
-    /// `--sslca`: trust only these CAs instead of the system's.
-    pub ca: Option<std::path::PathBuf>,
-    /// `--sslcert` and `--sslkey`: our client certificate (mutual TLS).
-    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    pub reconnect: bool,
-    /// `--insecure`: do not check the server's certificate.
-    pub insecure: bool,
-    /// `--connect-timeout`: the bound on each step of connecting.
-    pub step_timeout: Duration,
-}
-
-/// A ready client: settings plus the TLS configuration (built once, at startup).
-pub struct Client {
-    settings: Settings,
-    #[cfg(feature = "tls")]
-    tls: Option<tokio_rustls::TlsConnector>,
-}
-
-/// Builds the client for `config` (which must have `outbound`); TLS files are read here,
-/// so a bad one is a startup error.
-pub fn prepare(config: &Config) -> Result<Client, String> {
-    let settings = config
-        .outbound
-        .clone()
-        .ok_or_else(|| "not in --connect mode".to_owned())?;
-    #[cfg(feature = "tls")]
-    {
-        let tls = match settings.target.secure {
-            true => Some(tls::connector(
-                settings.ca.as_deref(),
-                settings.client_cert.as_ref(),
-                settings.insecure,
-            )?),
-            false => None,
-        };
-        Ok(Client { settings, tls })
-    }
-    #[cfg(not(feature = "tls"))]
-    {
-        if settings.target.secure {
-            return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
-        }
-        Ok(Client { settings })
-    }
-}
-
-impl Client {
-    /// Connects (through the proxy, if any), does TLS and the WebSocket handshake; returns
-    /// the socket and the subprotocol the server chose.
-    async fn connect(&self, config: &Config) -> Result<(Socket, Option<String>), String> {
-        let s = &self.settings;
-        let t = &s.target;
-        let step = s.step_timeout;
-        let tcp = match &s.proxy {
-            Some(p) => proxy::tunnel(p, t, step).await?,
-            None => match tokio::time::timeout(step, TcpStream::connect((t.host.as_str(), t.port))).await {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => return Err(format!("cannot connect to {}: {}", t.shown(), proxy::lower(&e))),
-                Err(_) => return Err(format!("cannot connect to {}: timed out after {step:?}", t.shown())),
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let request = self.request(config)?;
-        let ws_config = Some(crate::ws::ws_config(config));
-        #[cfg(feature = "tls")]
-        if let Some(connector) = &self.tls {
-            if s.insecure {
-                tracing::warn!(
-                    server = %t.shown(),
-                    "--insecure: the server's certificate is NOT checked; anyone on the path can read and change this connection"
-                );
-            }
-            let name = rustls::pki_types::ServerName::try_from(t.host.clone())
-                .map_err(|_| format!("cannot use {:?} as a TLS server name", t.host))?;
-            let tls = match tokio::time::timeout(step, connector.connect(name, tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    return Err(format!(
-                        "TLS handshake with {} failed: {}",
-                        t.shown(),
-                        tls::describe(&e)
-                    ))
-                }
-                Err(_) => return Err(format!("TLS handshake with {} timed out", t.shown())),
-            };
-            return handshake(request, Box::new(tls), ws_config, t, step).await;
-        }
-        handshake(request, Box::new(tcp), ws_config, t, step).await
-    }
-
-    fn request(&self, config: &Config) -> Result<Request, String> {
-        let s = &self.settings;
-        let mut req = s
-            .target
-            .url()
-            .into_client_request()
-            .map_err(|e| format!("cannot build the request for {}: {e}", s.target.url()))?;
-        let h = req.headers_mut();
-        h.insert(
-            hyper::header::USER_AGENT,
-            HeaderValue::from_static(concat!("wsbridge/", env!("CARGO_PKG_VERSION"))),
-        );
-        if let Some(origin) = &s.origin {
-            h.insert(hyper::header::ORIGIN, origin.clone());
-        }
-        if !config.subprotocols.all.is_empty() {
-            // Config checked every name is a token.
-            let list = HeaderValue::from_str(&config.subprotocols.all.join(", "))
-                .map_err(|_| "invalid --subprotocol list".to_owned())?;
-            h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, list);
-        }
-        for (name, _) in &s.headers {
-            h.remove(name);
-        }
-        for (name, value) in &s.headers {
-            h.append(name.clone(), value.clone());
-        }
-        Ok(req)
-    }
-}
-
-async fn handshake(
-    request: Request,
-    stream: Box<dyn Transport>,
-    ws_config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
-    t: &Target,
-    step: Duration,
-) -> Result<(Socket, Option<String>), String> {
-    let url = t.url();
-    let shake = tokio_tungstenite::client_async_with_config(request, stream, ws_config);
-    let (ws, response) = match tokio::time::timeout(step, shake).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(WsError::Http(resp))) => {
-            let status = resp.status();
-            return Err(format!(
-                "{url} refused the WebSocket upgrade: {} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            )
-            .trim_end()
-            .to_owned());
-        }
-        Ok(Err(e)) => return Err(format!("WebSocket handshake with {url} failed: {e}")),
-        Err(_) => return Err(format!("WebSocket handshake with {url} timed out after {step:?}")),
-    };
-    let protocol = response
-        .headers()
-        .get(hyper::header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    Ok((ws, protocol))
-}
 
 /// What one attempt came to.
 enum Attempt {
@@ -464,176 +229,9 @@ fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Pipe mode: wsbridge's own stdin and stdout, kept across reconnects so nothing read
-/// ahead is lost between sessions.
-struct Pipes {
-    stdin: Stdin,
-    stdout: Stdout,
-}
-
-impl Pipes {
-    /// `stdout_closed` is cancelled when stdout can no longer be written.
-    fn new(stdout_closed: CancellationToken) -> Self {
-        Pipes {
-            stdin: Stdin::new(),
-            stdout: Stdout::new(stdout_closed),
-        }
-    }
-
-    /// Waits until everything queued for stdout is written.
-    async fn finish(self) {
-        let Pipes { stdin, stdout } = self;
-        drop(stdin); // its thread may be blocked in read(2); it ends with the process
-        let Stdout { tx, thread } = stdout;
-        drop(tx);
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    }
-}
-
-/// Our stdin, read by a thread of its own (a blocking read cannot be cancelled, and stdin
-/// may be a terminal or a file, which epoll cannot watch), noting EOF: pipe mode does not
-/// reconnect once it is reached. Chunks read ahead wait in a small bounded queue.
-struct Stdin {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    /// Part of a chunk not yet returned.
-    rest: Vec<u8>,
-    eof: bool,
-}
-
-impl Stdin {
-    fn new() -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut input = std::io::stdin().lock();
-            let mut buf = vec![0u8; crate::relay::READ_CHUNK];
-            loop {
-                let chunk = match input.read(&mut buf) {
-                    Ok(n) => Ok(buf[..n].to_vec()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(e),
-                };
-                let done = !matches!(&chunk, Ok(c) if !c.is_empty());
-                if tx.blocking_send(chunk).is_err() || done {
-                    return;
-                }
-            }
-        });
-        Stdin {
-            rx,
-            rest: Vec::new(),
-            eof: false,
-        }
-    }
-}
-
-impl AsyncRead for Stdin {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.rest.is_empty() && !self.eof {
-            match ready!(self.rx.poll_recv(cx)) {
-                Some(Ok(chunk)) if !chunk.is_empty() => self.rest = chunk,
-                Some(Err(e)) => {
-                    self.eof = true;
-                    return Poll::Ready(Err(e));
-                }
-                _ => self.eof = true,
-            }
-        }
-        let n = self.rest.len().min(buf.remaining());
-        buf.put_slice(&self.rest[..n]);
-        self.rest.drain(..n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// Our stdout, written and flushed by a thread of its own, so every message reaches it at
-/// once (std's stdout is line-buffered, which would hold back binary data) and a blocked
-/// stdout never blocks the runtime. The queue is bounded: a stdout that is not read pushes
-/// back on the socket like a program's stdin does.
-struct Stdout {
-    tx: PollSender<Vec<u8>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Stdout {
-    fn new(closed: CancellationToken) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        let thread = std::thread::spawn(move || {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Err(e) = out.write_all(&chunk).and_then(|()| out.flush()) {
-                    // Nobody reads what the server sends any more: end the session.
-                    tracing::info!(error = %e, "stdout is closed; closing the connection");
-                    closed.cancel();
-                    return; // later writes fail like a closed pipe
-                }
-            }
-        });
-        Stdout {
-            tx: PollSender::new(tx),
-            thread,
-        }
-    }
-}
-
-impl AsyncWrite for Stdout {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "stdout is closed");
-        ready!(self.tx.poll_reserve(cx)).map_err(|_| closed())?;
-        self.tx.send_item(buf.to_vec()).map_err(|_| closed())?;
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_with_defaults() {
-        let t = Target::parse("ws://Example.com").unwrap();
-        assert_eq!(
-            (t.secure, t.host.as_str(), t.port, t.resource.as_str()),
-            (false, "example.com", 80, "/")
-        );
-        assert_eq!(t.url(), "ws://example.com/");
-        let t = Target::parse("WSS://h:8443/a/b?x=1&y").unwrap();
-        assert_eq!((t.secure, t.port, t.resource.as_str()), (true, 8443, "/a/b?x=1&y"));
-        assert_eq!(t.url(), "wss://h:8443/a/b?x=1&y");
-        let t = Target::parse("wss://[::1]/x").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 443));
-        assert_eq!(t.url(), "wss://[::1]/x");
-        let t = Target::parse("ws://h?q").unwrap();
-        assert_eq!(t.resource, "/?q");
-        assert_eq!(Target::parse("ws://h:80/").unwrap().url(), "ws://h/");
-    }
-
-    #[test]
-    fn bad_urls_are_refused_with_a_reason() {
-        for (url, why) in [
-            ("http://h/", "ws:// or wss://"),
-            ("h:80", "expected ws://"),
-            ("ws://u:p@h/", "--header"),
-            ("ws://h/#x", "fragment"),
-            ("ws:///x", "no host"),
-            ("ws://h:0/", "bad port"),
-            ("ws://h:99999/", "bad port"),
-            ("ws://h/a b", "spaces"),
-            ("ws://[::1/", "unclosed"),
-        ] {
-            let e = Target::parse(url).unwrap_err();
-            assert!(e.contains(why), "{url}: {e}");
-        }
-    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_resets() {

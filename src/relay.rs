@@ -10,8 +10,13 @@
 //! `max_line` (`--maxframesize`), a stdin batch of at most [`STDIN_BATCH`] plus one message.
 //! Coalescing: every line of one read goes out in one socket write (one flush per read),
 //! and messages that are already received are written to the program in one `write`.
+//!
+//! Two small pieces are shared with the rooms that read a program without a WebSocket
+//! ([`crate::child`]'s stderr, [`crate::cgi`], [`crate::shared`]'s hub): [`read_chunk`],
+//! one bounded read that holds no buffer between reads, and [`or_pending`] for the
+//! `select!` branches that the settings switch off.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -129,7 +134,7 @@ where
         let read = tokio::select! {
             biased;
             r = read_chunk(reader), if !stdout_done => r,
-            line = recv_side(&mut side) => {
+            line = or_pending(side.as_mut().map(|rx| rx.recv())) => {
                 match line {
                     Some(line) => {
                         let msg = Message::Text(framing::tag("stderr", &line));
@@ -143,7 +148,7 @@ where
                 }
                 continue;
             }
-            () = tick(&mut ticker) => {
+            _ = or_pending(ticker.as_mut().map(|t| t.tick())) => {
                 if let Err(e) = sink.send(Message::Ping(Bytes::new())).await {
                     return OutEnd::Socket(e);
                 }
@@ -190,13 +195,6 @@ pub async fn watchdog(every: Duration, liveness: &Liveness) {
     }
 }
 
-async fn recv_side(side: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
-    match side {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// A ticker for pings every `ping`, first one interval from now; `None` without pings.
 pub(crate) fn ping_ticker(ping: Option<Duration>) -> Option<tokio::time::Interval> {
     ping.map(|every| {
@@ -206,12 +204,11 @@ pub(crate) fn ping_ticker(ping: Option<Duration>) -> Option<tokio::time::Interva
     })
 }
 
-/// The next tick of `ticker`; never with `None`.
-pub(crate) async fn tick(ticker: &mut Option<tokio::time::Interval>) {
-    match ticker {
-        Some(t) => {
-            t.tick().await;
-        }
+/// `fut`'s output, or never when there is none: for a `select!` branch that the settings
+/// switch off (no pings, no program, no second source), which then simply never wins.
+pub async fn or_pending<F: Future>(fut: Option<F>) -> F::Output {
+    match fut {
+        Some(f) => f.await,
         None => std::future::pending().await,
     }
 }

@@ -34,7 +34,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
-use crate::env::percent_decode;
+use crate::net::percent_decode;
 
 /// A request path split into safe, decoded segments.
 #[derive(Debug, PartialEq, Eq)]

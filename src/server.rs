@@ -22,13 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::body::{self, Body};
 use crate::config::Config;
-use crate::env::Peer;
 use crate::http;
 use crate::listen::Listener;
+use crate::net::Peer;
 use crate::reap;
 use crate::session::CLOSE_TIMEOUT;
-use crate::ws::{Conn, Endpoint};
+use crate::state::{Conn, Endpoint};
 
 #[cfg(feature = "tls")]
 pub use crate::tls::Tls;
@@ -306,7 +307,7 @@ fn redirect(
     to_port: u16,
     local: Option<SocketAddr>,
     ep: &Endpoint,
-) -> Response<http::Body> {
+) -> Response<Body> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -329,7 +330,7 @@ fn redirect(
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = format!("{scheme}://{host}{port}{target}");
     let extra = &ep.config.headers;
-    let mut resp = http::text(StatusCode::MOVED_PERMANENTLY, &format!("moved to {location}"));
+    let mut resp = body::text(StatusCode::MOVED_PERMANENTLY, &format!("moved to {location}"));
     match HeaderValue::from_str(&location) {
         Ok(v) => {
             resp.headers_mut().insert(header::LOCATION, v);

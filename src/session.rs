@@ -32,8 +32,7 @@ use tracing::Instrument;
 
 use crate::child::{self, Child, Stdio};
 use crate::config::{Config, Program};
-use crate::relay::{self, Counters, InEnd, Liveness, OutEnd};
-use crate::text::Escaped;
+use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
 use crate::{pipesize, pty, reap};
 
 /// After the program exits, how long its output may make no progress before the session
@@ -45,8 +44,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// `--passstderr` lines waiting for the output pump.
 const STDERR_QUEUE: usize = 64;
-/// Longest stderr line logged as one line; longer ones are logged in pieces.
-pub const MAX_STDERR_LINE: usize = 4096;
 
 /// How the WebSocket ends.
 pub(crate) enum Closing {
@@ -211,7 +208,7 @@ async fn session(
         }
         false => (None, None),
     };
-    let stderr_task = stderr.map(|stderr| tokio::spawn(log_stderr(stderr, stderr_tx).in_current_span()));
+    let stderr_task = stderr.map(|stderr| tokio::spawn(child::log_stderr(stderr, stderr_tx).in_current_span()));
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
     let ping = config.ping_interval;
@@ -241,7 +238,7 @@ async fn session(
                 (end, _) => Ending::Output(end),
             },
             end = &mut inp => Ending::Input(end),
-            () = exited_opt(&mut child) => {
+            () = or_pending(child.as_mut().map(Child::exited)) => {
                 exited = true;
                 // Whatever the program left in its group would keep the output open.
                 if let Some(child) = &child {
@@ -249,7 +246,7 @@ async fn session(
                 }
                 Ending::Output(Box::pin(drain(out, &sent)).await)
             }
-            () = watchdog(ping, &liveness) => Ending::PingTimeout,
+            () = or_pending(ping.map(|every| relay::watchdog(every, &liveness))) => Ending::PingTimeout,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
         // Leaving this block drops the input pump and with it the program's stdin.
@@ -349,14 +346,6 @@ async fn session(
     }
 }
 
-/// Resolves when the program exits; never without one.
-async fn exited_opt(child: &mut Option<Child>) {
-    match child {
-        Some(c) => c.exited().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Pipe mode after EOF on our stdin: keep relaying the peer's messages until it closes or
 /// has been quiet for [`EOF_LINGER`].
 async fn linger<F: std::future::Future<Output = InEnd>>(mut inp: std::pin::Pin<&mut F>, received: &Counters) -> Ending {
@@ -388,13 +377,6 @@ pub(crate) fn closing_for_input(end: InEnd) -> Closing {
             tracing::warn!(error = %e, "websocket error");
             Closing::Send(CloseCode::Error, "internal error".into())
         }
-    }
-}
-
-pub(crate) async fn watchdog(ping: Option<Duration>, liveness: &Liveness) {
-    match ping {
-        Some(every) => relay::watchdog(every, liveness).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -488,42 +470,6 @@ pub(crate) async fn finish_stderr(task: Option<tokio::task::JoinHandle<()>>) {
         if tokio::time::timeout(STDERR_DRAIN, &mut task).await.is_err() {
             tracing::debug!("stderr still open after the program ended; no longer reading it");
             task.abort();
-        }
-    }
-}
-
-/// Logs the program's stderr line by line (long lines in pieces, control characters
-/// escaped), always reading, so it can never fill up and block the program; with
-/// `to_client` (`--passstderr`) each line is also queued for the client, unescaped, which
-/// then paces the program like stdout does.
-pub(crate) async fn log_stderr(
-    mut stderr: pipe::Receiver,
-    mut to_client: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-) {
-    let mut framer = relay::LineFramer::new(MAX_STDERR_LINE);
-    let mut lines = Vec::new();
-    loop {
-        let more = match relay::read_chunk(&mut stderr).await {
-            Ok(Some(chunk)) => {
-                framer.push(chunk, &mut lines);
-                true
-            }
-            Ok(None) | Err(_) => {
-                framer.finish(&mut lines);
-                false
-            }
-        };
-        for line in lines.drain(..) {
-            // Escaped for the log only: the client (--passstderr) gets the line as written.
-            tracing::warn!(target: "wsbridge::stderr", line = %Escaped(&String::from_utf8_lossy(&line)));
-            if let Some(tx) = &to_client {
-                if tx.send(line).await.is_err() {
-                    to_client = None; // the session's output side is done
-                }
-            }
-        }
-        if !more {
-            return;
         }
     }
 }

@@ -13,26 +13,30 @@
 //! it is restarted with a growing delay (100 ms doubling to 10 s, back to 100 ms after a
 //! run of 10 s), and clients stay connected; with `once` every client gets the Close its
 //! exit status deserves (1000 or 1011), then wsbridge exits with that status.
+//!
+//! This file is the hub: the program, its restarts, the fan-out and the input writer.
+//! Each client's session is in `client` ([`run_client`]); it reuses [`crate::relay`]'s
+//! input pump and [`crate::session`]'s close, and neither of those knows `--shared`.
+
+mod client;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Sink, SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -40,8 +44,10 @@ use crate::child;
 use crate::config::{Config, Program, Shared};
 use crate::framing::{Decoder, Framing};
 use crate::reap;
-use crate::relay::{self, Counters, InEnd, Liveness};
-use crate::session::{self, Closing};
+use crate::relay;
+use crate::session;
+
+pub use self::client::run_client;
 
 /// Most messages one client may have waiting, whatever their size.
 const QUEUE_MESSAGES: usize = 64 * 1024;
@@ -49,8 +55,6 @@ const QUEUE_MESSAGES: usize = 64 * 1024;
 const INPUT_QUEUE: usize = 64;
 /// Client input gathered into one write to the program.
 const INPUT_BATCH: usize = 64 * 1024;
-/// Messages sent to one client before one flush.
-const FLUSH_EVERY: usize = 256;
 const RESTART_MIN: Duration = Duration::from_millis(100);
 const RESTART_MAX: Duration = Duration::from_secs(10);
 /// A run at least this long resets the restart delay.
@@ -255,7 +259,7 @@ impl Hub {
         } = io;
         tracing::info!(pid = child.id(), "shared program started");
         // Started on pipes, so stderr is its own pipe.
-        let stderr_task = stderr.map(|e| tokio::spawn(session::log_stderr(e, None).in_current_span()));
+        let stderr_task = stderr.map(|e| tokio::spawn(child::log_stderr(e, None).in_current_span()));
         let mut exited = false;
         let mut stopping = false;
         {
@@ -473,172 +477,5 @@ async fn feed_input(input: &mut mpsc::Receiver<Bytes>, mut stdin: Box<dyn AsyncW
             open = false;
         }
         batch.clear();
-    }
-}
-
-/// The program's input as one client sees it: each write (whole messages, from
-/// [`relay::pump_in`]) becomes one batch on the hub's channel, with `ID ` before every
-/// line under `--shared=ids`.
-struct ClientInput {
-    tx: PollSender<Bytes>,
-    prefix: Option<Bytes>,
-}
-
-impl AsyncWrite for ClientInput {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "the shared program is gone");
-        if std::task::ready!(self.tx.poll_reserve(cx)).is_err() {
-            return Poll::Ready(Err(closed()));
-        }
-        let item = match &self.prefix {
-            None => Bytes::copy_from_slice(buf),
-            Some(prefix) => {
-                let mut out = BytesMut::with_capacity(buf.len() + 16);
-                for line in buf.split_inclusive(|b| *b == b'\n') {
-                    out.extend_from_slice(prefix);
-                    out.extend_from_slice(line);
-                }
-                out.freeze()
-            }
-        };
-        match self.tx.send_item(item) {
-            Ok(()) => Poll::Ready(Ok(buf.len())),
-            Err(_) => Poll::Ready(Err(closed())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// The first thing that ended a client's session.
-enum Ending {
-    /// The hub closed this client's queue (`once`: the program ended).
-    HubEnded,
-    Socket(WsError),
-    Input(InEnd),
-    Dropped,
-    PingTimeout,
-    Shutdown,
-}
-
-/// One client's session with the shared program, to its end; logs a summary line.
-pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Config, shutdown: &CancellationToken) {
-    let started = Instant::now();
-    let hub = Arc::clone(&member.hub);
-    let (mut sink, mut stream) = ws.split();
-    let liveness = Liveness::default();
-    let ping = config.ping_interval;
-    let (sent, received) = (Counters::default(), Counters::default());
-    let input = ClientInput {
-        tx: PollSender::new(hub.input.clone()),
-        prefix: hub.settings.ids.then(|| Bytes::from(format!("{} ", member.id))),
-    };
-    let ending = {
-        let mut out = pin!(send_queue(&mut member.rx, &member.queued, &mut sink, ping, &sent));
-        let mut inp = pin!(relay::pump_in(
-            &mut stream,
-            input,
-            config.framing,
-            ping.map(|_| &liveness),
-            &received
-        ));
-        tokio::select! {
-            end = &mut out => match end {
-                Ok(()) => Ending::HubEnded,
-                Err(e) => Ending::Socket(e),
-            },
-            end = &mut inp => Ending::Input(end),
-            () = member.kick.token.cancelled() => Ending::Dropped,
-            () = session::watchdog(ping, &liveness) => Ending::PingTimeout,
-            () = shutdown.cancelled() => Ending::Shutdown,
-        }
-    };
-    // Dropping a client also closes its queue, so the queue may be seen ending first.
-    let ending = match member.kick.token.is_cancelled() {
-        true => Ending::Dropped,
-        false => ending,
-    };
-    let reason = member.kick.reason.get().cloned();
-    let id = member.id;
-    drop(member); // leave the hub: no more output is queued for this client
-    let closing = match ending {
-        Ending::HubEnded | Ending::Shutdown => match hub.ended() {
-            Some((code, reason)) => Closing::Send(code, reason),
-            None => Closing::Send(CloseCode::Away, "server shutting down".into()),
-        },
-        Ending::Socket(e) => {
-            tracing::debug!(error = %e, "sending to the client failed");
-            Closing::Drop
-        }
-        Ending::Dropped => Closing::Send(CloseCode::Policy, reason.unwrap_or_default()),
-        Ending::PingTimeout => {
-            tracing::info!("no pong within two ping intervals; closing");
-            Closing::Send(CloseCode::Away, "ping timeout".into())
-        }
-        Ending::Input(end) => session::closing_for_input(end),
-    };
-    let close = session::close(sink, stream, closing).await;
-    tracing::info!(
-        target: "wsbridge::access",
-        status = 101,
-        shared = true,
-        client = id,
-        duration_ms = started.elapsed().as_millis() as u64,
-        msgs_in = received.messages(),
-        bytes_in = received.bytes(),
-        msgs_out = sent.messages(),
-        bytes_out = sent.bytes(),
-        close,
-        "session ended"
-    );
-}
-
-/// Sends what the hub queues for this client, a flush per burst, and pings; `Ok` when
-/// the hub closed the queue and everything in it was sent.
-async fn send_queue<S>(
-    rx: &mut mpsc::Receiver<Message>,
-    queued: &AtomicUsize,
-    sink: &mut S,
-    ping: Option<Duration>,
-    sent: &Counters,
-) -> Result<(), WsError>
-where
-    S: Sink<Message, Error = WsError> + Unpin,
-{
-    let mut ticker = relay::ping_ticker(ping);
-    loop {
-        let first = tokio::select! {
-            biased;
-            msg = rx.recv() => msg,
-            () = relay::tick(&mut ticker) => {
-                sink.send(Message::Ping(Bytes::new())).await?;
-                continue;
-            }
-        };
-        let Some(mut msg) = first else {
-            return sink.flush().await;
-        };
-        let mut n = 0;
-        loop {
-            let len = msg.len();
-            sent.add(len);
-            sink.feed(msg).await?;
-            queued.fetch_sub(len, Ordering::AcqRel);
-            n += 1;
-            if n == FLUSH_EVERY {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(next) => msg = next,
-                Err(_) => break,
-            }
-        }
-        sink.flush().await?;
     }
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
-use crate::http::{self, Body};
+use crate::body::{self, Body};
 use crate::route::{self, Static};
 
 /// Bytes read from the file at a time.
@@ -53,7 +53,7 @@ pub async fn serve(
                     Some(q) => format!("{raw_path}/?{q}"),
                     None => format!("{raw_path}/"),
                 };
-                let mut resp = http::text(StatusCode::MOVED_PERMANENTLY, "moved: the directory's URL ends with /");
+                let mut resp = body::text(StatusCode::MOVED_PERMANENTLY, "moved: the directory's URL ends with /");
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     resp.headers_mut().insert(header::LOCATION, v);
                 }
@@ -61,12 +61,12 @@ pub async fn serve(
             }
             match route::open_index(root, &rel) {
                 Static::File(file, path) => (file, path),
-                Static::Denied => return Outcome::Served(http::text(StatusCode::FORBIDDEN, "forbidden")),
+                Static::Denied => return Outcome::Served(body::text(StatusCode::FORBIDDEN, "forbidden")),
                 _ => return Outcome::Miss,
             }
         }
         Static::Denied if !segs.trailing_slash => {
-            return Outcome::Served(http::text(StatusCode::FORBIDDEN, "forbidden"));
+            return Outcome::Served(body::text(StatusCode::FORBIDDEN, "forbidden"));
         }
         _ => return Outcome::Miss,
     };
@@ -75,7 +75,7 @@ pub async fn serve(
         return Outcome::Miss;
     }
     if method != Method::GET && method != Method::HEAD {
-        let mut resp = http::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD");
+        let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD");
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Outcome::Served(resp);
@@ -90,7 +90,7 @@ fn answer(file: File, path: &Path, head_only: bool, req: &HeaderMap) -> Response
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read a static file's metadata");
-            return http::text(StatusCode::NOT_FOUND, "not found");
+            return body::text(StatusCode::NOT_FOUND, "not found");
         }
     };
     let len = meta.len();
@@ -103,7 +103,7 @@ fn answer(file: File, path: &Path, head_only: bool, req: &HeaderMap) -> Response
     );
     let last_modified = http_date(mtime);
 
-    let mut resp = Response::new(http::empty());
+    let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_type(path)));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -129,7 +129,7 @@ fn answer(file: File, path: &Path, head_only: bool, req: &HeaderMap) -> Response
             (a, b - a + 1)
         }
         RangeAsk::Unsatisfiable => {
-            let mut resp = http::text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            let mut resp = body::text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
             let cr = format!("bytes */{len}");
             resp.headers_mut()
                 .insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii range"));
@@ -139,7 +139,7 @@ fn answer(file: File, path: &Path, head_only: bool, req: &HeaderMap) -> Response
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if !head_only && count > 0 {
-        let (tx, body) = http::channel(READ_AHEAD);
+        let (tx, body) = body::channel(READ_AHEAD);
         tokio::spawn(stream_file(file, start, count, tx));
         *resp.body_mut() = body;
     }
@@ -148,7 +148,7 @@ fn answer(file: File, path: &Path, head_only: bool, req: &HeaderMap) -> Response
 
 /// Sends `count` bytes from `start`, one chunk at a time; an error (or a file that
 /// shrank) aborts the response, so the client sees it incomplete, not short.
-async fn stream_file(mut file: File, start: u64, mut count: u64, tx: http::BodySender) {
+async fn stream_file(mut file: File, start: u64, mut count: u64, tx: body::BodySender) {
     if start > 0 {
         if let Err(e) = file.seek(SeekFrom::Start(start)) {
             let _ = tx.send(Err(e)).await;

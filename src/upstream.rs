@@ -39,54 +39,19 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::env::Peer;
-use crate::http::{self, Body};
-use crate::ws::Conn;
+use crate::body::{self, Body};
+use crate::config::Upstream;
+use crate::net::Peer;
+use crate::state::Conn;
 
 /// How long connecting to the upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the upstream may take to start its answer once the request is sent.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where to forward: `http://HOST[:PORT][/]`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// `HOST:PORT` to connect to (IPv6 in brackets).
-    pub authority: String,
-}
-
-impl Upstream {
-    /// Parses the `--upstream` value. Only `http://` and no path: wsbridge forwards the
-    /// request's own path.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("invalid --upstream={s}: {why}");
-        let rest = s
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("expected http://HOST:PORT"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-            return Err(bad("expected http://HOST:PORT (no path)"));
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !rest.ends_with(']') => (h, Some(p)),
-            _ => (rest, None),
-        };
-        if host.is_empty() || (host.starts_with('[') != host.ends_with(']')) {
-            return Err(bad("bad host"));
-        }
-        let port: u16 = match port {
-            None => 80,
-            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-        };
-        Ok(Upstream {
-            authority: format!("{host}:{port}"),
-        })
-    }
-}
-
 /// Forwards one request and returns the upstream's answer, streaming.
 pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn: Conn) -> Response<Body> {
-    let gateway = |status, msg: &str| http::text(status, msg);
+    let gateway = |status, msg: &str| body::text(status, msg);
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(up.authority.as_str())).await;
     let tcp = match connect {
         Ok(Ok(t)) => t,
@@ -125,7 +90,7 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
 
     let mut req = Request::new(match body {
         Some(b) => b.map_err(io::Error::other).boxed_unsync(),
-        None => http::empty(),
+        None => body::empty(),
     });
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.path_and_query().map_or_else(
@@ -139,7 +104,7 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
     headers.remove(header::EXPECT);
     add_forwarded(&mut headers, conn);
     if parts.version == Version::HTTP_10 && !headers.contains_key(header::HOST) {
-        // An HTTP/1.0 client may send none ([`http::serve`] refuses HTTP/1.1 without one),
+        // An HTTP/1.0 client may send none ([`crate::http::serve`] refuses HTTP/1.1 without one),
         // but the request goes on as HTTP/1.1, which needs one.
         if let Ok(v) = HeaderValue::from_str(&up.authority) {
             headers.insert(header::HOST, v);
@@ -264,7 +229,7 @@ fn forwarded_node(peer: Peer) -> String {
 }
 
 /// A `Forwarded` parameter value: as it is when it is a token, else a quoted-string.
-/// Meant for a `Host` that [`http::valid_host`] passed, so every byte is ASCII.
+/// Meant for a `Host` that [`crate::http::valid_host`] passed, so every byte is ASCII.
 fn forwarded_value(v: &[u8]) -> String {
     let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     if !v.is_empty() && v.iter().all(tchar) {
@@ -284,26 +249,6 @@ fn forwarded_value(v: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_http_host_port_only() {
-        let a = |s: &str| Upstream::parse(s).map(|u| u.authority);
-        assert_eq!(a("http://127.0.0.1:8000"), Ok("127.0.0.1:8000".into()));
-        assert_eq!(a("http://board/"), Ok("board:80".into()));
-        assert_eq!(a("http://[::1]:81"), Ok("[::1]:81".into()));
-        assert_eq!(a("http://[::1]"), Ok("[::1]:80".into()));
-        for bad in [
-            "https://x:1",
-            "x:1",
-            "http://",
-            "http://x:1/path",
-            "http://x:port",
-            "http://u@x:1",
-            "http://[::1:1",
-        ] {
-            assert!(a(bad).is_err(), "{bad}");
-        }
-    }
 
     fn conn(peer: &str, proxy: Option<&str>, tls: bool) -> Conn {
         Conn {

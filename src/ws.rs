@@ -10,24 +10,21 @@
 //! 500 instead of websocketd's 101-then-drop. Over `--maxforks` the answer is 429 and no
 //! process is started.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::child;
 use crate::config::{Config, Program};
+use crate::error::Refusal;
+use crate::state::{Conn, Endpoint};
 use crate::{env, reap, relay, session, shared};
 
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
@@ -39,89 +36,6 @@ const WS_READ_BUFFER: usize = 2 * 1024;
 const WS_WRITE_BUFFER: usize = 32 * 1024;
 /// How long hyper may take to hand over the upgraded connection.
 const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What every connection shares: settings, the fork limit, running sessions.
-pub struct Endpoint {
-    pub config: Config,
-    forks: Option<Arc<Semaphore>>,
-    /// Every session task, so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    pub shutdown: CancellationToken,
-    /// Server start in Unix nanoseconds; a connection's UNIQUE_ID is this plus its number.
-    id_base: u64,
-    /// The last connection number handed out, across all listeners.
-    last_id: AtomicU64,
-    /// `--shared`: the one program every connection joins.
-    pub hub: Option<Arc<shared::Hub>>,
-}
-
-/// One accepted TCP (or TLS) connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    /// The client: the socket's peer, or who a `--trusted-proxy` says it is.
-    pub peer: env::Peer,
-    /// The socket's peer when it is a `--trusted-proxy`: the request came through it,
-    /// and its forwarded headers are believed (and passed on by [`crate::upstream`]).
-    pub proxy: Option<env::Peer>,
-    /// Counts from 1 in accept order.
-    pub id: u64,
-    pub tls: bool,
-}
-
-/// A handshake that was refused, and how to answer it.
-#[derive(Debug)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub message: String,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Refusal {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            message: message.into(),
-            headers: Vec::new(),
-        }
-    }
-}
-
-impl Endpoint {
-    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
-        let id_base = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let sessions = TaskTracker::new();
-        let hub = config
-            .shared
-            .map(|settings| shared::Hub::new(&config, settings, shutdown.clone(), sessions.clone()));
-        Endpoint {
-            forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
-            config,
-            sessions,
-            shutdown,
-            id_base,
-            last_id: AtomicU64::new(0),
-            hub,
-        }
-    }
-
-    /// The next connection number (from 1), unique across listeners.
-    pub fn next_conn_id(&self) -> u64 {
-        self.last_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// `UNIQUE_ID` for a request on `conn`.
-    pub fn unique_id(&self, conn: &Conn) -> u64 {
-        self.id_base.wrapping_add(conn.id)
-    }
-
-    /// Takes one `--maxforks` slot (sessions and CGI runs share them); `Ok(None)` when
-    /// unlimited. Over the limit: a 429 refusal.
-    pub fn fork_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
-        take_fork_slot(self)
-    }
-}
 
 /// Which program an upgrade starts, and the `SCRIPT_NAME` it sees (`/` for PROGRAM, the
 /// script's URL path with `--dir`).
@@ -173,7 +87,7 @@ pub fn accept(
     if ep.shutdown.is_cancelled() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
-    let permit = take_fork_slot(ep)?;
+    let permit = ep.fork_slot()?;
 
     if let Some(hub) = &ep.hub {
         let member = hub
@@ -323,21 +237,6 @@ pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
         .max_write_buffer_size(WS_WRITE_BUFFER + 2 * config.max_message + relay::READ_CHUNK)
         .max_message_size(Some(config.max_message))
         .max_frame_size(Some(config.max_message))
-}
-
-fn take_fork_slot(ep: &Endpoint) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
-    let Some(forks) = &ep.forks else { return Ok(None) };
-    match Arc::clone(forks).try_acquire_owned() {
-        Ok(p) => Ok(Some(p)),
-        Err(_) => {
-            let limit = ep.config.max_forks.unwrap_or_default();
-            tracing::warn!(limit, "--maxforks reached; upgrade refused");
-            Err(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many connections: {limit} programs are running (--maxforks)"),
-            ))
-        }
-    }
 }
 
 /// RFC 6455 §4.2.1 checks; returns the client's key.

@@ -19,7 +19,7 @@ use hyper::http::header::{HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::http::{HeaderMap, Version};
 use libfuzzer_sys::fuzz_target;
-use wsbridge::env;
+use wsbridge::{env, net};
 
 fn header_var(name: &str) -> Option<String> {
     let ok = !name.is_empty()
@@ -43,7 +43,7 @@ fn check(headers: &HeaderMap, raw_path: &str, query: Option<&str>, tls: bool, v6
         protocol: None,
     };
     let passenv = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-    let decoded = env::percent_decode(raw_path.as_bytes());
+    let decoded = net::percent_decode(raw_path.as_bytes());
     let built = match env::build(&req, &passenv) {
         Err(_) => {
             assert!(decoded.contains(&0), "Err for a path without NUL: {raw_path:?}");

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsbridge::env::percent_decode;
+use wsbridge::net::percent_decode;
 
 fuzz_target!(|data: &[u8]| {
     let decoded = percent_decode(data);

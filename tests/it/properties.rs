@@ -13,10 +13,10 @@ use hyper::http::uri::PathAndQuery;
 use hyper::http::{HeaderMap, Version};
 use proptest::prelude::*;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::env;
 use wsbridge::framing::{encode, Decoder, FrameError, Framing};
 use wsbridge::origin::{parse_host, OriginPolicy};
 use wsbridge::relay::LineFramer;
+use wsbridge::{env, net};
 
 const CASES: u32 = 256;
 
@@ -641,7 +641,7 @@ proptest! {
             protocol: None,
         };
         let passenv = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-        let decoded = env::percent_decode(pq.path().as_bytes());
+        let decoded = net::percent_decode(pq.path().as_bytes());
         let built = match env::build(&req, &passenv) {
             Err(_) => {
                 prop_assert!(decoded.contains(&0), "Err for a path without NUL: {:?}", pq.path());
@@ -709,14 +709,14 @@ proptest! {
         prop::collection::vec(any::<u8>(), 0..64),
         "[%0-9a-fA-Fxz]{0,40}".prop_map(String::into_bytes),
     ]) {
-        prop_assert!(env::percent_decode(&input).len() <= input.len());
+        prop_assert!(net::percent_decode(&input).len() <= input.len());
     }
 
     /// Invariant: input without `%` decodes to itself.
     #[test]
     fn percent_decode_without_percent_is_identity(input in prop::collection::vec(any::<u8>(), 0..64)) {
         let input: Vec<u8> = input.into_iter().filter(|&b| b != b'%').collect();
-        prop_assert_eq!(env::percent_decode(&input), input);
+        prop_assert_eq!(net::percent_decode(&input), input);
     }
 
     /// Invariant: encoding every byte as `%XX` (upper- or lower-case hex digits) and
@@ -736,7 +736,7 @@ proptest! {
             }
         }
         let plain: Vec<u8> = input.iter().map(|&(b, _, _)| b).collect();
-        prop_assert_eq!(env::percent_decode(&encoded), plain);
+        prop_assert_eq!(net::percent_decode(&encoded), plain);
     }
 }
 

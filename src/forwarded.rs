@@ -23,62 +23,27 @@
 //!   `https`/`wss` mean TLS (`HTTPS=on`, `https` origins); `http`/`ws` mean not.
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 
 use hyper::http::HeaderMap;
 
-use crate::env::Peer;
+use crate::net::{Cidr, Peer};
 
-/// One `--trusted-proxy` range: `ADDR/PREFIX`, or a bare address (a single host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => mask_eq(&n.octets(), &a.octets(), self.prefix),
-            (IpAddr::V6(n), IpAddr::V6(a)) => mask_eq(&n.octets(), &a.octets(), self.prefix),
-            _ => false,
-        }
-    }
-}
-
-fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    a[full] & mask == b[full] & mask
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid --trusted-proxy={s}: expected ADDR/PREFIX, an address, or unix");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
-        let net: IpAddr = addr.parse().map_err(|_| bad())?;
-        let net = net.to_canonical();
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
-        };
-        Ok(Cidr { net, prefix })
-    }
+/// One `--trusted-proxy` range: `ADDR/PREFIX`, or a bare address (a single host). An
+/// IPv4-mapped IPv6 address is taken as the IPv4 address it maps.
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    let bad = || format!("invalid --trusted-proxy={s}: expected ADDR/PREFIX, an address, or unix");
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
+    let net: IpAddr = addr.parse().map_err(|_| bad())?;
+    let net = net.to_canonical();
+    let prefix = match prefix {
+        None => Some(if net.is_ipv4() { 32 } else { 128 }),
+        Some(p) => p.parse::<u8>().ok(),
+    };
+    prefix.and_then(|p| Cidr::new(net, p)).ok_or_else(bad)
 }
 
 /// The `--trusted-proxy` list.
@@ -107,7 +72,7 @@ impl TrustedProxies {
             if word == "unix" {
                 out.unix = true;
             } else {
-                out.nets.push(word.parse()?);
+                out.nets.push(parse_cidr(word)?);
             }
         }
         Ok(out)
@@ -117,7 +82,9 @@ impl TrustedProxies {
         self.nets.is_empty() && !self.unix
     }
 
+    /// Whether `ip` is in a listed range (IPv4-mapped IPv6 addresses count as IPv4).
     fn trusts_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(ip))
     }
 
@@ -276,21 +243,23 @@ mod tests {
 
     #[test]
     fn cidr_parsing_and_matching() {
-        let c: Cidr = "10.1.0.0/16".parse().unwrap();
-        assert!(c.contains("10.1.200.3".parse().unwrap()));
-        assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()), "mapped IPv4 counts");
-        let one: Cidr = "127.0.0.1".parse().unwrap();
-        assert!(one.contains("127.0.0.1".parse().unwrap()));
-        assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        let v6: Cidr = "[2001:db8::]/33".parse().unwrap();
-        assert!(v6.contains("2001:db8:7fff::1".parse().unwrap()));
-        assert!(!v6.contains("2001:db8:8000::1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("203.0.113.9".parse().unwrap()));
-        assert!(!all.contains("::1".parse().unwrap()), "families never mix");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = trusted(&["10.1.0.0/16"]);
+        assert!(c.trusts_ip(ip("10.1.200.3")));
+        assert!(!c.trusts_ip(ip("10.2.0.1")));
+        assert!(c.trusts_ip(ip("::ffff:10.1.0.9")), "mapped IPv4 counts");
+        assert!(trusted(&["::ffff:10.1.0.0/16"]).trusts_ip(ip("10.1.0.9")), "both ways");
+        let one = trusted(&["127.0.0.1"]);
+        assert!(one.trusts_ip(ip("127.0.0.1")));
+        assert!(!one.trusts_ip(ip("127.0.0.2")));
+        let v6 = trusted(&["[2001:db8::]/33"]);
+        assert!(v6.trusts_ip(ip("2001:db8:7fff::1")));
+        assert!(!v6.trusts_ip(ip("2001:db8:8000::1")));
+        let all = trusted(&["0.0.0.0/0"]);
+        assert!(all.trusts_ip(ip("203.0.113.9")));
+        assert!(!all.trusts_ip(ip("::1")), "families never mix");
         for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/", "/8", "1.2.3.4/x"] {
-            let e = bad.parse::<Cidr>().unwrap_err();
+            let e = parse_cidr(bad).unwrap_err();
             assert!(e.starts_with("invalid --trusted-proxy="), "{e}");
         }
         let t = trusted(&["127.0.0.1/32,::1", "unix"]);

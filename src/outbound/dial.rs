@@ -1,0 +1,160 @@
+//! Dialing out for `--connect`: TCP straight to the server or through an HTTP proxy's
+//! CONNECT tunnel ([`super::proxy`]), client TLS for wss:// ([`super::tls`]), and the
+//! WebSocket handshake with our headers; each step bounded by `--connect-timeout`. It
+//! owns one connection attempt, not what runs over it or whether to try again (that is
+//! [`super`]'s loop).
+
+use std::time::Duration;
+
+use hyper::http::HeaderValue;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use crate::config::connect::{Settings, Target};
+use crate::config::Config;
+use crate::session::{Socket, Transport};
+
+/// A ready client: settings plus the TLS configuration (built once, at startup).
+pub struct Client {
+    pub(super) settings: Settings,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// Builds the client for `config` (which must have `outbound`); TLS files are read here,
+/// so a bad one is a startup error.
+pub fn prepare(config: &Config) -> Result<Client, String> {
+    let settings = config
+        .outbound
+        .clone()
+        .ok_or_else(|| "not in --connect mode".to_owned())?;
+    #[cfg(feature = "tls")]
+    {
+        let tls = match settings.target.secure {
+            true => Some(super::tls::connector(
+                settings.ca.as_deref(),
+                settings.client_cert.as_ref(),
+                settings.insecure,
+            )?),
+            false => None,
+        };
+        Ok(Client { settings, tls })
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if settings.target.secure {
+            return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
+        }
+        Ok(Client { settings })
+    }
+}
+
+impl Client {
+    /// Connects (through the proxy, if any), does TLS and the WebSocket handshake; returns
+    /// the socket and the subprotocol the server chose.
+    pub(super) async fn connect(&self, config: &Config) -> Result<(Socket, Option<String>), String> {
+        let s = &self.settings;
+        let t = &s.target;
+        let step = s.step_timeout;
+        let tcp = match &s.proxy {
+            Some(p) => super::proxy::tunnel(p, t, step).await?,
+            None => match tokio::time::timeout(step, TcpStream::connect((t.host.as_str(), t.port))).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => return Err(format!("cannot connect to {}: {}", t.shown(), super::proxy::lower(&e))),
+                Err(_) => return Err(format!("cannot connect to {}: timed out after {step:?}", t.shown())),
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let request = self.request(config)?;
+        let ws_config = Some(crate::ws::ws_config(config));
+        #[cfg(feature = "tls")]
+        if let Some(connector) = &self.tls {
+            if s.insecure {
+                tracing::warn!(
+                    target: "wsbridge::outbound",
+                    server = %t.shown(),
+                    "--insecure: the server's certificate is NOT checked; anyone on the path can read and change this connection"
+                );
+            }
+            let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|_| format!("cannot use {:?} as a TLS server name", t.host))?;
+            let tls = match tokio::time::timeout(step, connector.connect(name, tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "TLS handshake with {} failed: {}",
+                        t.shown(),
+                        super::tls::describe(&e)
+                    ))
+                }
+                Err(_) => return Err(format!("TLS handshake with {} timed out", t.shown())),
+            };
+            return handshake(request, Box::new(tls), ws_config, t, step).await;
+        }
+        handshake(request, Box::new(tcp), ws_config, t, step).await
+    }
+
+    fn request(&self, config: &Config) -> Result<Request, String> {
+        let s = &self.settings;
+        let mut req = s
+            .target
+            .url()
+            .into_client_request()
+            .map_err(|e| format!("cannot build the request for {}: {e}", s.target.url()))?;
+        let h = req.headers_mut();
+        h.insert(
+            hyper::header::USER_AGENT,
+            HeaderValue::from_static(concat!("wsbridge/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(origin) = &s.origin {
+            h.insert(hyper::header::ORIGIN, origin.clone());
+        }
+        if !config.subprotocols.all.is_empty() {
+            // Config checked every name is a token.
+            let list = HeaderValue::from_str(&config.subprotocols.all.join(", "))
+                .map_err(|_| "invalid --subprotocol list".to_owned())?;
+            h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, list);
+        }
+        for (name, _) in &s.headers {
+            h.remove(name);
+        }
+        for (name, value) in &s.headers {
+            h.append(name.clone(), value.clone());
+        }
+        Ok(req)
+    }
+}
+
+async fn handshake(
+    request: Request,
+    stream: Box<dyn Transport>,
+    ws_config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+    t: &Target,
+    step: Duration,
+) -> Result<(Socket, Option<String>), String> {
+    let url = t.url();
+    let shake = tokio_tungstenite::client_async_with_config(request, stream, ws_config);
+    let (ws, response) = match tokio::time::timeout(step, shake).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(WsError::Http(resp))) => {
+            let status = resp.status();
+            return Err(format!(
+                "{url} refused the WebSocket upgrade: {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_owned());
+        }
+        Ok(Err(e)) => return Err(format!("WebSocket handshake with {url} failed: {e}")),
+        Err(_) => return Err(format!("WebSocket handshake with {url} timed out after {step:?}")),
+    };
+    let protocol = response
+        .headers()
+        .get(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((ws, protocol))
+}

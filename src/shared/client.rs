@@ -1,0 +1,195 @@
+//! One client's side of `--shared`: its session with the hub, from the 101 to its summary
+//! line. It sends what the hub queued for it (a flush per burst, and pings), feeds its
+//! messages through [`crate::relay`]'s input pump into the hub's one input channel, and
+//! ends with [`crate::session`]'s close. It owns the client's session, not the program,
+//! the fan-out or the queues (that is the hub, [`super::Hub`]).
+
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, StreamExt};
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::{CancellationToken, PollSender};
+
+use super::Membership;
+use crate::config::Config;
+use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
+use crate::session::{self, Closing};
+
+/// Messages sent to one client before one flush.
+const FLUSH_EVERY: usize = 256;
+
+/// The program's input as one client sees it: each write (whole messages, from
+/// [`relay::pump_in`]) becomes one batch on the hub's channel, with `ID ` before every
+/// line under `--shared=ids`.
+struct ClientInput {
+    tx: PollSender<Bytes>,
+    prefix: Option<Bytes>,
+}
+
+impl AsyncWrite for ClientInput {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "the shared program is gone");
+        if std::task::ready!(self.tx.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(closed()));
+        }
+        let item = match &self.prefix {
+            None => Bytes::copy_from_slice(buf),
+            Some(prefix) => {
+                let mut out = BytesMut::with_capacity(buf.len() + 16);
+                for line in buf.split_inclusive(|b| *b == b'\n') {
+                    out.extend_from_slice(prefix);
+                    out.extend_from_slice(line);
+                }
+                out.freeze()
+            }
+        };
+        match self.tx.send_item(item) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(_) => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The first thing that ended a client's session.
+enum Ending {
+    /// The hub closed this client's queue (`once`: the program ended).
+    HubEnded,
+    Socket(WsError),
+    Input(InEnd),
+    Dropped,
+    PingTimeout,
+    Shutdown,
+}
+
+/// One client's session with the shared program, to its end; logs a summary line.
+pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Config, shutdown: &CancellationToken) {
+    let started = Instant::now();
+    let hub = Arc::clone(&member.hub);
+    let (mut sink, mut stream) = ws.split();
+    let liveness = Liveness::default();
+    let ping = config.ping_interval;
+    let (sent, received) = (Counters::default(), Counters::default());
+    let input = ClientInput {
+        tx: PollSender::new(hub.input.clone()),
+        prefix: hub.settings.ids.then(|| Bytes::from(format!("{} ", member.id))),
+    };
+    let ending = {
+        let mut out = pin!(send_queue(&mut member.rx, &member.queued, &mut sink, ping, &sent));
+        let mut inp = pin!(relay::pump_in(
+            &mut stream,
+            input,
+            config.framing,
+            ping.map(|_| &liveness),
+            &received
+        ));
+        tokio::select! {
+            end = &mut out => match end {
+                Ok(()) => Ending::HubEnded,
+                Err(e) => Ending::Socket(e),
+            },
+            end = &mut inp => Ending::Input(end),
+            () = member.kick.token.cancelled() => Ending::Dropped,
+            () = or_pending(ping.map(|every| relay::watchdog(every, &liveness))) => Ending::PingTimeout,
+            () = shutdown.cancelled() => Ending::Shutdown,
+        }
+    };
+    // Dropping a client also closes its queue, so the queue may be seen ending first.
+    let ending = match member.kick.token.is_cancelled() {
+        true => Ending::Dropped,
+        false => ending,
+    };
+    let reason = member.kick.reason.get().cloned();
+    let id = member.id;
+    drop(member); // leave the hub: no more output is queued for this client
+    let closing = match ending {
+        Ending::HubEnded | Ending::Shutdown => match hub.ended() {
+            Some((code, reason)) => Closing::Send(code, reason),
+            None => Closing::Send(CloseCode::Away, "server shutting down".into()),
+        },
+        Ending::Socket(e) => {
+            tracing::debug!(target: "wsbridge::shared", error = %e, "sending to the client failed");
+            Closing::Drop
+        }
+        Ending::Dropped => Closing::Send(CloseCode::Policy, reason.unwrap_or_default()),
+        Ending::PingTimeout => {
+            tracing::info!(target: "wsbridge::shared", "no pong within two ping intervals; closing");
+            Closing::Send(CloseCode::Away, "ping timeout".into())
+        }
+        Ending::Input(end) => session::closing_for_input(end),
+    };
+    let close = session::close(sink, stream, closing).await;
+    tracing::info!(
+        target: "wsbridge::access",
+        status = 101,
+        shared = true,
+        client = id,
+        duration_ms = started.elapsed().as_millis() as u64,
+        msgs_in = received.messages(),
+        bytes_in = received.bytes(),
+        msgs_out = sent.messages(),
+        bytes_out = sent.bytes(),
+        close,
+        "session ended"
+    );
+}
+
+/// Sends what the hub queues for this client, a flush per burst, and pings; `Ok` when
+/// the hub closed the queue and everything in it was sent.
+async fn send_queue<S>(
+    rx: &mut mpsc::Receiver<Message>,
+    queued: &AtomicUsize,
+    sink: &mut S,
+    ping: Option<Duration>,
+    sent: &Counters,
+) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let mut ticker = relay::ping_ticker(ping);
+    loop {
+        let first = tokio::select! {
+            biased;
+            msg = rx.recv() => msg,
+            _ = or_pending(ticker.as_mut().map(|t| t.tick())) => {
+                sink.send(Message::Ping(Bytes::new())).await?;
+                continue;
+            }
+        };
+        let Some(mut msg) = first else {
+            return sink.flush().await;
+        };
+        let mut n = 0;
+        loop {
+            let len = msg.len();
+            sent.add(len);
+            sink.feed(msg).await?;
+            queued.fetch_sub(len, Ordering::AcqRel);
+            n += 1;
+            if n == FLUSH_EVERY {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(next) => msg = next,
+                Err(_) => break,
+            }
+        }
+        sink.flush().await?;
+    }
+}
