@@ -24,7 +24,10 @@
 //! header block is complete, or whose block is not a CGI response (a `Status` outside
 //! 200–599 included), gets the client a 502 (504 on timeout); one that dies by a
 //! signal or runs out of time after that has its answer cut off, so the client never
-//! takes a partial page for a whole one. Its stderr is logged like a session's.
+//! takes a partial page for a whole one. Its stderr is logged like a session's. On
+//! shutdown (SIGINT/SIGTERM) a running script gets the stop ladder too: 503 before its
+//! header block, a cut-off answer after; its tasks are tracked with the sessions, so the
+//! drain waits for them.
 //!
 //! This file runs the script (slot, spawn, deadline, stop); `request` builds what goes
 //! into it (body, environment), `response` reads what comes out (header block, stream).
@@ -136,16 +139,24 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         mut stdout,
         stderr,
     } = stdio;
-    let stderr = tokio::spawn(child::log_stderr(stderr, None).in_current_span());
+    // Every task of a run is tracked with the sessions, so the shutdown drain waits for
+    // it; each ends once the script is stopped (or, for the feed, at the deadline).
+    let stderr = ep.sessions.spawn(child::log_stderr(stderr, None).in_current_span());
     // Bounded by the deadline too: a client that stops sending cannot hold the task.
     let body_too_large = CancellationToken::new();
-    tokio::spawn(timeout_at(deadline, feed(stdin, input, body_too_large.clone())).in_current_span());
+    ep.sessions
+        .spawn(timeout_at(deadline, feed(stdin, input, body_too_large.clone())).in_current_span());
 
     let head = tokio::select! {
         head = timeout_at(deadline, read_head(&mut stdout)) => head,
         () = body_too_large.cancelled() => {
             finish(child, stderr, ep.config.close_grace, None, permit).await;
             return Answer::Response(too_large());
+        }
+        () = ep.shutdown.cancelled() => {
+            tracing::info!(script = %file.display(), "server shutting down; stopping the CGI script");
+            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            return text(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
         }
     };
     let head = match head {
@@ -184,9 +195,19 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     *resp.status_mut() = parsed.status;
     *resp.headers_mut() = parsed.headers;
     let grace = ep.config.close_grace;
-    tokio::spawn(
+    let shutdown = ep.shutdown.clone();
+    ep.sessions.spawn(
         async move {
-            let cut = stream(&mut stdout, head.rest, &tx, deadline, &mut child, body_too_large).await;
+            let cut = stream(
+                &mut stdout,
+                head.rest,
+                &tx,
+                deadline,
+                &mut child,
+                &body_too_large,
+                &shutdown,
+            )
+            .await;
             drop(stdout);
             finish(child, stderr, grace, Some((tx, cut)), permit).await;
         }
@@ -224,6 +245,7 @@ async fn finish(
             Cut::TimedOut => Some("the script ran out of time (--cgitimeout)"),
             Cut::ReadError => Some("reading the script's output failed"),
             Cut::BodyTooLarge => Some("the request body passed the limit after the script had answered"),
+            Cut::Shutdown => Some("the server is shutting down"),
         };
         match why {
             Some(why) => {

@@ -140,16 +140,20 @@ pub(super) enum Cut {
     ReadError,
     /// The script answered before the client's chunked body passed [`super::MAX_BODY`].
     BodyTooLarge,
+    /// The server is shutting down.
+    Shutdown,
 }
 
-/// Sends the output after the header block until EOF or the deadline.
+/// Sends the output after the header block until EOF, the deadline, a chunked request
+/// body passing the limit, or the server's shutdown.
 pub(super) async fn stream(
     stdout: &mut pipe::Receiver,
     first: Bytes,
     tx: &BodySender,
     deadline: Instant,
     child: &mut Child,
-    body_too_large: CancellationToken,
+    body_too_large: &CancellationToken,
+    shutdown: &CancellationToken,
 ) -> Cut {
     if !first.is_empty() && tx.send(Ok(first)).await.is_err() {
         return Cut::ClientGone;
@@ -171,6 +175,7 @@ pub(super) async fn stream(
         tokio::select! {
             cut = pump => cut,
             () = body_too_large.cancelled() => Cut::BodyTooLarge,
+            () = shutdown.cancelled() => Cut::Shutdown,
         }
     };
     let cut = timeout_at(deadline, pump).await.unwrap_or(Cut::TimedOut);

@@ -286,3 +286,51 @@ async fn chunked_floods_are_not_held_in_memory() {
     );
     drop(held);
 }
+
+/// Waits (bounded) until `path` exists and returns what it holds.
+async fn file_appears(path: &std::path::Path) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_running_scripts_with_the_ladder_and_answers() {
+    // One script still before its headers, one streaming its answer; SIGTERM reaches the
+    // server. Each is stopped by the ladder (so its trap runs: not a bare SIGKILL at
+    // exit), the first client gets 503, the second a cut-off answer, and the server exits.
+    let mut server = BinServer::start(&[&cgidir()]);
+    let dir = crate::common::deploy::TempDir::new("cgi-shutdown");
+    let (early, late) = (dir.path("early"), dir.path("late"));
+    let addr = server.addr;
+    let path = format!("/trapping.cgi?{}", early.display());
+    let first = tokio::spawn(async move { get(addr, &path).await });
+    let path = format!("/trapping.cgi/answered?{}", late.display());
+    let second = tokio::spawn(async move { get(addr, &path).await });
+    file_appears(&early).await;
+    file_appears(&late).await;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    let first = within(STEP, first).await.expect("first client");
+    assert_eq!(first.status, 503, "{first:?}\n{}", server.log());
+    let second = within(STEP, second).await.expect("second client");
+    assert_eq!((second.status, second.text().as_str()), (200, "first\n"));
+    assert!(!second.complete, "an answer cut by the shutdown must not look complete");
+    for p in [&early, &late] {
+        let stopped = p.with_extension("stopped");
+        assert!(
+            stopped.exists(),
+            "{} was not stopped by the ladder\n{}",
+            p.display(),
+            server.log()
+        );
+    }
+}
