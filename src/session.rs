@@ -257,10 +257,7 @@ async fn session(
     let was_shutdown = matches!(ending, Ending::Shutdown);
     let failed = !was_shutdown && !matches!(ending, Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)));
     let early: Closing = match ending {
-        Ending::PingTimeout => {
-            tracing::info!("no pong within two ping intervals; closing");
-            Closing::Send(CloseCode::Away, "ping timeout".into())
-        }
+        Ending::PingTimeout => closing_for_ping_timeout(),
         Ending::Output(OutEnd::Socket(e)) => {
             tracing::debug!(error = %e, "sending to the client failed");
             Closing::Drop
@@ -325,25 +322,64 @@ async fn session(
     // With --pty the terminal stays open until here, so the program was never hung up.
     drop(stdout);
 
-    tracing::info!(
-        target: "wsbridge::access",
-        status = 101,
-        duration_ms = started.elapsed().as_millis() as u64,
-        msgs_in = received.messages(),
-        bytes_in = received.bytes(),
-        msgs_out = sent.messages(),
-        bytes_out = sent.bytes(),
-        exit = %exit,
-        signalled = signalled.map(|s| s.as_str()),
-        close = close_code,
-        "session ended"
-    );
+    Summary {
+        started,
+        received: &received,
+        sent: &sent,
+        client: None,
+        exit: Some(&exit),
+        signalled,
+        close: close_code,
+    }
+    .log();
     Outcome {
         status,
         close: close_code,
         failed,
         shutdown: was_shutdown,
     }
+}
+
+/// The one summary line every WebSocket session ends with, per-connection and
+/// `--shared` alike (fields that do not apply are left out of the line).
+pub(crate) struct Summary<'a> {
+    pub started: Instant,
+    pub received: &'a Counters,
+    pub sent: &'a Counters,
+    /// `--shared`: the client's number (the program is the hub's, not this session's).
+    pub client: Option<u64>,
+    /// How the program ended, when this session owned one.
+    pub exit: Option<&'a str>,
+    /// The last signal the stop ladder had to send.
+    pub signalled: Option<Signal>,
+    /// The close code exchanged, if any.
+    pub close: Option<u16>,
+}
+
+impl Summary<'_> {
+    pub(crate) fn log(&self) {
+        tracing::info!(
+            target: "wsbridge::access",
+            status = 101,
+            shared = self.client.map(|_| true),
+            client = self.client,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            msgs_in = self.received.messages(),
+            bytes_in = self.received.bytes(),
+            msgs_out = self.sent.messages(),
+            bytes_out = self.sent.bytes(),
+            exit = self.exit.map(tracing::field::display),
+            signalled = self.signalled.map(|s| s.as_str()),
+            close = self.close,
+            "session ended"
+        );
+    }
+}
+
+/// The client stopped answering pings: the one wording for every kind of session.
+pub(crate) fn closing_for_ping_timeout() -> Closing {
+    tracing::info!("no pong within two ping intervals; closing");
+    Closing::Send(CloseCode::Away, "ping timeout".into())
 }
 
 /// Pipe mode after EOF on our stdin: keep relaying the peer's messages until it closes or

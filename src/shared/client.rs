@@ -128,26 +128,20 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Co
             Closing::Drop
         }
         Ending::Dropped => Closing::Send(CloseCode::Policy, reason.unwrap_or_default()),
-        Ending::PingTimeout => {
-            tracing::info!(target: "wsbridge::shared", "no pong within two ping intervals; closing");
-            Closing::Send(CloseCode::Away, "ping timeout".into())
-        }
+        Ending::PingTimeout => session::closing_for_ping_timeout(),
         Ending::Input(end) => session::closing_for_input(end),
     };
     let close = session::close(sink, stream, closing).await;
-    tracing::info!(
-        target: "wsbridge::access",
-        status = 101,
-        shared = true,
-        client = id,
-        duration_ms = started.elapsed().as_millis() as u64,
-        msgs_in = received.messages(),
-        bytes_in = received.bytes(),
-        msgs_out = sent.messages(),
-        bytes_out = sent.bytes(),
+    session::Summary {
+        started,
+        received: &received,
+        sent: &sent,
+        client: Some(id),
+        exit: None,
+        signalled: None,
         close,
-        "session ended"
-    );
+    }
+    .log();
 }
 
 /// Sends what the hub queues for this client, a flush per burst, and pings; `Ok` when
