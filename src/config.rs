@@ -198,7 +198,7 @@ impl TryFrom<Cli> for Config {
         let port = cli.port.unwrap_or(if cli.ssl { 443 } else { 80 });
         let tcp = cli.unixsocket.is_none() || cli.port.is_some() || !cli.address.is_empty();
         let tls = tls_files(&cli)?;
-        let trusted_proxies = TrustedProxies::parse(&cli.trusted_proxy)?;
+        let trusted_proxies = TrustedProxies::parse(&cli.trusted_proxy).map_err(|e| e.to_string())?;
         if cli.redirport.is_some_and(|p| p != 0) && !tcp {
             return Err("--redirport needs a TCP listener (--port or --address)".into());
         }
@@ -263,7 +263,7 @@ impl TryFrom<Cli> for Config {
             subprotocols: subprotocols(&cli.subprotocol, cli.dir.is_some())?,
             pty: cli.pty,
             shared,
-            origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin)?,
+            origin: OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin).map_err(|e| e.to_string())?,
             headers,
             log_level: log_level(&cli.loglevel),
             outbound: None,

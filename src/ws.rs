@@ -71,7 +71,8 @@ pub fn accept(
     let protocol = negotiate(req.headers(), ep.config.subprotocols.for_path(target.script_name))?;
     let size = match ep.config.pty {
         true => Some(
-            crate::pty::WinSize::from_query(req.uri().query()).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?,
+            crate::pty::WinSize::from_query(req.uri().query())
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?,
         ),
         false => None,
     };
@@ -100,7 +101,7 @@ pub fn accept(
                 let _permit = permit;
                 match upgrade(on_upgrade, &ep2.config).await {
                     Ok(ws) => shared::run_client(ws, member, &ep2.config, &ep2.shutdown).await,
-                    Err(why) => tracing::info!(reason = why, "upgrade did not complete"),
+                    Err(why) => tracing::info!(reason = why.to_string(), "upgrade did not complete"),
                 }
             }
             .in_current_span(),
@@ -184,12 +185,21 @@ fn switching(key: &str, protocol: Option<String>) -> Response<()> {
     resp
 }
 
+/// Why hyper did not hand over an upgraded connection (logged; the 101 is already sent).
+#[derive(Debug, thiserror::Error)]
+enum UpgradeError {
+    #[error("{0}")]
+    Failed(hyper::Error),
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// Waits for hyper to hand over the upgraded connection and wraps it as a WebSocket.
-async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Config) -> Result<session::Socket, String> {
+async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Config) -> Result<session::Socket, UpgradeError> {
     let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
         Ok(Ok(u)) => u,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("timed out".into()),
+        Ok(Err(e)) => return Err(UpgradeError::Failed(e)),
+        Err(_) => return Err(UpgradeError::TimedOut),
     };
     let transport: Box<dyn session::Transport> = Box::new(TokioIo::new(upgraded));
     Ok(WebSocketStream::from_raw_socket(transport, Role::Server, Some(ws_config(config))).await)
@@ -224,8 +234,11 @@ fn negotiate(headers: &HeaderMap, ours: &[String]) -> Result<Option<String>, Ref
     }
 }
 
-async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Config, why: &str) {
-    tracing::info!(reason = why, "upgrade did not complete; stopping the program");
+async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Config, why: &UpgradeError) {
+    tracing::info!(
+        reason = why.to_string(),
+        "upgrade did not complete; stopping the program"
+    );
     drop(stdio);
     reap::stop(child, config.close_grace).await;
 }

@@ -378,7 +378,7 @@ pub(super) fn client_config(cli: Cli) -> Result<Config, String> {
         unix_socket: None,
         redirect_port: None,
         tls: None,
-        trusted_proxies: TrustedProxies::parse(&[])?,
+        trusted_proxies: TrustedProxies::default(),
         program,
         script_dir: None,
         static_dir: None,
@@ -397,7 +397,7 @@ pub(super) fn client_config(cli: Cli) -> Result<Config, String> {
         subprotocols: subprotocols(&cli.subprotocol, false)?,
         pty: cli.pty,
         shared: None,
-        origin: OriginPolicy::from_flags(None, false)?,
+        origin: OriginPolicy::SameOrigin { require: false },
         headers: ExtraHeaders::default(),
         log_level: log_level(&cli.loglevel),
         outbound: Some(Settings {
