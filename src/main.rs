@@ -85,7 +85,10 @@ fn main() -> ExitCode {
 #[cfg(feature = "connect")]
 fn connect(config: Config) -> ExitCode {
     use wsbridge::outbound;
-    let client = match outbound::prepare(&config) {
+    let Some(settings) = config.outbound.clone() else {
+        return fail("not in --connect mode", 1);
+    };
+    let client = match outbound::prepare(settings) {
         Ok(c) => c,
         Err(e) => return fail(e, 1),
     };

@@ -32,12 +32,20 @@ use crate::session::CLOSE_TIMEOUT;
 use crate::state::{Conn, Endpoint};
 
 #[cfg(feature = "tls")]
-pub use crate::tls::Tls;
+pub use crate::tls::{Tls, TlsError};
 
 /// Without the `tls` feature there is no TLS state ([`Config::tls`] is always `None`).
 #[cfg(not(feature = "tls"))]
 #[derive(Clone)]
 pub enum Tls {}
+
+/// Without the `tls` feature the one TLS failure is having asked for it.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
+    NotBuilt,
+}
 
 /// A client must send its whole request head within this time (slowloris bound).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,13 +71,13 @@ pub async fn run<L: Into<Listener>>(
 }
 
 /// The TLS state for `config`: `None` without `--ssl`.
-pub fn load_tls(config: &Config) -> Result<Option<Tls>, String> {
+pub fn load_tls(config: &Config) -> Result<Option<Tls>, TlsError> {
     match &config.tls {
         None => Ok(None),
         #[cfg(feature = "tls")]
         Some(files) => Tls::load(files).map(Some),
         #[cfg(not(feature = "tls"))]
-        Some(_) => Err("--ssl: this wsbridge was built without TLS (cargo feature `tls`)".into()),
+        Some(_) => Err(TlsError::NotBuilt),
     }
 }
 
