@@ -97,7 +97,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         tracing::info!(script = %file.display(), "CGI script is not executable");
         return text(StatusCode::FORBIDDEN, "forbidden: the script is not executable");
     }
-    let deadline = Instant::now() + ep.config.cgi_timeout;
+    let deadline = Instant::now() + ep.serve.cgi_timeout;
     let permit = match ep.fork_slot() {
         Ok(p) => p,
         Err(refusal) => return text(refusal.status, &refusal.message),
@@ -144,7 +144,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     let head = tokio::select! {
         head = timeout_at(deadline, read_head(&mut stdout)) => head,
         () = body_too_large.cancelled() => {
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return Answer::Response(too_large());
         }
     };
@@ -152,7 +152,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI response");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: the script's answer was not a CGI response",
@@ -160,7 +160,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         }
         Err(_) => {
             tracing::warn!(script = %file.display(), "CGI script timed out before its headers");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the script took too long");
         }
     };
@@ -168,7 +168,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI header block");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: the script's answer was not a CGI response",
@@ -176,14 +176,14 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         }
     };
     if let Some(local) = parsed.local_redirect {
-        finish(child, stderr, ep.config.close_grace, None, permit).await;
+        finish(child, stderr, ep.session.close_grace, None, permit).await;
         return Answer::LocalRedirect(local);
     }
     let (tx, body) = body::channel(READ_AHEAD);
     let mut resp = Response::new(body);
     *resp.status_mut() = parsed.status;
     *resp.headers_mut() = parsed.headers;
-    let grace = ep.config.close_grace;
+    let grace = ep.session.close_grace;
     tokio::spawn(
         async move {
             let cut = stream(&mut stdout, head.rest, &tx, deadline, &mut child, body_too_large).await;

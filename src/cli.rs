@@ -210,6 +210,12 @@ pub struct Cli {
     pub args: Vec<OsString>,
 }
 
+/// A command line clap refused, for callers that build one themselves
+/// ([`crate::Config::for_program`]); its `Display` is clap's whole message.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ParseError(#[from] clap::Error);
+
 impl Cli {
     /// Parse like websocketd: Go-style single-dash long flags are accepted, and the first
     /// word that is not a flag (or a flag's value) is PROGRAM; everything after it belongs

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::Serve;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
@@ -115,7 +115,7 @@ impl SocketFile {
 }
 
 /// Binds everything the configuration asks for. Errors are one line, for exit status 3.
-pub fn bind(config: &Config) -> Result<Bound, ListenError> {
+pub fn bind(config: &Serve) -> Result<Bound, ListenError> {
     let mut listeners = Vec::new();
     if config.tcp {
         let tcp = bind_tcp(config)?;
@@ -143,7 +143,7 @@ pub fn bind(config: &Config) -> Result<Bound, ListenError> {
     Ok(Bound { listeners, unix_socket })
 }
 
-fn bind_tcp(config: &Config) -> Result<Vec<TcpListener>, ListenError> {
+fn bind_tcp(config: &Serve) -> Result<Vec<TcpListener>, ListenError> {
     let addrs = config.bind_addresses();
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use wsbridge::cli::Cli;
-use wsbridge::config::LogLevel;
+use wsbridge::config::{LogLevel, Mode};
 use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
@@ -38,11 +38,20 @@ fn main() -> ExitCode {
         Err(e) => return fail(e, 1),
     };
     logging::init(config.log_level);
-    #[cfg(feature = "connect")]
-    if config.is_client() {
-        return connect(config);
-    }
-    let tls = match server::load_tls(&config) {
+    let Config {
+        session,
+        threads,
+        log_level,
+        mode,
+    } = config;
+    // Without the `connect` feature serving is the only mode, hence the allow.
+    #[allow(clippy::infallible_destructuring_match)]
+    let settings = match mode {
+        Mode::Serve(s) => s,
+        #[cfg(feature = "connect")]
+        Mode::Connect(c) => return connect(session, c, threads),
+    };
+    let tls = match server::load_tls(&settings) {
         Ok(t) => t,
         Err(e) => return fail(e, 1),
     };
@@ -51,17 +60,17 @@ fn main() -> ExitCode {
             tracing::info!(sockets = inherited.len(), "using sockets from systemd (LISTEN_FDS)");
             (inherited, None)
         }
-        Ok(None) => match listen::bind(&config) {
+        Ok(None) => match listen::bind(&settings) {
             Ok(b) => (b.listeners, b.unix_socket),
             Err(e) => return fail(e, 3),
         },
         Err(e) => return fail(e, 3),
     };
-    let runtime = match runtime(config.threads) {
+    let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let quiet = config.log_level == LogLevel::None;
+    let quiet = log_level == LogLevel::None;
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
         shutdown::watch_signals(token.clone())?;
@@ -69,7 +78,7 @@ fn main() -> ExitCode {
         if !quiet {
             announce(&listeners, tls.is_some());
         }
-        server::serve(listeners, config, tls, token).await
+        server::serve(listeners, session, settings, tls, token).await
     });
     if let Some(f) = socket_file {
         f.remove();
@@ -83,16 +92,17 @@ fn main() -> ExitCode {
 /// `--connect`: one connection out (or a series with `--reconnect`); exits with the
 /// program's status, or 0/1 in pipe mode (see [`wsbridge::outbound`]).
 #[cfg(feature = "connect")]
-fn connect(config: Config) -> ExitCode {
+fn connect(
+    session: wsbridge::config::Session,
+    settings: wsbridge::config::Connect,
+    threads: Option<std::num::NonZeroUsize>,
+) -> ExitCode {
     use wsbridge::outbound;
-    let Some(settings) = config.outbound.clone() else {
-        return fail("not in --connect mode", 1);
-    };
     let client = match outbound::prepare(settings) {
         Ok(c) => c,
         Err(e) => return fail(e, 1),
     };
-    let runtime = match runtime(config.threads) {
+    let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -102,7 +112,7 @@ fn connect(config: Config) -> ExitCode {
             eprintln!("wsbridge: cannot watch signals: {e}");
             return 1;
         }
-        outbound::run(client, &config, token).await
+        outbound::run(client, &session, token).await
     });
     // A read of our stdin may still be blocked in a runtime thread; do not wait for it.
     runtime.shutdown_background();

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
 use self::pipe::Pipes;
-use crate::config::{Config, Program};
+use crate::config::{Program, Session};
 use crate::session::{self, Outcome, ProgramIo, Side, Socket};
 
 /// `--reconnect`: the first delay, doubled after each failure up to [`BACKOFF_MAX`].
@@ -69,7 +69,7 @@ enum Local<'a> {
 
 /// Runs `--connect` until it is over (once, or with `--reconnect` until a signal) and
 /// returns the exit status.
-pub async fn run(client: Client, config: &Config, signalled: CancellationToken) -> u8 {
+pub async fn run(client: Client, config: &Session, signalled: CancellationToken) -> u8 {
     // In pipe mode a closed stdout (`... | head -1`) ends the run like a signal does.
     let shutdown = signalled.child_token();
     let mut local = match &config.program {
@@ -173,7 +173,7 @@ fn exit_code(o: &Outcome) -> u8 {
 /// Starts the program (or takes our own stdin/stdout) and runs the session.
 async fn run_session(
     (ws, protocol): (Socket, Option<String>),
-    config: &Config,
+    config: &Session,
     url: &str,
     shutdown: &CancellationToken,
     local: &mut Local<'_>,

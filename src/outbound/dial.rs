@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::proxy::{lower, ProxyError};
-use crate::config::connect::{Settings, Target};
-use crate::config::Config;
+use crate::config::connect::{Connect, Target};
+use crate::config::Session;
 use crate::session::{Socket, Transport};
 
 /// Why a connection attempt (or, for TLS files, the client's setup) failed: one line a
@@ -69,14 +69,14 @@ fn refused(url: &str, status: &StatusCode) -> String {
 
 /// A ready client: settings plus the TLS configuration (built once, at startup).
 pub struct Client {
-    pub(super) settings: Settings,
+    pub(super) settings: Connect,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Builds the client for `--connect`'s settings; TLS files are read here, so a bad one is
 /// a startup error.
-pub fn prepare(settings: Settings) -> Result<Client, DialError> {
+pub fn prepare(settings: Connect) -> Result<Client, DialError> {
     #[cfg(feature = "tls")]
     {
         let tls = match settings.target.secure {
@@ -101,7 +101,7 @@ pub fn prepare(settings: Settings) -> Result<Client, DialError> {
 impl Client {
     /// Connects (through the proxy, if any), does TLS and the WebSocket handshake; returns
     /// the socket and the subprotocol the server chose.
-    pub(super) async fn connect(&self, config: &Config) -> Result<(Socket, Option<String>), DialError> {
+    pub(super) async fn connect(&self, config: &Session) -> Result<(Socket, Option<String>), DialError> {
         let s = &self.settings;
         let t = &s.target;
         let step = s.step_timeout;
@@ -152,7 +152,7 @@ impl Client {
         handshake(request, Box::new(tcp), ws_config, t, step).await
     }
 
-    fn request(&self, config: &Config) -> Result<Request, DialError> {
+    fn request(&self, config: &Session) -> Result<Request, DialError> {
         let s = &self.settings;
         let mut req = s
             .target

@@ -344,10 +344,14 @@ fn ssl_makes_the_default_port_443() {
         ["wsbridge", "--ssl", "--sslcert=a", "--sslkey=b", "cat"].map(std::ffi::OsString::from),
     )
     .expect("parses");
-    let config = wsbridge::Config::try_from(cli).expect("config");
-    assert_eq!(config.port, 443);
+    use wsbridge::config::Mode;
+    let port = |cli| match wsbridge::Config::try_from(cli).expect("config").mode {
+        Mode::Serve(s) => s.port,
+        other => panic!("not serving: {other:?}"),
+    };
+    assert_eq!(port(cli), 443);
     let cli = wsbridge::cli::Cli::try_parse_args(["wsbridge", "cat"].map(std::ffi::OsString::from)).expect("parses");
-    assert_eq!(wsbridge::Config::try_from(cli).expect("config").port, 80);
+    assert_eq!(port(cli), 80);
 }
 
 #[tokio::test]
