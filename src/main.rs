@@ -1,14 +1,15 @@
-//! The `wsbridge` binary: flags → `Config` (usage errors exit 2, bad settings exit 1),
-//! logging, TLS files (bad ones exit 1), listeners — inherited from systemd or bound here
-//! (failure exits 3) — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the
-//! certificate), then [`wsbridge::server::serve`].
+//! The `wsbridge` binary: flags → `Config` (a usage error exits 2, printed like clap's
+//! own; what the flags name that cannot be found or used exits 1), logging, TLS files
+//! (bad ones exit 1), listeners — inherited from systemd or bound here (failure exits 3)
+//! — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the certificate), then
+//! [`wsbridge::server::serve`] or, with `--connect`, [`wsbridge::outbound::run`].
 
 use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use wsbridge::cli::Cli;
-use wsbridge::config::{LogLevel, Mode};
+use wsbridge::config::{ConfigError, LogLevel, Mode};
 use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os());
     let config = match Config::try_from(cli) {
         Ok(c) => c,
-        Err(e) => return fail(e, 1),
+        Err(ConfigError::Usage(e)) => Cli::exit_usage(e),
+        Err(ConfigError::Resolve(e)) => return fail(e, 1),
     };
     logging::init(config.log_level);
     let Config {
