@@ -100,7 +100,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         tracing::info!(script = %file.display(), "CGI script is not executable");
         return text(StatusCode::FORBIDDEN, "forbidden: the script is not executable");
     }
-    let deadline = Instant::now() + ep.config.cgi_timeout;
+    let deadline = Instant::now() + ep.serve.cgi_timeout;
     let permit = match ep.fork_slot() {
         Ok(p) => p,
         Err(refusal) => return text(refusal.status, &refusal.message),
@@ -150,12 +150,12 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     let head = tokio::select! {
         head = timeout_at(deadline, read_head(&mut stdout)) => head,
         () = body_too_large.cancelled() => {
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return Answer::Response(too_large());
         }
         () = ep.shutdown.cancelled() => {
             tracing::info!(script = %file.display(), "server shutting down; stopping the CGI script");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
         }
     };
@@ -163,7 +163,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI response");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: the script's answer was not a CGI response",
@@ -171,7 +171,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         }
         Err(_) => {
             tracing::warn!(script = %file.display(), "CGI script timed out before its headers");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the script took too long");
         }
     };
@@ -179,7 +179,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI header block");
-            finish(child, stderr, ep.config.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit).await;
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: the script's answer was not a CGI response",
@@ -187,14 +187,14 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         }
     };
     if let Some(local) = parsed.local_redirect {
-        finish(child, stderr, ep.config.close_grace, None, permit).await;
+        finish(child, stderr, ep.session.close_grace, None, permit).await;
         return Answer::LocalRedirect(local);
     }
     let (tx, body) = body::channel(READ_AHEAD);
     let mut resp = Response::new(body);
     *resp.status_mut() = parsed.status;
     *resp.headers_mut() = parsed.headers;
-    let grace = ep.config.close_grace;
+    let grace = ep.session.close_grace;
     let shutdown = ep.shutdown.clone();
     ep.sessions.spawn(
         async move {

@@ -3,11 +3,14 @@
 //! Spellings follow websocketd so existing command lines keep working, including Go's
 //! single-dash long flags (`-port=8080`) and `--flag=false` for booleans. This module does
 //! no I/O and no validation beyond types; [`crate::config`] turns a [`Cli`] into a
-//! resolved `Config`.
+//! resolved `Config`, and the usage errors it finds are printed here, as clap prints its
+//! own ([`Cli::exit_usage`]), since no other module touches clap.
 
 use std::ffi::OsString;
+use std::fmt::Display;
 use std::path::PathBuf;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
 /// Turn any program that reads stdin and writes stdout into a WebSocket endpoint.
@@ -210,25 +213,31 @@ pub struct Cli {
     pub args: Vec<OsString>,
 }
 
+/// A command line clap refused, for callers that build one themselves
+/// ([`crate::Config::for_program`]); its `Display` is clap's whole message.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ParseError(#[from] clap::Error);
+
 impl Cli {
     /// Parse like websocketd: Go-style single-dash long flags are accepted, and the first
     /// word that is not a flag (or a flag's value) is PROGRAM; everything after it belongs
     /// to PROGRAM. Exits with status 2 on a usage error, like clap.
-    /// `--devconsole` with `--staticdir` or `--cgidir` exits with status 4, as websocketd does.
     pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Self {
-        let cli = Self::parse_from(normalize(args.into_iter().collect()));
-        if let Some(conflict) = cli.console_conflict() {
-            eprintln!("wsbridge: {conflict}");
-            std::process::exit(4);
-        }
-        cli
+        Self::parse_from(normalize(args.into_iter().collect()))
     }
 
-    /// websocketd refuses `--devconsole` together with `--staticdir` or `--cgidir`: both
-    /// would answer the same plain requests.
-    pub fn console_conflict(&self) -> Option<&'static str> {
-        (self.devconsole && (self.staticdir.is_some() || self.cgidir.is_some()))
-            .then_some("--devconsole cannot be combined with --staticdir or --cgidir")
+    /// A usage error found after parsing (flags that cannot go together, a flag that needs
+    /// another, a value that cannot be right), as clap reports its own: `error: MESSAGE`,
+    /// the usage line and the hint to try `--help`.
+    pub fn usage_error(message: impl Display) -> clap::Error {
+        // The kind is not shown; every usage kind exits 2. A conflict is the usual case.
+        Self::command().error(ErrorKind::ArgumentConflict, message)
+    }
+
+    /// Prints [`Cli::usage_error`] on stderr and exits with status 2, as clap does.
+    pub fn exit_usage(message: impl Display) -> ! {
+        Self::usage_error(message).exit()
     }
 
     /// Same as [`Cli::parse_args`] but returns clap's error instead of exiting.
@@ -339,9 +348,21 @@ mod tests {
         assert_eq!(err.exit_code(), 2);
         let cli = parse(&["--staticdir=www"]);
         assert!(cli.program.is_none());
-        let cli = parse(&["--dir=scripts", "--devconsole"]);
-        assert_eq!(cli.console_conflict(), None);
-        let cli = parse(&["--devconsole", "--cgidir=cgi", "cat"]);
-        assert!(cli.console_conflict().is_some());
+    }
+
+    #[test]
+    fn usage_errors_found_later_look_like_clap_s_own() {
+        let ours = Cli::usage_error("--a cannot be combined with --b");
+        assert_eq!(ours.exit_code(), 2);
+        let text = ours.to_string();
+        assert!(
+            text.starts_with("error: --a cannot be combined with --b\n\nUsage: wsbridge "),
+            "{text}"
+        );
+        assert!(text.ends_with("\n\nFor more information, try '--help'.\n"), "{text}");
+        // The same frame as an error clap finds itself.
+        let clap_s = Cli::try_parse_args(["wsbridge", "--bogus", "cat"].map(OsString::from)).unwrap_err();
+        let usage = |t: &str| t.lines().find(|l| l.starts_with("Usage: ")).map(str::to_owned);
+        assert_eq!(usage(&text), usage(&clap_s.to_string()));
     }
 }

@@ -28,10 +28,17 @@ use hyper::http::HeaderMap;
 
 use crate::net::{Cidr, Peer};
 
+/// A `--trusted-proxy` value that is not a range (a startup error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --trusted-proxy={value}: expected ADDR/PREFIX, an address, or unix")]
+pub struct CidrError {
+    value: String,
+}
+
 /// One `--trusted-proxy` range: `ADDR/PREFIX`, or a bare address (a single host). An
 /// IPv4-mapped IPv6 address is taken as the IPv4 address it maps.
-fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    let bad = || format!("invalid --trusted-proxy={s}: expected ADDR/PREFIX, an address, or unix");
+fn parse_cidr(s: &str) -> Result<Cidr, CidrError> {
+    let bad = || CidrError { value: s.to_owned() };
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -63,7 +70,7 @@ pub struct Client {
 
 impl TrustedProxies {
     /// Parses the flag values; each may itself be a comma list.
-    pub fn parse(values: &[String]) -> Result<Self, String> {
+    pub fn parse(values: &[String]) -> Result<Self, CidrError> {
         let mut out = TrustedProxies::default();
         for word in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
             if word.is_empty() {
@@ -259,7 +266,7 @@ mod tests {
         assert!(all.trusts_ip(ip("203.0.113.9")));
         assert!(!all.trusts_ip(ip("::1")), "families never mix");
         for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/", "/8", "1.2.3.4/x"] {
-            let e = parse_cidr(bad).unwrap_err();
+            let e = parse_cidr(bad).unwrap_err().to_string();
             assert!(e.starts_with("invalid --trusted-proxy="), "{e}");
         }
         let t = trusted(&["127.0.0.1/32,::1", "unix"]);

@@ -43,7 +43,7 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
     let path = req.uri().path().to_owned();
     tracing::Span::current().record("path", path.as_str());
     let method = req.method().clone();
-    let extra = &ep.config.headers;
+    let extra = &ep.serve.headers;
     let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     let resp = if head_bytes > MAX_HEAD_BYTES {
         // hyper enforces its buffer limit only between reads; this makes the bound exact
@@ -142,7 +142,7 @@ pub fn valid_host(value: &[u8]) -> bool {
 }
 
 fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<Body> {
-    let accepted = match (&ep.config.program, &ep.config.script_dir) {
+    let accepted = match (&ep.session.program, &ep.serve.script_dir) {
         (Some(program), _) => ws::accept(
             req,
             ep,
@@ -203,7 +203,7 @@ fn find_script(dir: &std::path::Path, raw_path: &str) -> Option<(Program, String
 
 /// Is there a WebSocket endpoint at this path?
 fn is_endpoint(ep: &Endpoint, raw_path: &str) -> bool {
-    match (&ep.config.program, &ep.config.script_dir) {
+    match (&ep.session.program, &ep.serve.script_dir) {
         (Some(_), _) => true,
         (None, Some(dir)) => find_script(dir, raw_path).is_some(),
         (None, None) => false,
@@ -253,7 +253,7 @@ async fn plain_once(
     ep: &Arc<Endpoint>,
     conn: Conn,
 ) -> Result<Response<Body>, String> {
-    let cfg = &ep.config;
+    let cfg = &ep.serve;
     let path = parts.uri.path();
     if cfg.dev_console {
         return Ok(console::serve(&parts.method));
@@ -288,7 +288,7 @@ async fn plain_once(
 
 /// Nothing serves this request.
 fn miss(ep: &Endpoint, path: &str) -> Response<Body> {
-    let cfg = &ep.config;
+    let cfg = &ep.serve;
     let serves_http = cfg.static_dir.is_some() || cfg.cgi_dir.is_some() || cfg.dev_console;
     if !serves_http && is_endpoint(ep, path) {
         let mut resp = text(

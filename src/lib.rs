@@ -37,8 +37,9 @@
 //!   [`reap`] (stop ladder) and [`relay`] (the two pumps; knows no processes).
 //!
 //! Layer 0, leaves without tokio:
-//! - [`cli`] → [`config`]: flags parsed (clap) and resolved into a typed `Config`;
-//!   `--connect`'s settings in `config::connect`.
+//! - [`cli`] → [`config`]: flags parsed (clap) and resolved into a typed `Config`: the
+//!   session settings, and one mode, serving (`config::Serve`) or `--connect`
+//!   (`config::connect`); a bad command line is a `config::ConfigError`.
 //! - [`env`](mod@env) (CGI environment), [`route`] (URL paths onto directories, safely),
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode), [`forwarded`] (the client
 //!   behind a `--trusted-proxy`), [`net`] (`Peer`, `Cidr`, percent decoding), [`error`]

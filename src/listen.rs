@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::Serve;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
@@ -62,6 +62,32 @@ impl Listener {
     }
 }
 
+/// A listener that could not be bound or taken over from systemd: one line, for exit
+/// status 3.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot read a listener's address: {0}")]
+    LocalAddr(io::Error),
+    #[error("cannot listen on {addr}: {cause}")]
+    Tcp { addr: SocketAddr, cause: io::Error },
+    #[error("cannot listen on unix:{}: {cause}", .path.display())]
+    Unix { path: PathBuf, cause: io::Error },
+    #[error("cannot listen on unix:{}: the file exists and is not a socket", .path.display())]
+    UnixNotSocket { path: PathBuf },
+    #[error("cannot listen on unix:{}: another server is answering there", .path.display())]
+    UnixAnswered { path: PathBuf },
+    #[error("cannot remove stale unix:{}: {cause}", .path.display())]
+    UnixStale { path: PathBuf, cause: io::Error },
+    #[error("invalid LISTEN_FDS={0}")]
+    ListenFds(String),
+    #[error("inherited descriptor {fd} (LISTEN_FDS) is not a socket: {cause}")]
+    NotSocket { fd: RawFd, cause: io::Error },
+    #[error("inherited descriptor {fd} (LISTEN_FDS) is not a listening stream socket")]
+    NotListening { fd: RawFd },
+    #[error("inherited descriptor {fd} (LISTEN_FDS) has unsupported address family {family}")]
+    Family { fd: RawFd, family: i32 },
+}
+
 /// What [`bind`] made, plus the Unix socket file to remove at exit.
 #[derive(Debug)]
 pub struct Bound {
@@ -89,18 +115,16 @@ impl SocketFile {
 }
 
 /// Binds everything the configuration asks for. Errors are one line, for exit status 3.
-pub fn bind(config: &Config) -> Result<Bound, String> {
+pub fn bind(config: &Serve) -> Result<Bound, ListenError> {
     let mut listeners = Vec::new();
     if config.tcp {
         let tcp = bind_tcp(config)?;
         let mut redirects = Vec::new();
         if let Some(port) = config.redirect_port {
             for l in &tcp {
-                let main = l
-                    .local_addr()
-                    .map_err(|e| format!("cannot read a listener's address: {e}"))?;
+                let main = l.local_addr().map_err(ListenError::LocalAddr)?;
                 let addr = SocketAddr::new(main.ip(), port);
-                let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                let listener = TcpListener::bind(addr).map_err(|cause| ListenError::Tcp { addr, cause })?;
                 redirects.push(Listener::Redirect {
                     listener,
                     to_port: main.port(),
@@ -119,7 +143,7 @@ pub fn bind(config: &Config) -> Result<Bound, String> {
     Ok(Bound { listeners, unix_socket })
 }
 
-fn bind_tcp(config: &Config) -> Result<Vec<TcpListener>, String> {
+fn bind_tcp(config: &Serve) -> Result<Vec<TcpListener>, ListenError> {
     let addrs = config.bind_addresses();
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {
@@ -128,9 +152,9 @@ fn bind_tcp(config: &Config) -> Result<Vec<TcpListener>, String> {
             // No IPv6 on this host: the IPv4 wildcard still serves "all interfaces".
             Err(e) if config.addresses.is_empty() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
                 let v4 = SocketAddr::from(([0, 0, 0, 0], config.port));
-                out.push(TcpListener::bind(v4).map_err(|e| format!("cannot listen on {v4}: {e}"))?);
+                out.push(TcpListener::bind(v4).map_err(|cause| ListenError::Tcp { addr: v4, cause })?);
             }
-            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            Err(cause) => return Err(ListenError::Tcp { addr, cause }),
         }
     }
     Ok(out)
@@ -138,34 +162,35 @@ fn bind_tcp(config: &Config) -> Result<Vec<TcpListener>, String> {
 
 /// Binds a Unix socket at `path`. A socket file nobody answers on (left by a crash) is
 /// replaced; one where a server answers, or a file that is not a socket, is refused.
-pub fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), String> {
-    let shown = path.display();
+pub fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), ListenError> {
+    let path_buf = || path.to_owned();
+    let fail = |cause| ListenError::Unix {
+        path: path_buf(),
+        cause,
+    };
     let listener = match UnixListener::bind(path) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot listen on unix:{shown}: {e}"))?;
+            let meta = std::fs::symlink_metadata(path).map_err(fail)?;
             if !meta.file_type().is_socket() {
-                return Err(format!(
-                    "cannot listen on unix:{shown}: the file exists and is not a socket"
-                ));
+                return Err(ListenError::UnixNotSocket { path: path_buf() });
             }
             match UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(format!(
-                        "cannot listen on unix:{shown}: another server is answering there"
-                    ))
-                }
+                Ok(_) => return Err(ListenError::UnixAnswered { path: path_buf() }),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    tracing::info!(path = %shown, "replacing a stale unix socket file");
-                    std::fs::remove_file(path).map_err(|e| format!("cannot remove stale unix:{shown}: {e}"))?;
-                    UnixListener::bind(path).map_err(|e| format!("cannot listen on unix:{shown}: {e}"))?
+                    tracing::info!(path = %path.display(), "replacing a stale unix socket file");
+                    std::fs::remove_file(path).map_err(|cause| ListenError::UnixStale {
+                        path: path_buf(),
+                        cause,
+                    })?;
+                    UnixListener::bind(path).map_err(fail)?
                 }
-                Err(e) => return Err(format!("cannot listen on unix:{shown}: {e}")),
+                Err(e) => return Err(fail(e)),
             }
         }
-        Err(e) => return Err(format!("cannot listen on unix:{shown}: {e}")),
+        Err(e) => return Err(fail(e)),
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot listen on unix:{shown}: {e}"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(fail)?;
     Ok((
         listener,
         SocketFile {
@@ -180,7 +205,7 @@ pub fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), String> {
 /// `LISTEN_PID` is this process and `LISTEN_FDS` says how many. `Ok(None)` when not
 /// activated. The variables (and `LISTEN_FDNAMES`) are removed either way, so nothing
 /// started later inherits them. Call before any thread starts.
-pub fn from_systemd() -> Result<Option<Vec<Listener>>, String> {
+pub fn from_systemd() -> Result<Option<Vec<Listener>>, ListenError> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
@@ -198,7 +223,7 @@ pub fn from_systemd() -> Result<Option<Vec<Listener>>, String> {
         .parse()
         .ok()
         .filter(|n| *n <= MAX_LISTEN_FDS)
-        .ok_or_else(|| format!("invalid LISTEN_FDS={fds}"))?;
+        .ok_or_else(|| ListenError::ListenFds(fds.clone()))?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         // i < MAX_LISTEN_FDS, so this cannot overflow.
@@ -209,31 +234,27 @@ pub fn from_systemd() -> Result<Option<Vec<Listener>>, String> {
 }
 
 /// Takes ownership of inherited descriptor `fd`, which must be a listening stream socket.
-fn inherited(fd: RawFd) -> Result<Listener, String> {
+fn inherited(fd: RawFd) -> Result<Listener, ListenError> {
     // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage is a valid, large enough buffer and len says its size.
     let r = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(storage).cast(), &mut len) };
     if r != 0 {
-        return Err(format!(
-            "inherited descriptor {fd} (LISTEN_FDS) is not a socket: {}",
-            io::Error::last_os_error()
-        ));
+        return Err(ListenError::NotSocket {
+            fd,
+            cause: io::Error::last_os_error(),
+        });
     }
     if !is_listening_stream(fd) {
-        return Err(format!(
-            "inherited descriptor {fd} (LISTEN_FDS) is not a listening stream socket"
-        ));
+        return Err(ListenError::NotListening { fd });
     }
     // SAFETY: fd is an open socket handed to this process by its parent, and nothing
     // else in the process owns it; from here on the listener does.
     match i32::from(storage.ss_family) {
         libc::AF_INET | libc::AF_INET6 => Ok(Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) })),
         libc::AF_UNIX => Ok(Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) })),
-        family => Err(format!(
-            "inherited descriptor {fd} (LISTEN_FDS) has unsupported address family {family}"
-        )),
+        family => Err(ListenError::Family { fd, family }),
     }
 }
 

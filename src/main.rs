@@ -1,14 +1,15 @@
-//! The `wsbridge` binary: flags → `Config` (usage errors exit 2, bad settings exit 1),
-//! logging, TLS files (bad ones exit 1), listeners — inherited from systemd or bound here
-//! (failure exits 3) — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the
-//! certificate), then [`wsbridge::server::serve`].
+//! The `wsbridge` binary: flags → `Config` (a usage error exits 2, printed like clap's
+//! own; what the flags name that cannot be found or used exits 1), logging, TLS files
+//! (bad ones exit 1), listeners — inherited from systemd or bound here (failure exits 3)
+//! — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the certificate), then
+//! [`wsbridge::server::serve`] or, with `--connect`, [`wsbridge::outbound::run`].
 
 use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use wsbridge::cli::Cli;
-use wsbridge::config::LogLevel;
+use wsbridge::config::{ConfigError, LogLevel, Mode};
 use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
@@ -35,14 +36,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os());
     let config = match Config::try_from(cli) {
         Ok(c) => c,
-        Err(e) => return fail(e, 1),
+        Err(ConfigError::Usage(e)) => Cli::exit_usage(e),
+        Err(ConfigError::Resolve(e)) => return fail(e, 1),
     };
     logging::init(config.log_level);
-    #[cfg(feature = "connect")]
-    if config.is_client() {
-        return connect(config);
-    }
-    let tls = match server::load_tls(&config) {
+    let Config {
+        session,
+        threads,
+        log_level,
+        mode,
+    } = config;
+    // Without the `connect` feature serving is the only mode, hence the allow.
+    #[allow(clippy::infallible_destructuring_match)]
+    let settings = match mode {
+        Mode::Serve(s) => s,
+        #[cfg(feature = "connect")]
+        Mode::Connect(c) => return connect(session, c, threads),
+    };
+    let tls = match server::load_tls(&settings) {
         Ok(t) => t,
         Err(e) => return fail(e, 1),
     };
@@ -51,17 +62,17 @@ fn main() -> ExitCode {
             tracing::info!(sockets = inherited.len(), "using sockets from systemd (LISTEN_FDS)");
             (inherited, None)
         }
-        Ok(None) => match listen::bind(&config) {
+        Ok(None) => match listen::bind(&settings) {
             Ok(b) => (b.listeners, b.unix_socket),
             Err(e) => return fail(e, 3),
         },
         Err(e) => return fail(e, 3),
     };
-    let runtime = match runtime(config.threads) {
+    let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let quiet = config.log_level == LogLevel::None;
+    let quiet = log_level == LogLevel::None;
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
         shutdown::watch_signals(token.clone())?;
@@ -69,7 +80,7 @@ fn main() -> ExitCode {
         if !quiet {
             announce(&listeners, tls.is_some());
         }
-        server::serve(listeners, config, tls, token).await
+        server::serve(listeners, session, settings, tls, token).await
     });
     if let Some(f) = socket_file {
         f.remove();
@@ -83,13 +94,17 @@ fn main() -> ExitCode {
 /// `--connect`: one connection out (or a series with `--reconnect`); exits with the
 /// program's status, or 0/1 in pipe mode (see [`wsbridge::outbound`]).
 #[cfg(feature = "connect")]
-fn connect(config: Config) -> ExitCode {
+fn connect(
+    session: wsbridge::config::Session,
+    settings: wsbridge::config::Connect,
+    threads: Option<std::num::NonZeroUsize>,
+) -> ExitCode {
     use wsbridge::outbound;
-    let client = match outbound::prepare(&config) {
+    let client = match outbound::prepare(settings) {
         Ok(c) => c,
         Err(e) => return fail(e, 1),
     };
-    let runtime = match runtime(config.threads) {
+    let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -99,7 +114,7 @@ fn connect(config: Config) -> ExitCode {
             eprintln!("wsbridge: cannot watch signals: {e}");
             return 1;
         }
-        outbound::run(client, &config, token).await
+        outbound::run(client, &session, token).await
     });
     // A read of our stdin may still be blocked in a runtime thread; do not wait for it.
     runtime.shutdown_background();

@@ -52,6 +52,13 @@ impl Refusal {
     }
 }
 
+/// An `--origin` entry that is not `[scheme://]host[:port]` (a startup error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --origin entry {entry:?}: expected [scheme://]host[:port]")]
+pub struct OriginError {
+    entry: String,
+}
+
 /// A parsed `scheme://host[:port]` with the port made explicit.
 #[derive(Debug, PartialEq, Eq)]
 struct Origin {
@@ -62,7 +69,7 @@ struct Origin {
 
 impl OriginPolicy {
     /// Builds the policy from `--origin` and `--sameorigin`.
-    pub fn from_flags(origin: Option<&str>, sameorigin: bool) -> Result<Self, String> {
+    pub fn from_flags(origin: Option<&str>, sameorigin: bool) -> Result<Self, OriginError> {
         match origin.map(str::trim) {
             None | Some("") => Ok(OriginPolicy::SameOrigin { require: sameorigin }),
             Some("*") if sameorigin => Ok(OriginPolicy::SameOrigin { require: true }),
@@ -135,8 +142,10 @@ const SAME_HINT: &str = "only same-origin pages may connect; allow others with -
 const LIST_HINT: &str = "it is not in --origin";
 
 impl OriginRule {
-    fn parse(entry: &str) -> Result<Self, String> {
-        let bad = || format!("invalid --origin entry {entry:?}: expected [scheme://]host[:port]");
+    fn parse(entry: &str) -> Result<Self, OriginError> {
+        let bad = || OriginError {
+            entry: entry.to_owned(),
+        };
         if entry.eq_ignore_ascii_case("null") {
             return Ok(OriginRule {
                 scheme: None,

@@ -21,9 +21,10 @@ pub mod proxy;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use dial::{prepare, Client};
+pub use dial::{prepare, Client, DialError};
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -31,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
 use self::pipe::Pipes;
-use crate::config::Config;
+use crate::config::{Program, Session};
 use crate::session::{self, Outcome, ProgramIo, Side, Socket};
 
 /// `--reconnect`: the first delay, doubled after each failure up to [`BACKOFF_MAX`].
@@ -42,20 +43,39 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// What one attempt came to.
 enum Attempt {
-    /// The connection could not be made.
-    Failed(String),
+    /// The connection could not be made, or the program not started.
+    Failed(Failure),
     /// A session ran; its ending and how long it lasted.
     Ran(Outcome, Duration),
     /// SIGINT/SIGTERM while connecting.
     Cancelled,
 }
 
+/// Why an attempt failed: one line, printed (or, with `--reconnect`, logged).
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("cannot start {}: {cause}", .program.display())]
+    Start { program: PathBuf, cause: std::io::Error },
+}
+
+/// What the connection is relayed to: a fresh PROGRAM each time, or in pipe mode
+/// wsbridge's own stdin and stdout, kept across reconnections.
+enum Local<'a> {
+    Program(&'a Program),
+    Pipes(Pipes),
+}
+
 /// Runs `--connect` until it is over (once, or with `--reconnect` until a signal) and
 /// returns the exit status.
-pub async fn run(client: Client, config: &Config, signalled: CancellationToken) -> u8 {
+pub async fn run(client: Client, config: &Session, signalled: CancellationToken) -> u8 {
     // In pipe mode a closed stdout (`... | head -1`) ends the run like a signal does.
     let shutdown = signalled.child_token();
-    let mut pipes = config.program.is_none().then(|| Pipes::new(shutdown.clone()));
+    let mut local = match &config.program {
+        Some(program) => Local::Program(program),
+        None => Local::Pipes(Pipes::new(shutdown.clone())),
+    };
     let mut backoff = Backoff::new();
     let mut code: u8;
     let reconnect = client.settings.reconnect;
@@ -74,10 +94,10 @@ pub async fn run(client: Client, config: &Config, signalled: CancellationToken) 
         };
         let attempt = match connected {
             None => Attempt::Cancelled,
-            Some(Err(e)) => Attempt::Failed(e),
+            Some(Err(e)) => Attempt::Failed(e.into()),
             Some(Ok(conn)) => {
                 let started = Instant::now();
-                match run_session(conn, config, &url, &shutdown, pipes.as_mut()).await {
+                match run_session(conn, config, &url, &shutdown, &mut local).await {
                     Ok(outcome) => Attempt::Ran(outcome, started.elapsed()),
                     Err(e) => Attempt::Failed(e),
                 }
@@ -106,7 +126,7 @@ pub async fn run(client: Client, config: &Config, signalled: CancellationToken) 
                 if outcome.shutdown || !reconnect {
                     break;
                 }
-                if pipes.as_ref().is_some_and(|p| p.stdin.eof) {
+                if matches!(&local, Local::Pipes(p) if p.stdin.eof) {
                     tracing::info!("stdin is at EOF: not reconnecting");
                     break;
                 }
@@ -125,7 +145,7 @@ pub async fn run(client: Client, config: &Config, signalled: CancellationToken) 
             }
         }
     }
-    if let Some(p) = pipes {
+    if let Local::Pipes(p) = local {
         p.finish().await;
     }
     code
@@ -153,20 +173,22 @@ fn exit_code(o: &Outcome) -> u8 {
 /// Starts the program (or takes our own stdin/stdout) and runs the session.
 async fn run_session(
     (ws, protocol): (Socket, Option<String>),
-    config: &Config,
+    config: &Session,
     url: &str,
     shutdown: &CancellationToken,
-    pipes: Option<&mut Pipes>,
-) -> Result<Outcome, String> {
+    local: &mut Local<'_>,
+) -> Result<Outcome, Failure> {
     tracing::info!(url, protocol = protocol.as_deref(), "connected");
-    let Some(program) = &config.program else {
-        let pipes = pipes.ok_or_else(|| "pipe mode without pipes".to_owned())?;
-        let io = ProgramIo {
-            input: Box::new(&mut pipes.stdout),
-            output: Box::new(&mut pipes.stdin),
-            stderr: None,
-        };
-        return Ok(session::run_with(ws, None, io, config, shutdown, Side::Client).await);
+    let program = match local {
+        Local::Program(program) => *program,
+        Local::Pipes(pipes) => {
+            let io = ProgramIo {
+                input: Box::new(&mut pipes.stdout),
+                output: Box::new(&mut pipes.stdin),
+                stderr: None,
+            };
+            return Ok(session::run_with(ws, None, io, config, shutdown, Side::Client).await);
+        }
     };
     let mut vars: Vec<(OsString, OsString)> = config
         .passenv
@@ -182,7 +204,7 @@ async fn run_session(
     let started = session::start(program, vars, pty);
     let (child, io) = match started {
         Ok(s) => s,
-        Err(e) => {
+        Err(cause) => {
             // Tell the server, as our server side would answer 500.
             let mut ws = ws;
             let frame = CloseFrame {
@@ -190,7 +212,10 @@ async fn run_session(
                 reason: "failed to start the program".into(),
             };
             let _ = tokio::time::timeout(session::CLOSE_TIMEOUT, ws.close(Some(frame))).await;
-            return Err(format!("cannot start {}: {e}", program.path.display()));
+            return Err(Failure::Start {
+                program: program.path.clone(),
+                cause,
+            });
         }
     };
     tracing::debug!(pid = child.id(), "program started");

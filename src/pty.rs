@@ -39,23 +39,34 @@ impl Default for WinSize {
     }
 }
 
+/// A `?cols=` or `?rows=` that is not a number from 1 to 1000 (the upgrade gets 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {key}={value}: must be a number from 1 to {MAX_WINDOW}")]
+pub struct WinSizeError {
+    key: &'static str,
+    value: String,
+}
+
 impl WinSize {
     /// From a request's raw query: `cols=N` and `rows=M`, each 1..=1000; a missing one
     /// keeps the default (80x24). Other parameters are the program's business.
-    pub fn from_query(query: Option<&str>) -> Result<Self, String> {
+    pub fn from_query(query: Option<&str>) -> Result<Self, WinSizeError> {
         let mut size = WinSize::default();
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let slot = match k {
-                "cols" => &mut size.cols,
-                "rows" => &mut size.rows,
+            let (key, slot) = match k {
+                "cols" => ("cols", &mut size.cols),
+                "rows" => ("rows", &mut size.rows),
                 _ => continue,
             };
             *slot = v
                 .parse::<u16>()
                 .ok()
                 .filter(|n| (1..=MAX_WINDOW).contains(n))
-                .ok_or_else(|| format!("invalid {k}={v}: must be a number from 1 to {MAX_WINDOW}"))?;
+                .ok_or_else(|| WinSizeError {
+                    key,
+                    value: v.to_owned(),
+                })?;
         }
         Ok(size)
     }

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::body::{self, Body};
-use crate::config::Config;
+use crate::config::{Config, Mode, Serve, Session};
 use crate::http;
 use crate::listen::Listener;
 use crate::net::Peer;
@@ -32,12 +32,20 @@ use crate::session::CLOSE_TIMEOUT;
 use crate::state::{Conn, Endpoint};
 
 #[cfg(feature = "tls")]
-pub use crate::tls::Tls;
+pub use crate::tls::{Tls, TlsError};
 
-/// Without the `tls` feature there is no TLS state ([`Config::tls`] is always `None`).
+/// Without the `tls` feature there is no TLS state ([`Serve::tls`] is always `None`).
 #[cfg(not(feature = "tls"))]
 #[derive(Clone)]
 pub enum Tls {}
+
+/// Without the `tls` feature the one TLS failure is having asked for it.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
+    NotBuilt,
+}
 
 /// A client must send its whole request head within this time (slowloris bound).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,26 +58,40 @@ const HYPER_BUF_BYTES: usize = 2 * http::MAX_HEAD_BYTES;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Loads the TLS settings of `config` (if any), then [`serve`]s. For embedding and tests;
-/// `main` loads TLS itself so that it can reload it on SIGHUP.
+/// `main` loads TLS itself so that it can reload it on SIGHUP. A `--connect` config is
+/// refused (`InvalidInput`).
 pub async fn run<L: Into<Listener>>(
     listeners: impl IntoIterator<Item = L>,
     config: Config,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let tls = load_tls(&config).map_err(io::Error::other)?;
-    serve(listeners.into_iter().map(Into::into).collect(), config, tls, shutdown)
+    // Without the `connect` feature serving is the only mode, hence the allow.
+    #[allow(clippy::infallible_destructuring_match)]
+    let settings = match config.mode {
+        Mode::Serve(s) => s,
+        #[cfg(feature = "connect")]
+        Mode::Connect(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a --connect config does not serve",
+            ))
+        }
+    };
+    let tls = load_tls(&settings).map_err(io::Error::other)?;
+    let listeners = listeners.into_iter().map(Into::into).collect();
+    serve(listeners, config.session, settings, tls, shutdown)
         .await
         .map(drop)
 }
 
-/// The TLS state for `config`: `None` without `--ssl`.
-pub fn load_tls(config: &Config) -> Result<Option<Tls>, String> {
-    match &config.tls {
+/// The TLS state for `settings`: `None` without `--ssl`.
+pub fn load_tls(settings: &Serve) -> Result<Option<Tls>, TlsError> {
+    match &settings.tls {
         None => Ok(None),
         #[cfg(feature = "tls")]
         Some(files) => Tls::load(files).map(Some),
         #[cfg(not(feature = "tls"))]
-        Some(_) => Err("--ssl: this wsbridge was built without TLS (cargo feature `tls`)".into()),
+        Some(_) => Err(TlsError::NotBuilt),
     }
 }
 
@@ -79,12 +101,13 @@ pub fn load_tls(config: &Config) -> Result<Option<Tls>, String> {
 /// Returns wsbridge's exit status: 0, or with `--shared=once` the program's.
 pub async fn serve(
     listeners: Vec<Listener>,
-    config: Config,
+    session: Session,
+    settings: Serve,
     tls: Option<Tls>,
     shutdown: CancellationToken,
 ) -> io::Result<u8> {
-    let drain_limit = reap::max_stop_time(config.close_grace) + 2 * CLOSE_TIMEOUT + Duration::from_secs(1);
-    let ep = Arc::new(Endpoint::new(config, shutdown.clone()));
+    let drain_limit = reap::max_stop_time(session.close_grace) + 2 * CLOSE_TIMEOUT + Duration::from_secs(1);
+    let ep = Arc::new(Endpoint::new(session, settings, shutdown.clone()));
     let connections = TaskTracker::new();
     let mut accepting = Vec::new();
     for l in listeners {
@@ -253,7 +276,7 @@ where
     let ep2 = Arc::clone(&ep);
     let service = service_fn(move |req: Request<Incoming>| {
         let mut c = conn;
-        let proxies = &ep2.config.trusted_proxies;
+        let proxies = &ep2.serve.trusted_proxies;
         if !proxies.is_empty() {
             c.proxy = proxies.trusts(&conn.peer).then_some(conn.peer);
             let client = proxies.client(conn.peer, conn.tls, req.headers());
@@ -329,7 +352,7 @@ fn redirect(
     };
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = format!("{scheme}://{host}{port}{target}");
-    let extra = &ep.config.headers;
+    let extra = &ep.serve.headers;
     let mut resp = body::text(StatusCode::MOVED_PERMANENTLY, &format!("moved to {location}"));
     match HeaderValue::from_str(&location) {
         Ok(v) => {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::child::{self, Child, Stdio};
-use crate::config::{Config, Program};
+use crate::config::{self, Program};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
 use crate::{pipesize, pty, reap};
 
@@ -136,8 +136,14 @@ pub fn start(
 
 /// Runs the session to its end and logs its summary. The caller holds the `--maxforks`
 /// slot until this returns, which is after the program has been reaped.
-pub async fn run(ws: Socket, child: Child, io: ProgramIo<'_>, config: &Config, shutdown: &CancellationToken) {
-    run_with(ws, Some(child), io, config, shutdown, Side::Server).await;
+pub async fn run(
+    ws: Socket,
+    child: Child,
+    io: ProgramIo<'_>,
+    settings: &config::Session,
+    shutdown: &CancellationToken,
+) {
+    run_with(ws, Some(child), io, settings, shutdown, Side::Server).await;
 }
 
 /// Which end of the connection wsbridge is: only the wording of the shutdown Close and
@@ -179,18 +185,18 @@ pub fn run_with<'a>(
     ws: Socket,
     child: Option<Child>,
     io: ProgramIo<'a>,
-    config: &'a Config,
+    settings: &'a config::Session,
     shutdown: &'a CancellationToken,
     side: Side,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>> {
-    Box::pin(session(ws, child, io, config, shutdown, side))
+    Box::pin(session(ws, child, io, settings, shutdown, side))
 }
 
 async fn session(
     ws: Socket,
     mut child: Option<Child>,
     io: ProgramIo<'_>,
-    config: &Config,
+    settings: &config::Session,
     shutdown: &CancellationToken,
     side: Side,
 ) -> Outcome {
@@ -201,7 +207,7 @@ async fn session(
         stderr,
     } = io;
     // --passstderr: stderr lines also go to the client, through the output pump.
-    let (stderr_tx, stderr_rx) = match config.pass_stderr {
+    let (stderr_tx, stderr_rx) = match settings.pass_stderr {
         true => {
             let (tx, rx) = tokio::sync::mpsc::channel(STDERR_QUEUE);
             (Some(tx), Some(rx))
@@ -211,7 +217,7 @@ async fn session(
     let stderr_task = stderr.map(|stderr| tokio::spawn(child::log_stderr(stderr, stderr_tx).in_current_span()));
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
-    let ping = config.ping_interval;
+    let ping = settings.ping_interval;
     let (sent, received) = (Counters::default(), Counters::default());
     let mut exited = false;
 
@@ -219,8 +225,8 @@ async fn session(
         let mut out = pin!(relay::pump_out(
             &mut stdout,
             &mut sink,
-            config.framing,
-            config.max_message,
+            settings.framing,
+            settings.max_message,
             ping,
             stderr_rx,
             &sent
@@ -228,7 +234,7 @@ async fn session(
         let mut inp = pin!(relay::pump_in(
             &mut stream,
             stdin,
-            config.framing,
+            settings.framing,
             ping.map(|_| &liveness),
             &received
         ));
@@ -302,7 +308,7 @@ async fn session(
         None => (None, None),
         Some(child) if exited => (Some(reap::collect(child)), None),
         Some(child) => {
-            let stopped = Box::pin(reap::stop(child, config.close_grace)).await;
+            let stopped = Box::pin(reap::stop(child, settings.close_grace)).await;
             (Some(stopped.status), stopped.signalled)
         }
     };

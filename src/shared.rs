@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::child;
-use crate::config::{Config, Program, Shared};
+use crate::config::{Program, Session, Shared};
 use crate::framing::{Decoder, Framing};
 use crate::reap;
 use crate::relay;
@@ -129,9 +129,9 @@ fn lock(m: &Mutex<Members>) -> std::sync::MutexGuard<'_, Members> {
 }
 
 impl Hub {
-    /// A hub for `config` (which has `--shared` and a PROGRAM). With `eager` the program
-    /// starts now; call from within the runtime.
-    pub fn new(config: &Config, settings: Shared, shutdown: CancellationToken, tasks: TaskTracker) -> Arc<Self> {
+    /// A hub for `config`'s PROGRAM (`--shared` is checked to come with one). With
+    /// `eager` the program starts now; call from within the runtime.
+    pub fn new(config: &Session, settings: Shared, shutdown: CancellationToken, tasks: TaskTracker) -> Arc<Self> {
         let program = config
             .program
             .clone()

@@ -1,5 +1,5 @@
-//! The server-wide state every connection shares ([`Endpoint`]: the settings, the
-//! `--maxforks` slots, the session tracker, the connection counter, the `--shared` hub
+//! The server-wide state every connection shares ([`Endpoint`]: the session and serving
+//! settings, the `--maxforks` slots, the session tracker, the connection counter, the `--shared` hub
 //! and the shutdown token) and one accepted connection's facts ([`Conn`]). It owns that
 //! state, not what is done with it: accepting is [`crate::server`]'s, answering is
 //! [`crate::http`]'s and the handlers'.
@@ -17,14 +17,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Serve, Session};
 use crate::error::Refusal;
 use crate::net::Peer;
 use crate::shared;
 
 /// What every connection shares: settings, the fork limit, running sessions.
 pub struct Endpoint {
-    pub config: Config,
+    /// How each program runs and is relayed.
+    pub session: Session,
+    /// What the server does beyond that: listeners aside, everything a request meets.
+    pub serve: Serve,
     forks: Option<Arc<Semaphore>>,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
@@ -51,17 +54,18 @@ pub struct Conn {
 }
 
 impl Endpoint {
-    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+    pub fn new(session: Session, serve: Serve, shutdown: CancellationToken) -> Self {
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let sessions = TaskTracker::new();
-        let hub = config
+        let hub = serve
             .shared
-            .map(|settings| shared::Hub::new(&config, settings, shutdown.clone(), sessions.clone()));
+            .map(|settings| shared::Hub::new(&session, settings, shutdown.clone(), sessions.clone()));
         Endpoint {
-            forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
-            config,
+            forks: serve.max_forks.map(|n| Arc::new(Semaphore::new(n))),
+            session,
+            serve,
             sessions,
             shutdown,
             id_base,
@@ -87,7 +91,7 @@ impl Endpoint {
         match Arc::clone(forks).try_acquire_owned() {
             Ok(p) => Ok(Some(p)),
             Err(_) => {
-                let limit = self.config.max_forks.unwrap_or_default();
+                let limit = self.serve.max_forks.unwrap_or_default();
                 // The target the line has always had (the handshake's), for log filters.
                 tracing::warn!(target: "wsbridge::ws", limit, "--maxforks reached; upgrade refused");
                 Err(Refusal::new(

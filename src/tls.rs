@@ -19,7 +19,7 @@
 //! it. [`Tls::reload`] still does file I/O, so its caller runs it off the async workers.
 
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
@@ -42,6 +42,62 @@ pub struct Tls {
     provider: Arc<CryptoProvider>,
 }
 
+/// A certificate, key or CA file that cannot be used, or a TLS setup failure: one line
+/// naming the file (exit status 1 at startup; logged on SIGHUP).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot set up TLS: {0}")]
+    Setup(rustls::Error),
+    #[error("cannot read {flag}={}: {why}", .path.display())]
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        why: FileProblem,
+    },
+    #[error("cannot use --sslca={}: {why}", .path.display())]
+    Ca { path: PathBuf, why: CaProblem },
+    #[error("cannot use --sslkey={} with --sslcert={}: {why}", .key.display(), .cert.display())]
+    KeyMismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        why: rustls::Error,
+    },
+    /// `--connect=wss://` without `--sslca` on a system with no CA certificates.
+    #[error(
+        "no trusted CA certificates found on this system: install ca-certificates, set SSL_CERT_FILE, or give --sslca=FILE"
+    )]
+    NoSystemRoots,
+}
+
+/// Why a PEM file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    #[error("{}", lower(.0))]
+    Io(io::Error),
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than {} MiB", MAX_PEM_FILE_BYTES >> 20)]
+    TooBig,
+    #[error("{}", pem_error(.0))]
+    Pem(rustls::pki_types::pem::Error),
+    #[error("no PEM certificate in it")]
+    NoCertificate,
+}
+
+/// Why the CA file could not be used once read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaProblem {
+    #[error("{0}")]
+    Cert(rustls::Error),
+    #[error("{0}")]
+    Verifier(rustls::server::VerifierBuilderError),
+}
+
+/// An I/O error's text, lower-cased (the `(os error N)` tail kept, as it always was here).
+fn lower(e: &io::Error) -> String {
+    e.to_string().to_lowercase()
+}
+
 /// Serves one certificate and key.
 #[derive(Debug)]
 struct Fixed(Arc<CertifiedKey>);
@@ -55,7 +111,7 @@ impl ResolvesServerCert for Fixed {
 impl Tls {
     /// Loads the certificate, the key and the client CA; errors are one line naming the
     /// file (startup exit status 1).
-    pub fn load(files: &TlsFiles) -> Result<Self, String> {
+    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = build(files, &provider)?;
         Ok(Tls {
@@ -68,7 +124,7 @@ impl Tls {
     /// Rereads `--sslcert`, `--sslkey` and `--sslca`. On failure the old configuration
     /// stays in service. It reads files: call it where blocking is allowed
     /// (`tokio::task::spawn_blocking`).
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let config = build(&self.files, &self.provider)?;
         // A poisoned lock still holds a valid configuration (writers only swap an Arc).
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
@@ -84,18 +140,21 @@ impl Tls {
 
 /// A server configuration from the files: TLS 1.3 and 1.2, ALPN `http/1.1`, client
 /// certificates checked against `--sslca` when given.
-fn build(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Arc<ServerConfig>, String> {
+fn build(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Arc<ServerConfig>, TlsError> {
     let key = load_pair(files, provider)?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        .map_err(TlsError::Setup)?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let roots = load_roots(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
                 .build()
-                .map_err(|e| format!("cannot use --sslca={}: {e}", ca.display()))?;
+                .map_err(|e| TlsError::Ca {
+                    path: ca.clone(),
+                    why: CaProblem::Verifier(e),
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -105,15 +164,13 @@ fn build(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Arc<ServerC
     Ok(Arc::new(config))
 }
 
-fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
-    let cert_shown = files.cert.display();
+fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = read_certs(&files.cert, "--sslcert")?;
     let key = read_key(&files.key)?;
-    let pair = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
-        format!(
-            "cannot use --sslkey={} with --sslcert={cert_shown}: {e}",
-            files.key.display()
-        )
+    let pair = CertifiedKey::from_der(certs, key, provider).map_err(|why| TlsError::KeyMismatch {
+        key: files.key.clone(),
+        cert: files.cert.clone(),
+        why,
     })?;
     Ok(Arc::new(pair))
 }
@@ -127,10 +184,14 @@ const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
 /// waiting for a writer (it changes nothing for reading a regular file), `O_NOCTTY` keeps
 /// a terminal from becoming ours; then `fstat` on the open file refuses anything else,
 /// with no window for the path to be swapped in between.
-pub(crate) fn read_pem_file(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem_file(path: &Path, flag: &'static str) -> Result<Vec<u8>, TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let fail = |why: &dyn std::fmt::Display| format!("cannot read {flag}={}: {why}", path.display());
-    let io_fail = |e: io::Error| fail(&e.to_string().to_lowercase());
+    let fail = |why| TlsError::Read {
+        flag,
+        path: path.to_owned(),
+        why,
+    };
+    let io_fail = |e| fail(FileProblem::Io(e));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
@@ -138,9 +199,9 @@ pub(crate) fn read_pem_file(path: &Path, flag: &str) -> Result<Vec<u8>, String> 
         .map_err(io_fail)?;
     let meta = file.metadata().map_err(io_fail)?;
     if !meta.file_type().is_file() {
-        return Err(fail(&"not a regular file"));
+        return Err(fail(FileProblem::NotRegular));
     }
-    let too_big = || fail(&format_args!("larger than {} MiB", MAX_PEM_FILE_BYTES >> 20));
+    let too_big = || fail(FileProblem::TooBig);
     if meta.len() > MAX_PEM_FILE_BYTES {
         return Err(too_big());
     }
@@ -156,35 +217,43 @@ pub(crate) fn read_pem_file(path: &Path, flag: &str) -> Result<Vec<u8>, String> 
 }
 
 /// The private key in `path` (`--sslkey`).
-pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_pem_file(path, "--sslkey")?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("cannot read --sslkey={}: {}", path.display(), pem_error(&e)))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Read {
+        flag: "--sslkey",
+        path: path.to_owned(),
+        why: FileProblem::Pem(e),
+    })
 }
 
-pub(crate) fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let shown = path.display();
+pub(crate) fn read_certs(path: &Path, flag: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |why| TlsError::Read {
+        flag,
+        path: path.to_owned(),
+        why,
+    };
     let pem = read_pem_file(path, flag)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read {flag}={shown}: {}", pem_error(&e)))?;
+        .map_err(|e| fail(FileProblem::Pem(e)))?;
     if certs.is_empty() {
-        return Err(format!("cannot read {flag}={shown}: no PEM certificate in it"));
+        return Err(fail(FileProblem::NoCertificate));
     }
     Ok(certs)
 }
 
-pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path, "--sslca")? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("cannot use --sslca={}: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| TlsError::Ca {
+            path: path.to_owned(),
+            why: CaProblem::Cert(e),
+        })?;
     }
     Ok(roots)
 }
 
-pub(crate) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error;
     match e {
         Error::Io(io) => io.to_string().to_lowercase(),
@@ -218,19 +287,21 @@ mod tests {
         // Opening a FIFO nobody writes to must not wait for a writer.
         let fifo = d.join("fifo.key");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-        let e = read_pem_file(&fifo, "--sslkey").expect_err("a FIFO");
+        let e = read_pem_file(&fifo, "--sslkey").expect_err("a FIFO").to_string();
         assert_eq!(
             e,
             format!("cannot read --sslkey={}: not a regular file", fifo.display())
         );
-        let e = read_pem_file(&d, "--sslca").expect_err("a directory");
+        let e = read_pem_file(&d, "--sslca").expect_err("a directory").to_string();
         assert!(e.ends_with(": not a regular file"), "{e}");
 
         let big = d.join("big.pem");
         std::fs::write(&big, vec![b'A'; MAX_PEM_FILE_BYTES as usize + 1]).expect("write");
-        let e = read_pem_file(&big, "--sslca").expect_err("too big");
+        let e = read_pem_file(&big, "--sslca").expect_err("too big").to_string();
         assert!(e.ends_with(": larger than 1 MiB"), "{e}");
-        let e = read_pem_file(&d.join("missing"), "--sslcert").expect_err("missing");
+        let e = read_pem_file(&d.join("missing"), "--sslcert")
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("missing: no such file or directory"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }

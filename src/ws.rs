@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::child;
-use crate::config::{Config, Program};
+use crate::config::{Program, Session};
 use crate::error::Refusal;
 use crate::state::{Conn, Endpoint};
 use crate::{env, reap, relay, session, shared};
@@ -68,10 +68,11 @@ pub fn accept(
     target: Target<'_>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
-    let protocol = negotiate(req.headers(), ep.config.subprotocols.for_path(target.script_name))?;
-    let size = match ep.config.pty {
+    let protocol = negotiate(req.headers(), ep.session.subprotocols.for_path(target.script_name))?;
+    let size = match ep.session.pty {
         true => Some(
-            crate::pty::WinSize::from_query(req.uri().query()).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?,
+            crate::pty::WinSize::from_query(req.uri().query())
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?,
         ),
         false => None,
     };
@@ -80,7 +81,7 @@ pub fn accept(
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if let Err(refusal) = ep.config.origin.check(origin.as_deref(), host, conn.tls) {
+    if let Err(refusal) = ep.serve.origin.check(origin.as_deref(), host, conn.tls) {
         tracing::info!(origin = refusal.origin(), "origin refused");
         return Err(Refusal::new(StatusCode::FORBIDDEN, refusal.to_string()));
     }
@@ -98,9 +99,9 @@ pub fn accept(
         let tracked = hub.track(
             async move {
                 let _permit = permit;
-                match upgrade(on_upgrade, &ep2.config).await {
-                    Ok(ws) => shared::run_client(ws, member, &ep2.config, &ep2.shutdown).await,
-                    Err(why) => tracing::info!(reason = why, "upgrade did not complete"),
+                match upgrade(on_upgrade, &ep2.session).await {
+                    Ok(ws) => shared::run_client(ws, member, &ep2.session, &ep2.shutdown).await,
+                    Err(why) => tracing::info!(reason = why.to_string(), "upgrade did not complete"),
                 }
             }
             .in_current_span(),
@@ -122,7 +123,7 @@ pub fn accept(
             script_name: target.script_name,
             protocol: protocol.as_deref(),
         },
-        &ep.config.passenv,
+        &ep.session.passenv,
     )
     .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))?;
     for d in &built.dropped {
@@ -149,11 +150,11 @@ pub fn accept(
     ep.sessions.spawn(
         async move {
             let _permit = permit;
-            let ws = match upgrade(on_upgrade, &ep2.config).await {
+            let ws = match upgrade(on_upgrade, &ep2.session).await {
                 Ok(ws) => ws,
-                Err(why) => return abandon(child, stdio, &ep2.config, &why).await,
+                Err(why) => return abandon(child, stdio, &ep2.session, &why).await,
             };
-            session::run(ws, child, stdio, &ep2.config, &ep2.shutdown).await
+            session::run(ws, child, stdio, &ep2.session, &ep2.shutdown).await
         }
         .in_current_span(),
     );
@@ -184,12 +185,21 @@ fn switching(key: &str, protocol: Option<String>) -> Response<()> {
     resp
 }
 
+/// Why hyper did not hand over an upgraded connection (logged; the 101 is already sent).
+#[derive(Debug, thiserror::Error)]
+enum UpgradeError {
+    #[error("{0}")]
+    Failed(hyper::Error),
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// Waits for hyper to hand over the upgraded connection and wraps it as a WebSocket.
-async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Config) -> Result<session::Socket, String> {
+async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Session) -> Result<session::Socket, UpgradeError> {
     let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
         Ok(Ok(u)) => u,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("timed out".into()),
+        Ok(Err(e)) => return Err(UpgradeError::Failed(e)),
+        Err(_) => return Err(UpgradeError::TimedOut),
     };
     let transport: Box<dyn session::Transport> = Box::new(TokioIo::new(upgraded));
     Ok(WebSocketStream::from_raw_socket(transport, Role::Server, Some(ws_config(config))).await)
@@ -224,13 +234,16 @@ fn negotiate(headers: &HeaderMap, ours: &[String]) -> Result<Option<String>, Ref
     }
 }
 
-async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Config, why: &str) {
-    tracing::info!(reason = why, "upgrade did not complete; stopping the program");
+async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Session, why: &UpgradeError) {
+    tracing::info!(
+        reason = why.to_string(),
+        "upgrade did not complete; stopping the program"
+    );
     drop(stdio);
     reap::stop(child, config.close_grace).await;
 }
 
-pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
+pub(crate) fn ws_config(config: &Session) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)

@@ -128,7 +128,7 @@ pub(super) fn environment(
             script_name: &script.script_name,
             protocol: None,
         },
-        &ep.config.passenv,
+        &ep.session.passenv,
     )?;
     let mut vars: Vec<(OsString, OsString)> = built
         .vars
@@ -153,7 +153,7 @@ pub(super) fn environment(
                 *v = if path_info.is_empty() {
                     OsString::new()
                 } else {
-                    let root = ep.config.cgi_dir.as_deref().unwrap_or(Path::new("/"));
+                    let root = ep.serve.cgi_dir.as_deref().unwrap_or(Path::new("/"));
                     let mut p = root.as_os_str().to_owned();
                     p.push(&path_info);
                     p

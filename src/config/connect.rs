@@ -1,8 +1,8 @@
 //! `--connect`'s settings, resolved at startup: the target URL ([`Target`]), the HTTP
 //! proxy to go through ([`Proxy`]: `--proxy`, else the environment with `no_proxy`), the
-//! handshake headers and TLS files ([`Settings`]), and the rules that turn the client's
-//! flags into a [`Config`]. Pure: parsing and cross-flag checks only; dialing, the CONNECT
-//! tunnel and the reconnect loop are [`crate::outbound`]'s.
+//! handshake headers and TLS files ([`Connect`]), and the rules of the client's flags,
+//! each checked once (the session's are [`super`]'s). Pure: parsing and cross-flag checks
+//! only; dialing, the CONNECT tunnel and the reconnect loop are [`crate::outbound`]'s.
 //!
 //! Environment, as curl reads it: `wss_proxy`/`ws_proxy` (scheme-specific), then
 //! `https_proxy`/`HTTPS_PROXY` for wss:// or `http_proxy` for ws://, then
@@ -16,12 +16,10 @@ use std::time::Duration;
 
 use hyper::http::{HeaderName, HeaderValue};
 
-use super::{framing, log_level, parse_headers, read_passenv, subprotocols, Config, ExtraHeaders, Program};
+use super::error::{ConfigError, ResolveError, UsageError};
+use super::parse_headers;
 use crate::cli::Cli;
-use crate::forwarded::TrustedProxies;
-use crate::framing::Framing;
 use crate::net::{percent_decode, Cidr};
-use crate::origin::OriginPolicy;
 
 /// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,35 +32,83 @@ pub struct Target {
     pub resource: String,
 }
 
+/// A `--connect` URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --connect URL {url:?}: {why}")]
+pub struct TargetError {
+    url: String,
+    why: UrlProblem,
+}
+
+/// A proxy URL (`--proxy`, or from the environment) that cannot be used; it shows the URL
+/// with any credentials replaced by `***`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid proxy {shown:?}: {why}")]
+pub struct ProxyUrlError {
+    shown: String,
+    why: UrlProblem,
+}
+
+/// What is wrong with a `--connect` or proxy URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UrlProblem {
+    #[error("expected ws://HOST/ or wss://HOST/")]
+    NoScheme,
+    #[error("the scheme must be ws:// or wss://")]
+    NotWs,
+    #[error("scheme {0}:// is not supported (only http://)")]
+    NotHttp(String),
+    #[error("spaces and control characters are not allowed")]
+    Spaces,
+    #[error("a WebSocket URL has no #fragment")]
+    Fragment,
+    #[error("no user:password@ in the URL; send credentials with --header=\"Authorization: ...\"")]
+    UserInfo,
+    #[error(transparent)]
+    HostPort(#[from] HostPortError),
+    #[error("no host")]
+    NoHost,
+}
+
+/// A `host[:port]` that [`split_host_port`] cannot split.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPortError {
+    #[error("unclosed [")]
+    Unclosed,
+    #[error("junk after ]")]
+    AfterBracket,
+    #[error("bad port {0:?}")]
+    Port(String),
+}
+
 impl Target {
     /// Parses `ws[s]://host[:port][/path][?query]`. User info and fragments are refused
     /// (RFC 6455 §3): send credentials with `--header`.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("invalid --connect URL {url:?}: {why}");
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected ws://HOST/ or wss://HOST/"))?;
+    pub fn parse(url: &str) -> Result<Target, TargetError> {
+        let bad = |why| TargetError {
+            url: url.to_owned(),
+            why,
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad(UrlProblem::NoScheme))?;
         let secure = match scheme.to_ascii_lowercase().as_str() {
             "ws" => false,
             "wss" => true,
-            _ => return Err(bad("the scheme must be ws:// or wss://")),
+            _ => return Err(bad(UrlProblem::NotWs)),
         };
         if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces and control characters are not allowed"));
+            return Err(bad(UrlProblem::Spaces));
         }
         if url.contains('#') {
-            return Err(bad("a WebSocket URL has no #fragment"));
+            return Err(bad(UrlProblem::Fragment));
         }
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, resource) = rest.split_at(split);
         if authority.contains('@') {
-            return Err(bad(
-                "no user:password@ in the URL; send credentials with --header=\"Authorization: ...\"",
-            ));
+            return Err(bad(UrlProblem::UserInfo));
         }
-        let (host, port) = split_host_port(authority).map_err(|e| bad(&e))?;
+        let (host, port) = split_host_port(authority).map_err(|e| bad(e.into()))?;
         if host.is_empty() {
-            return Err(bad("no host"));
+            return Err(bad(UrlProblem::NoHost));
         }
         let resource = match resource {
             "" => "/".to_owned(),
@@ -99,7 +145,7 @@ impl Target {
 
 /// Everything `--connect` needs beyond the session settings, resolved at startup.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Connect {
     pub target: Target,
     /// From `--proxy`, else from the environment; `None` connects directly.
     pub proxy: Option<Proxy>,
@@ -140,11 +186,14 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// Parses a proxy URL. A missing scheme means `http://` and a missing port 1080
     /// (curl's defaults); other schemes are refused.
-    pub fn parse(url: &str) -> Result<Proxy, String> {
-        let bad = |why: &str| format!("invalid proxy {:?}: {why}", redact(url));
+    pub fn parse(url: &str) -> Result<Proxy, ProxyUrlError> {
+        let bad = |why| ProxyUrlError {
+            shown: redact(url),
+            why,
+        };
         let rest = match url.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) => return Err(bad(&format!("scheme {scheme}:// is not supported (only http://)"))),
+            Some((scheme, _)) => return Err(bad(UrlProblem::NotHttp(scheme.to_owned()))),
             None => url,
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -157,9 +206,9 @@ impl Proxy {
             let dec = |s: &str| String::from_utf8_lossy(&percent_decode(s.as_bytes())).into_owned();
             (dec(user), dec(pass))
         });
-        let (host, port) = split_host_port(hostport).map_err(|e| bad(&e))?;
+        let (host, port) = split_host_port(hostport).map_err(|e| bad(e.into()))?;
         if host.is_empty() {
-            return Err(bad("no host"));
+            return Err(bad(UrlProblem::NoHost));
         }
         Ok(Proxy {
             host,
@@ -186,12 +235,12 @@ fn redact(url: &str) -> String {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; the host lower-cased, brackets removed.
-pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), HostPortError> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("unclosed [")?;
+        let (h, after) = rest.split_once(']').ok_or(HostPortError::Unclosed)?;
         match after {
             "" => (h, None),
-            p => (h, Some(p.strip_prefix(':').ok_or("junk after ]")?)),
+            p => (h, Some(p.strip_prefix(':').ok_or(HostPortError::AfterBracket)?)),
         }
     } else if s.matches(':').count() > 1 {
         (s, None) // a bare IPv6 literal
@@ -207,7 +256,7 @@ pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
             p.parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("bad port {p:?}"))?,
+                .ok_or_else(|| HostPortError::Port(p.to_owned()))?,
         ),
     };
     Ok((host.to_ascii_lowercase(), port))
@@ -224,7 +273,7 @@ pub fn join_host_port(host: &str, port: u16) -> String {
 
 /// The proxy the environment names for `target`, if any (after `no_proxy`). `var` looks a
 /// variable up (the process environment, or a map in tests).
-pub fn from_env(target: &Target, var: impl Fn(&str) -> Option<String>) -> Result<Option<Proxy>, String> {
+pub fn from_env(target: &Target, var: impl Fn(&str) -> Option<String>) -> Result<Option<Proxy>, ResolveError> {
     let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     let first = |names: &[&'static str]| names.iter().find_map(|n| get(n).map(|v| (*n, v)));
     let cgi = get("REQUEST_METHOD").is_some();
@@ -243,7 +292,7 @@ pub fn from_env(target: &Target, var: impl Fn(&str) -> Option<String>) -> Result
     }
     Proxy::parse(url.trim())
         .map(Some)
-        .map_err(|e| format!("{e} (from ${name})"))
+        .map_err(|error| ResolveError::ProxyEnv { var: name, error })
 }
 
 /// Whether `no_proxy` (curl's syntax) exempts `host:port`.
@@ -284,9 +333,9 @@ pub fn bypass(no_proxy: &str, host: &str, port: u16) -> bool {
         })
 }
 
-/// `--connect`: the session settings as for a server, plus [`Settings`];
-/// flags that only make sense for a server are refused.
-pub(super) fn client_config(cli: Cli) -> Result<Config, String> {
+/// `--connect`'s flags, checked and resolved; flags that only make sense for a server
+/// are refused. The session's rules have been checked.
+pub(super) fn settings(cli: &Cli) -> Result<Connect, ConfigError> {
     let server_only = [
         ("--port", cli.port.is_some()),
         ("--address", !cli.address.is_empty()),
@@ -305,14 +354,14 @@ pub(super) fn client_config(cli: Cli) -> Result<Config, String> {
         ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
     ];
     if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
-        return Err(format!("{flag} is a server flag: it cannot be combined with --connect"));
+        return Err(UsageError::ServerFlag(flag).into());
     }
     let url = cli.connect.as_deref().unwrap_or_default();
-    let target = Target::parse(url)?;
-    let proxy = match cli.proxy.as_deref().map(str::trim) {
-        Some("" | "none") => None,
-        Some(p) => Some(Proxy::parse(p).map_err(|e| format!("--proxy: {e}"))?),
-        None => from_env(&target, |k| std::env::var(k).ok())?,
+    let target = Target::parse(url).map_err(UsageError::from)?;
+    let proxy_flag = cli.proxy.as_deref().map(str::trim);
+    let given_proxy = match proxy_flag {
+        None | Some("" | "none") => None,
+        Some(p) => Some(Proxy::parse(p).map_err(UsageError::Proxy)?),
     };
     let headers = parse_headers(&cli.header, "--header")?;
     const OURS: [&str; 5] = [
@@ -323,94 +372,54 @@ pub(super) fn client_config(cli: Cli) -> Result<Config, String> {
         "sec-websocket-extensions",
     ];
     if let Some((name, _)) = headers.iter().find(|(n, _)| OURS.contains(&n.as_str())) {
-        return Err(format!("--header={name}: wsbridge sets that handshake header itself"));
+        return Err(UsageError::HandshakeHeader(name.clone()).into());
     }
     let origin = match cli.origin.as_deref() {
         None => None,
         Some(o) if o.contains(',') || o.trim() != o || o.is_empty() => {
-            return Err(format!(
-                "--origin={o:?}: with --connect it is the one Origin value to send (e.g. https://example.com)"
-            ))
+            return Err(UsageError::OriginList(o.to_owned()).into())
         }
-        Some(o) => Some(HeaderValue::from_str(o).map_err(|_| format!("--origin={o:?}: not a valid header value"))?),
+        Some(o) => Some(HeaderValue::from_str(o).map_err(|_| UsageError::OriginValue(o.to_owned()))?),
     };
     if !target.secure && (cli.sslca.is_some() || cli.sslcert.is_some() || cli.sslkey.is_some()) {
-        return Err("--sslca, --sslcert and --sslkey are for wss:// URLs".into());
+        return Err(UsageError::TlsFilesForWs.into());
     }
     if cli.insecure && !target.secure {
-        return Err("--insecure is about wss:// certificates; this URL is ws://".into());
+        return Err(UsageError::InsecureForWs.into());
     }
     if cli.insecure && cli.sslca.is_some() {
-        return Err("--insecure skips the certificate check that --sslca is for: give one".into());
+        return Err(UsageError::InsecureAndCa.into());
     }
-    let client_cert = match (cli.sslcert, cli.sslkey) {
-        (Some(c), Some(k)) => Some((c, k)),
+    let client_cert = match (&cli.sslcert, &cli.sslkey) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         (None, None) => None,
-        _ => return Err("--sslcert and --sslkey go together (a client certificate and its key)".into()),
+        _ => return Err(UsageError::HalfClientCert.into()),
     };
-    if target.secure && !cfg!(feature = "tls") {
-        return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
-    }
     if cli.connect_timeout == 0 {
-        return Err("--connect-timeout must be at least 1".into());
+        return Err(UsageError::Zero("--connect-timeout").into());
     }
-    let framing = framing(cli.binary, cli.framing.as_deref())?;
     if cli.program.is_none() && (cli.pty || cli.passstderr) {
-        return Err("--pty and --passstderr need PROGRAM (without it wsbridge relays its own stdin/stdout)".into());
+        return Err(UsageError::PipeModeTerminal.into());
     }
-    if cli.passstderr && framing != Framing::Line {
-        return Err("--passstderr sends JSON text messages: it needs line framing, not --binary or --framing".into());
+
+    // The command line is right; now what it names.
+    if target.secure && !cfg!(feature = "tls") {
+        return Err(ResolveError::NoTlsForWss.into());
     }
-    if cli.pty && cli.passstderr {
-        return Err("--pty merges stderr into the terminal: it cannot be combined with --passstderr".into());
-    }
-    if cli.pty && framing == Framing::LenPrefix {
-        return Err("--pty changes the bytes (CR LF, line editing): it cannot carry --framing=lenprefix".into());
-    }
-    if cli.maxframesize == 0 {
-        return Err("--maxframesize must be at least 1".into());
-    }
-    let program = Program::resolve(cli.program, cli.args)?;
-    Ok(Config {
-        addresses: Vec::new(),
-        port: 0,
-        tcp: false,
-        unix_socket: None,
-        redirect_port: None,
-        tls: None,
-        trusted_proxies: TrustedProxies::parse(&[])?,
-        program,
-        script_dir: None,
-        static_dir: None,
-        cgi_dir: None,
-        cgi_timeout: Duration::from_secs(cli.cgitimeout.max(1)),
-        dev_console: false,
-        upstream: None,
-        framing,
-        max_forks: None,
-        threads: cli.threads,
-        close_grace: Duration::from_millis(cli.closems),
-        passenv: read_passenv(&cli.passenv),
-        max_message: cli.maxframesize,
-        ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
-        pass_stderr: cli.passstderr,
-        subprotocols: subprotocols(&cli.subprotocol, false)?,
-        pty: cli.pty,
-        shared: None,
-        origin: OriginPolicy::from_flags(None, false)?,
-        headers: ExtraHeaders::default(),
-        log_level: log_level(&cli.loglevel),
-        outbound: Some(Settings {
-            target,
-            proxy,
-            headers,
-            origin,
-            ca: cli.sslca,
-            client_cert,
-            reconnect: cli.reconnect,
-            insecure: cli.insecure,
-            step_timeout: Duration::from_secs(cli.connect_timeout),
-        }),
+    let proxy = match proxy_flag {
+        Some(_) => given_proxy,
+        None => from_env(&target, |k| std::env::var(k).ok())?,
+    };
+    Ok(Connect {
+        target,
+        proxy,
+        headers,
+        origin,
+        ca: cli.sslca.clone(),
+        client_cert,
+        reconnect: cli.reconnect,
+        insecure: cli.insecure,
+        step_timeout: Duration::from_secs(cli.connect_timeout),
     })
 }
 
@@ -452,7 +461,7 @@ mod tests {
             ("ws://h/a b", "spaces"),
             ("ws://[::1/", "unclosed"),
         ] {
-            let e = Target::parse(url).unwrap_err();
+            let e = Target::parse(url).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");
         }
     }
@@ -473,7 +482,7 @@ mod tests {
         let p = Proxy::parse("http://[::1]:8080").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("::1", 8080));
         assert_eq!(p.shown(), "[::1]:8080");
-        let e = Proxy::parse("socks5://u:secret@h:1").unwrap_err();
+        let e = Proxy::parse("socks5://u:secret@h:1").unwrap_err().to_string();
         assert!(e.contains("only http://") && !e.contains("secret"), "{e}");
         assert!(Proxy::parse("http://h:99999").is_err());
         assert!(Proxy::parse("http://:80").is_err());
@@ -537,6 +546,9 @@ mod tests {
         let e = env(&[("http_proxy", "  ")]);
         assert_eq!(from_env(&ws, &e).unwrap(), None);
         let e = env(&[("http_proxy", "ftp://h")]);
-        assert!(from_env(&ws, &e).unwrap_err().contains("$http_proxy"));
+        assert_eq!(
+            from_env(&ws, &e).unwrap_err().to_string(),
+            r#"invalid proxy "ftp://h": scheme ftp:// is not supported (only http://) (from $http_proxy)"#
+        );
     }
 }

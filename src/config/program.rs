@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::error::{PathProblem, ResolveError};
+
 /// The program run for each connection.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -22,7 +24,7 @@ pub struct Program {
 
 impl Program {
     /// PROGRAM and its arguments from the command line, looked up once (`None`: no PROGRAM).
-    pub(super) fn resolve(name: Option<OsString>, args: Vec<OsString>) -> Result<Option<Program>, String> {
+    pub(super) fn resolve(name: Option<OsString>, args: Vec<OsString>) -> Result<Option<Program>, ResolveError> {
         let Some(name) = name else { return Ok(None) };
         Ok(Some(Program {
             path: resolve_program(&name)?,
@@ -35,10 +37,10 @@ impl Program {
 
 /// Finds the program like a shell would (a name with `/` is used as given) and checks that
 /// it is an executable regular file.
-fn resolve_program(name: &OsString) -> Result<PathBuf, String> {
-    let shown = Path::new(name).display().to_string();
+fn resolve_program(name: &OsString) -> Result<PathBuf, ResolveError> {
+    let shown = || Path::new(name).display().to_string();
     if name.is_empty() {
-        return Err("no program given".into());
+        return Err(ResolveError::NoProgram);
     }
     let candidate = if name.as_bytes().contains(&b'/') {
         PathBuf::from(name)
@@ -54,14 +56,13 @@ fn resolve_program(name: &OsString) -> Result<PathBuf, String> {
             })
             .map(|dir| dir.join(name))
             .find(|p| is_executable_file(p))
-            .ok_or_else(|| format!("program {shown} not found on PATH"))?
+            .ok_or_else(|| ResolveError::NotOnPath(shown()))?
     };
+    let cannot = |why| ResolveError::CannotRun { program: shown(), why };
     match std::fs::metadata(&candidate) {
-        Err(e) => Err(format!("cannot run {shown}: {}", lower_io(&e))),
-        Ok(m) if !m.is_file() => Err(format!("cannot run {shown}: not a regular file")),
-        Ok(_) if !is_executable_file(&candidate) => {
-            Err(format!("cannot run {shown}: permission denied (no execute bit?)"))
-        }
+        Err(e) => Err(cannot(PathProblem::Io(e))),
+        Ok(m) if !m.is_file() => Err(cannot(PathProblem::NotFile)),
+        Ok(_) if !is_executable_file(&candidate) => Err(cannot(PathProblem::NotExecutable)),
         Ok(_) => {
             // A bare name found on PATH gets a `./` or absolute prefix so that std spawns it
             // by path (posix_spawn) and the child's own PATH cannot change what runs.
@@ -75,12 +76,16 @@ fn resolve_program(name: &OsString) -> Result<PathBuf, String> {
 }
 
 /// A directory flag's value, canonicalized (so later prefix checks compare real paths).
-pub(super) fn resolve_dir(dir: Option<&Path>, flag: &str) -> Result<Option<PathBuf>, String> {
+pub(super) fn resolve_dir(dir: Option<&Path>, flag: &'static str) -> Result<Option<PathBuf>, ResolveError> {
     let Some(dir) = dir else { return Ok(None) };
-    let shown = dir.display();
-    let real = std::fs::canonicalize(dir).map_err(|e| format!("cannot use {flag}={shown}: {}", lower_io(&e)))?;
+    let cannot = |why| ResolveError::Dir {
+        flag,
+        dir: dir.display().to_string(),
+        why,
+    };
+    let real = std::fs::canonicalize(dir).map_err(|e| cannot(PathProblem::Io(e)))?;
     if !real.is_dir() {
-        return Err(format!("cannot use {flag}={shown}: not a directory"));
+        return Err(cannot(PathProblem::NotDirectory));
     }
     Ok(Some(real))
 }
@@ -90,13 +95,6 @@ pub fn is_executable_file(p: &Path) -> bool {
     p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
-/// `io::Error`'s text without the " (os error N)" suffix, lower-cased.
-fn lower_io(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s);
-    s.to_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use crate::Config;
@@ -104,16 +102,18 @@ mod tests {
     #[test]
     fn program_is_resolved_on_path_and_checked() {
         let c = Config::for_program("sh", &[]).unwrap();
-        let path = &c.program.as_ref().unwrap().path;
+        let path = &c.session.program.as_ref().unwrap().path;
         assert!(path.is_absolute(), "{path:?}");
         let e = Config::for_program("no-such-program-xyz", &[]).unwrap_err();
-        assert_eq!(e, "program no-such-program-xyz not found on PATH");
+        assert_eq!(e.to_string(), "program no-such-program-xyz not found on PATH");
         let noexec = std::env::temp_dir().join(format!("wsbridge-noexec-{}", std::process::id()));
         std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
-        let e = Config::for_program(noexec.to_str().unwrap(), &[]).unwrap_err();
+        let e = Config::for_program(noexec.to_str().unwrap(), &[])
+            .unwrap_err()
+            .to_string();
         std::fs::remove_file(&noexec).unwrap();
         assert!(e.contains("permission denied"), "{e}");
-        let e = Config::for_program("/", &[]).unwrap_err();
+        let e = Config::for_program("/", &[]).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -6,30 +6,77 @@
 
 use std::time::Duration;
 
-use hyper::http::HeaderValue;
+use hyper::http::{HeaderValue, StatusCode};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-use crate::config::connect::{Settings, Target};
-use crate::config::Config;
+use super::proxy::{lower, ProxyError};
+use crate::config::connect::{Connect, Target};
+use crate::config::Session;
 use crate::session::{Socket, Transport};
+
+/// Why a connection attempt (or, for TLS files, the client's setup) failed: one line a
+/// user reads.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// `--sslca`, `--sslcert` or `--sslkey` cannot be used (at startup).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    TlsFiles(#[from] crate::tls::TlsError),
+    #[cfg(not(feature = "tls"))]
+    #[error("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)")]
+    NoTls,
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("cannot connect to {server}: {}", lower(.cause))]
+    Connect { server: String, cause: std::io::Error },
+    #[error("cannot connect to {server}: timed out after {after:?}")]
+    ConnectTimeout { server: String, after: Duration },
+    #[cfg(feature = "tls")]
+    #[error("cannot use {0:?} as a TLS server name")]
+    ServerName(String),
+    #[cfg(feature = "tls")]
+    #[error("TLS handshake with {server} failed: {}", super::tls::describe(.cause))]
+    TlsHandshake { server: String, cause: std::io::Error },
+    #[cfg(feature = "tls")]
+    #[error("TLS handshake with {server} timed out")]
+    TlsTimeout { server: String },
+    #[error("cannot build the request for {url}: {cause}")]
+    Request { url: String, cause: WsError },
+    #[error("invalid --subprotocol list")]
+    Subprotocols,
+    /// The server answered the upgrade with another status.
+    #[error("{}", refused(.url, .status))]
+    Refused { url: String, status: StatusCode },
+    #[error("WebSocket handshake with {url} failed: {cause}")]
+    Handshake { url: String, cause: WsError },
+    #[error("WebSocket handshake with {url} timed out after {after:?}")]
+    HandshakeTimeout { url: String, after: Duration },
+}
+
+/// `URL refused the WebSocket upgrade: CODE REASON` (no trailing space without a reason).
+fn refused(url: &str, status: &StatusCode) -> String {
+    format!(
+        "{url} refused the WebSocket upgrade: {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim_end()
+    .to_owned()
+}
 
 /// A ready client: settings plus the TLS configuration (built once, at startup).
 pub struct Client {
-    pub(super) settings: Settings,
+    pub(super) settings: Connect,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
-/// Builds the client for `config` (which must have `outbound`); TLS files are read here,
-/// so a bad one is a startup error.
-pub fn prepare(config: &Config) -> Result<Client, String> {
-    let settings = config
-        .outbound
-        .clone()
-        .ok_or_else(|| "not in --connect mode".to_owned())?;
+/// Builds the client for `--connect`'s settings; TLS files are read here, so a bad one is
+/// a startup error.
+pub fn prepare(settings: Connect) -> Result<Client, DialError> {
     #[cfg(feature = "tls")]
     {
         let tls = match settings.target.secure {
@@ -45,7 +92,7 @@ pub fn prepare(config: &Config) -> Result<Client, String> {
     #[cfg(not(feature = "tls"))]
     {
         if settings.target.secure {
-            return Err("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)".into());
+            return Err(DialError::NoTls);
         }
         Ok(Client { settings })
     }
@@ -54,7 +101,7 @@ pub fn prepare(config: &Config) -> Result<Client, String> {
 impl Client {
     /// Connects (through the proxy, if any), does TLS and the WebSocket handshake; returns
     /// the socket and the subprotocol the server chose.
-    pub(super) async fn connect(&self, config: &Config) -> Result<(Socket, Option<String>), String> {
+    pub(super) async fn connect(&self, config: &Session) -> Result<(Socket, Option<String>), DialError> {
         let s = &self.settings;
         let t = &s.target;
         let step = s.step_timeout;
@@ -62,8 +109,18 @@ impl Client {
             Some(p) => super::proxy::tunnel(p, t, step).await?,
             None => match tokio::time::timeout(step, TcpStream::connect((t.host.as_str(), t.port))).await {
                 Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => return Err(format!("cannot connect to {}: {}", t.shown(), super::proxy::lower(&e))),
-                Err(_) => return Err(format!("cannot connect to {}: timed out after {step:?}", t.shown())),
+                Ok(Err(cause)) => {
+                    return Err(DialError::Connect {
+                        server: t.shown(),
+                        cause,
+                    })
+                }
+                Err(_) => {
+                    return Err(DialError::ConnectTimeout {
+                        server: t.shown(),
+                        after: step,
+                    })
+                }
             },
         };
         let _ = tcp.set_nodelay(true);
@@ -79,30 +136,32 @@ impl Client {
                 );
             }
             let name = rustls::pki_types::ServerName::try_from(t.host.clone())
-                .map_err(|_| format!("cannot use {:?} as a TLS server name", t.host))?;
+                .map_err(|_| DialError::ServerName(t.host.clone()))?;
             let tls = match tokio::time::timeout(step, connector.connect(name, tcp)).await {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    return Err(format!(
-                        "TLS handshake with {} failed: {}",
-                        t.shown(),
-                        super::tls::describe(&e)
-                    ))
+                Ok(Err(cause)) => {
+                    return Err(DialError::TlsHandshake {
+                        server: t.shown(),
+                        cause,
+                    })
                 }
-                Err(_) => return Err(format!("TLS handshake with {} timed out", t.shown())),
+                Err(_) => return Err(DialError::TlsTimeout { server: t.shown() }),
             };
             return handshake(request, Box::new(tls), ws_config, t, step).await;
         }
         handshake(request, Box::new(tcp), ws_config, t, step).await
     }
 
-    fn request(&self, config: &Config) -> Result<Request, String> {
+    fn request(&self, config: &Session) -> Result<Request, DialError> {
         let s = &self.settings;
         let mut req = s
             .target
             .url()
             .into_client_request()
-            .map_err(|e| format!("cannot build the request for {}: {e}", s.target.url()))?;
+            .map_err(|cause| DialError::Request {
+                url: s.target.url(),
+                cause,
+            })?;
         let h = req.headers_mut();
         h.insert(
             hyper::header::USER_AGENT,
@@ -113,8 +172,8 @@ impl Client {
         }
         if !config.subprotocols.all.is_empty() {
             // Config checked every name is a token.
-            let list = HeaderValue::from_str(&config.subprotocols.all.join(", "))
-                .map_err(|_| "invalid --subprotocol list".to_owned())?;
+            let list =
+                HeaderValue::from_str(&config.subprotocols.all.join(", ")).map_err(|_| DialError::Subprotocols)?;
             h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, list);
         }
         for (name, _) in &s.headers {
@@ -133,23 +192,19 @@ async fn handshake(
     ws_config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
     t: &Target,
     step: Duration,
-) -> Result<(Socket, Option<String>), String> {
+) -> Result<(Socket, Option<String>), DialError> {
     let url = t.url();
     let shake = tokio_tungstenite::client_async_with_config(request, stream, ws_config);
     let (ws, response) = match tokio::time::timeout(step, shake).await {
         Ok(Ok(r)) => r,
         Ok(Err(WsError::Http(resp))) => {
-            let status = resp.status();
-            return Err(format!(
-                "{url} refused the WebSocket upgrade: {} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            )
-            .trim_end()
-            .to_owned());
+            return Err(DialError::Refused {
+                url,
+                status: resp.status(),
+            })
         }
-        Ok(Err(e)) => return Err(format!("WebSocket handshake with {url} failed: {e}")),
-        Err(_) => return Err(format!("WebSocket handshake with {url} timed out after {step:?}")),
+        Ok(Err(cause)) => return Err(DialError::Handshake { url, cause }),
+        Err(_) => return Err(DialError::HandshakeTimeout { url, after: step }),
     };
     let protocol = response
         .headers()

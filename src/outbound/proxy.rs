@@ -14,15 +14,53 @@ use crate::config::connect::{join_host_port, Proxy, Target};
 /// The proxy's answer to CONNECT must fit in this many bytes.
 pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
+/// Why the tunnel could not be opened: one line naming the proxy (`proxy` is its
+/// `host:port`, never its credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot connect to proxy {proxy}: {}", lower(.cause))]
+    Connect { proxy: String, cause: std::io::Error },
+    #[error("cannot connect to proxy {proxy}: timed out after {after:?}")]
+    ConnectTimeout { proxy: String, after: Duration },
+    #[error("proxy {proxy}: no answer to CONNECT {authority}: {}", lower(.cause))]
+    NoAnswer {
+        proxy: String,
+        authority: String,
+        cause: std::io::Error,
+    },
+    #[error("proxy {proxy}: no answer to CONNECT {authority} within {after:?}")]
+    AnswerTimeout {
+        proxy: String,
+        authority: String,
+        after: Duration,
+    },
+    #[error("proxy {proxy}: malformed answer to CONNECT")]
+    Malformed { proxy: String },
+    /// A status other than 2xx; `hint` says what 401 and 407 usually mean.
+    #[error("proxy {proxy} refused CONNECT {authority}: {code} {reason}{hint}")]
+    Refused {
+        proxy: String,
+        authority: String,
+        code: u16,
+        reason: String,
+        hint: &'static str,
+    },
+}
+
 /// Connects to the proxy and asks it for a tunnel to `target`; returns the stream, which
 /// then carries the target's bytes. Each step is bounded by `timeout`. Errors are one line
 /// naming the proxy.
-pub async fn tunnel(proxy: &Proxy, target: &Target, timeout: Duration) -> Result<TcpStream, String> {
+pub async fn tunnel(proxy: &Proxy, target: &Target, timeout: Duration) -> Result<TcpStream, ProxyError> {
     let shown = proxy.shown();
     let mut tcp = match tokio::time::timeout(timeout, TcpStream::connect((proxy.host.as_str(), proxy.port))).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(format!("cannot connect to proxy {shown}: {}", lower(&e))),
-        Err(_) => return Err(format!("cannot connect to proxy {shown}: timed out after {timeout:?}")),
+        Ok(Err(cause)) => return Err(ProxyError::Connect { proxy: shown, cause }),
+        Err(_) => {
+            return Err(ProxyError::ConnectTimeout {
+                proxy: shown,
+                after: timeout,
+            })
+        }
     };
     let _ = tcp.set_nodelay(true);
     let authority = join_host_port(&target.host, target.port);
@@ -33,28 +71,37 @@ pub async fn tunnel(proxy: &Proxy, target: &Target, timeout: Duration) -> Result
     };
     let head = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            return Err(format!(
-                "proxy {shown}: no answer to CONNECT {authority}: {}",
-                lower(&e)
-            ))
+        Ok(Err(cause)) => {
+            return Err(ProxyError::NoAnswer {
+                proxy: shown,
+                authority,
+                cause,
+            })
         }
         Err(_) => {
-            return Err(format!(
-                "proxy {shown}: no answer to CONNECT {authority} within {timeout:?}"
-            ))
+            return Err(ProxyError::AnswerTimeout {
+                proxy: shown,
+                authority,
+                after: timeout,
+            })
         }
     };
-    let (code, reason) = parse_status(&head).ok_or_else(|| format!("proxy {shown}: malformed answer to CONNECT"))?;
+    let Some((code, reason)) = parse_status(&head) else {
+        return Err(ProxyError::Malformed { proxy: shown });
+    };
     if !(200..300).contains(&code) {
         let hint = match (code, &proxy.credentials) {
             (407, None) => " (it wants credentials: http://user:pass@host:port)",
             (401 | 407, Some(_)) => " (credentials refused)",
             _ => "",
         };
-        return Err(format!(
-            "proxy {shown} refused CONNECT {authority}: {code} {reason}{hint}"
-        ));
+        return Err(ProxyError::Refused {
+            proxy: shown,
+            authority,
+            code,
+            reason,
+            hint,
+        });
     }
     Ok(tcp)
 }

@@ -15,18 +15,18 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{load_roots, read_certs, read_key};
+use crate::tls::{load_roots, read_certs, read_key, TlsError};
 
 /// The connector for every wss:// connection of this run.
 pub fn connector(
     ca: Option<&Path>,
     client_cert: Option<&(PathBuf, PathBuf)>,
     insecure: bool,
-) -> Result<TlsConnector, String> {
+) -> Result<TlsConnector, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        .map_err(TlsError::Setup)?;
     let builder = match (insecure, ca) {
         (true, _) => builder
             .dangerous()
@@ -39,20 +39,20 @@ pub fn connector(
         Some((cert, key)) => {
             let certs = read_certs(cert, "--sslcert")?;
             let key_der = read_key(key)?;
-            builder.with_client_auth_cert(certs, key_der).map_err(|e| {
-                format!(
-                    "cannot use --sslkey={} with --sslcert={}: {e}",
-                    key.display(),
-                    cert.display()
-                )
-            })?
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|why| TlsError::KeyMismatch {
+                    key: key.clone(),
+                    cert: cert.clone(),
+                    why,
+                })?
         }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-fn system_roots() -> Result<RootCertStore, String> {
+fn system_roots() -> Result<RootCertStore, TlsError> {
     let found = rustls_native_certs::load_native_certs();
     for e in &found.errors {
         tracing::debug!(error = %e, "skipping a system CA certificate source");
@@ -63,10 +63,7 @@ fn system_roots() -> Result<RootCertStore, String> {
         tracing::debug!(ignored, "system CA certificates that could not be used");
     }
     if roots.is_empty() {
-        return Err(
-            "no trusted CA certificates found on this system: install ca-certificates, set SSL_CERT_FILE, or give --sslca=FILE"
-                .into(),
-        );
+        return Err(TlsError::NoSystemRoots);
     }
     Ok(roots)
 }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::Membership;
-use crate::config::Config;
+use crate::config::Session;
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
 use crate::session::{self, Closing};
 
@@ -79,7 +79,7 @@ enum Ending {
 }
 
 /// One client's session with the shared program, to its end; logs a summary line.
-pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Config, shutdown: &CancellationToken) {
+pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Session, shutdown: &CancellationToken) {
     let started = Instant::now();
     let hub = Arc::clone(&member.hub);
     let (mut sink, mut stream) = ws.split();

@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 use clap::CommandFactory;
 use wsbridge::cli::Cli;
 
+use crate::common::assert_usage_error;
+
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wsbridge"))
         .args(args)
@@ -44,17 +46,38 @@ fn usage_errors_exit_2() {
     assert_eq!(run(&["--port=notanumber", "cat"]).status.code(), Some(2));
     assert_eq!(run(&["--loglevel=loud", "cat"]).status.code(), Some(2));
     assert_eq!(run(&["--framing=morse", "cat"]).status.code(), Some(2));
-    let o = run(&["--passstderr", "--binary", "cat"]);
+    // Found by wsbridge after parsing, printed the way clap prints its own.
+    for (args, needle) in [
+        (&["--passstderr", "--binary", "cat"][..], "it needs line framing"),
+        (&["--binary", "--framing=line", "cat"], "give only one of them"),
+        (&["--origin=http://", "cat"], "invalid --origin entry"),
+        (&["--maxframesize=0", "cat"], "--maxframesize must be at least 1"),
+        (&["--cgitimeout=0", "cat"], "--cgitimeout must be at least 1"),
+        (&["--header=nocolon", "cat"], "invalid --header="),
+    ] {
+        let o = run(args);
+        assert_usage_error(o.status.code(), &stderr(&o), needle);
+    }
+}
+
+#[test]
+fn a_conflict_is_a_usage_error_but_a_missing_program_is_a_startup_error() {
+    let o = run(&["--port=0", "--pty", "--passstderr", "cat"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let usage = Cli::command().render_usage().to_string();
     assert_eq!(
-        o.status.code(),
-        Some(1),
-        "--passstderr needs line framing: {}",
-        stderr(&o)
+        stderr(&o),
+        format!(
+            "error: --pty merges stderr into the terminal: it cannot be combined with --passstderr\n\n\
+             {usage}\n\nFor more information, try '--help'.\n"
+        )
     );
-    let o = run(&["--binary", "--framing=line", "cat"]);
-    assert_eq!(o.status.code(), Some(1), "conflicting framing: {}", stderr(&o));
-    let o = run(&["--origin=http://", "cat"]);
-    assert_eq!(o.status.code(), Some(1), "bad --origin value: {}", stderr(&o));
+    // With both wrong, the usage error wins: flags are checked before PROGRAM is looked up.
+    let o = run(&["--port=0", "--pty", "--passstderr", "no-such-program-xyz"]);
+    assert_usage_error(o.status.code(), &stderr(&o), "--pty merges stderr");
+    let o = run(&["--port=0", "--pty", "no-such-program-xyz"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "wsbridge: program no-such-program-xyz not found on PATH\n");
 }
 
 #[test]

@@ -251,9 +251,8 @@ fn pty_refuses_passstderr_and_lenprefix() {
             .args(["--port=0", "--pty", flag, "cat"])
             .output()
             .expect("run wsbridge");
-        assert_eq!(out.status.code(), Some(1), "{flag}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(named), "{err}");
+        crate::common::assert_usage_error(out.status.code(), &err, named);
     }
 }
 

@@ -310,12 +310,8 @@ async fn a_fifo_key_is_refused_at_startup() {
 }
 
 #[test]
-fn ssl_flag_errors_are_one_line_exit_1() {
+fn tls_file_errors_are_one_line_exit_1_and_flag_errors_usage_errors() {
     for args in [
-        vec!["--ssl", "cat"],
-        vec!["--ssl", "--sslcert=/nonexistent.pem", "cat"],
-        vec!["--sslcert=a.pem", "--sslkey=b.pem", "cat"],
-        vec!["--sslca=a.pem", "cat"],
         vec![
             "--ssl",
             "--sslcert=/nonexistent.pem",
@@ -328,6 +324,16 @@ fn ssl_flag_errors_are_one_line_exit_1() {
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("wsbridge: "), "{err}");
+    }
+    // Flags that need each other are usage errors instead, as clap would report them.
+    for (args, needle) in [
+        (&["--ssl", "cat"][..], "--ssl needs both"),
+        (&["--ssl", "--sslcert=/nonexistent.pem", "cat"], "--ssl needs both"),
+        (&["--sslcert=a.pem", "--sslkey=b.pem", "cat"], "need --ssl"),
+        (&["--sslca=a.pem", "cat"], "need --ssl"),
+    ] {
+        let (code, err) = run_to_exit(args);
+        crate::common::assert_usage_error(code, &err, needle);
     }
     let (_, err) = run_to_exit(&[
         "--ssl",
@@ -344,10 +350,14 @@ fn ssl_makes_the_default_port_443() {
         ["wsbridge", "--ssl", "--sslcert=a", "--sslkey=b", "cat"].map(std::ffi::OsString::from),
     )
     .expect("parses");
-    let config = wsbridge::Config::try_from(cli).expect("config");
-    assert_eq!(config.port, 443);
+    use wsbridge::config::Mode;
+    let port = |cli| match wsbridge::Config::try_from(cli).expect("config").mode {
+        Mode::Serve(s) => s.port,
+        other => panic!("not serving: {other:?}"),
+    };
+    assert_eq!(port(cli), 443);
     let cli = wsbridge::cli::Cli::try_parse_args(["wsbridge", "cat"].map(std::ffi::OsString::from)).expect("parses");
-    assert_eq!(wsbridge::Config::try_from(cli).expect("config").port, 80);
+    assert_eq!(port(cli), 80);
 }
 
 #[tokio::test]

@@ -328,14 +328,14 @@ async fn unreachable_upstream_is_502() {
 }
 
 #[test]
-fn bad_upstream_values_are_startup_errors() {
+fn bad_upstream_values_are_usage_errors() {
     for bad in ["https://x:1", "http://x:1/path", "localhost:80"] {
         let o = Command::new(env!("CARGO_BIN_EXE_wsbridge"))
             .args(["--port=0", &format!("--upstream={bad}"), "cat"])
             .stdin(Stdio::null())
             .output()
             .expect("run");
-        assert_eq!(o.status.code(), Some(1), "{bad}");
-        assert!(String::from_utf8_lossy(&o.stderr).starts_with("wsbridge: invalid --upstream="));
+        let err = String::from_utf8_lossy(&o.stderr);
+        crate::common::assert_usage_error(o.status.code(), &err, &format!("invalid --upstream={bad}"));
     }
 }

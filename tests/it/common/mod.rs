@@ -49,6 +49,23 @@ pub fn status_kib(pid: i32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// Checks that a run of the binary ended as a usage error does: exit status 2 and, on
+/// stderr, clap's format (`error: ` and a message containing `needle`, the usage line, the
+/// hint to try `--help`).
+pub fn assert_usage_error(code: Option<i32>, stderr: &str, needle: &str) {
+    assert_eq!(code, Some(2), "a usage error exits 2: {stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: ") && first.contains(needle),
+        "{needle:?}: {stderr}"
+    );
+    assert!(stderr.contains("\n\nUsage: wsbridge "), "{stderr}");
+    assert!(
+        stderr.ends_with("\n\nFor more information, try '--help'.\n"),
+        "{stderr}"
+    );
+}
+
 /// Path of a file under `tests/fixtures`.
 pub fn fixture(name: &str) -> String {
     let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name].iter().collect();
