@@ -19,13 +19,11 @@ use std::pin::pin;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::pipe;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -35,25 +33,17 @@ use crate::config::{self, Program};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
 use crate::{pipesize, pty, reap};
 
+mod close;
+pub use close::CLOSE_TIMEOUT;
+pub(crate) use close::{close, close_for_exit, closing_for_input, closing_for_ping_timeout, Closing};
+
 /// After the program exits, how long its output may make no progress before the session
 /// stops waiting for EOF.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
-/// How long a Close frame may take to send, and the client's Close reply to arrive.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long stderr may take to reach EOF once the program is gone.
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// `--passstderr` lines waiting for the output pump.
 const STDERR_QUEUE: usize = 64;
-
-/// How the WebSocket ends.
-pub(crate) enum Closing {
-    /// Send this Close and wait (briefly) for the client's.
-    Send(CloseCode, String),
-    /// The client sent Close (with this code); flush our automatic answer.
-    Answer(Option<CloseCode>),
-    /// The connection is already broken: just drop it.
-    Drop,
-}
 
 /// The first thing that ended the relay.
 enum Ending {
@@ -382,12 +372,6 @@ impl Summary<'_> {
     }
 }
 
-/// The client stopped answering pings: the one wording for every kind of session.
-pub(crate) fn closing_for_ping_timeout() -> Closing {
-    tracing::info!("no pong within two ping intervals; closing");
-    Closing::Send(CloseCode::Away, "ping timeout".into())
-}
-
 /// Pipe mode after EOF on our stdin: keep relaying the peer's messages until it closes or
 /// has been quiet for [`EOF_LINGER`].
 async fn linger<F: std::future::Future<Output = InEnd>>(mut inp: std::pin::Pin<&mut F>, received: &Counters) -> Ending {
@@ -399,25 +383,6 @@ async fn linger<F: std::future::Future<Output = InEnd>>(mut inp: std::pin::Pin<&
             Err(_) if received.messages() != seen => (seen, quiet_since) = (received.messages(), Instant::now()),
             Err(_) if quiet_since.elapsed() >= EOF_LINGER => return Ending::Output(OutEnd::Eof),
             Err(_) => {}
-        }
-    }
-}
-
-/// How to close after the client's side ended the relay.
-pub(crate) fn closing_for_input(end: InEnd) -> Closing {
-    match end {
-        InEnd::Closed(frame) => Closing::Answer(frame.map(|f| f.code)),
-        InEnd::Gone => {
-            tracing::debug!("client went away without a Close frame");
-            Closing::Drop
-        }
-        InEnd::Refused(code, reason) => {
-            tracing::info!(code = u16::from(code), reason, "closing: client broke a rule");
-            Closing::Send(code, reason.into())
-        }
-        InEnd::Error(e) => {
-            tracing::warn!(error = %e, "websocket error");
-            Closing::Send(CloseCode::Error, "internal error".into())
         }
     }
 }
@@ -439,69 +404,6 @@ async fn drain<F: std::future::Future<Output = OutEnd>>(mut out: std::pin::Pin<&
                 return OutEnd::Eof;
             }
         }
-    }
-}
-
-pub(crate) fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
-    match status {
-        Ok(s) if s.success() => (CloseCode::Normal, String::new()),
-        Ok(s) => (CloseCode::Error, child::describe(s)),
-        Err(_) => (CloseCode::Error, "program did not exit".to_owned()),
-    }
-}
-
-/// Ends the WebSocket as `how` says, then drops it; returns the close code that was
-/// exchanged, if any.
-pub(crate) async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Option<u16>
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    match how {
-        Closing::Drop => None,
-        Closing::Answer(code) => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
-            code.map(u16::from)
-        }
-        Closing::Send(code, reason) => {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            };
-            let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-            if matches!(sent, Ok(Ok(()))) {
-                await_client_close(&mut stream).await;
-            }
-            Some(u16::from(code))
-        }
-    }
-}
-
-/// The receiving half of a WebSocket.
-pub(crate) trait WsStream:
-    futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin
-{
-}
-impl<T: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin> WsStream for T {}
-
-/// After our Close: read until the client's Close (or EOF) so that unread data does not
-/// turn our close into a TCP reset, for at most [`CLOSE_TIMEOUT`].
-async fn await_client_close(stream: &mut impl WsStream) {
-    let mut late = 0u64;
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            match msg {
-                Message::Close(_) => break,
-                Message::Text(_) | Message::Binary(_) => late += 1,
-                _ => {}
-            }
-        }
-    })
-    .await;
-    if late > 0 {
-        tracing::info!(
-            discarded = late,
-            "client messages arrived after the session ended; discarded"
-        );
     }
 }
 

@@ -1,0 +1,118 @@
+//! How a session's WebSocket is closed, the same for every kind of session (per
+//! connection, `--shared` clients, `--connect`): which Close an ending calls for, sending
+//! it and waiting briefly for the client's, and the code that was exchanged. Log lines
+//! keep the `wsbridge::session` target they have always had.
+
+use std::io;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::child;
+use crate::relay::InEnd;
+
+/// How long a Close frame may take to send, and the client's Close reply to arrive.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the WebSocket ends.
+pub(crate) enum Closing {
+    /// Send this Close and wait (briefly) for the client's.
+    Send(CloseCode, String),
+    /// The client sent Close (with this code); flush our automatic answer.
+    Answer(Option<CloseCode>),
+    /// The connection is already broken: just drop it.
+    Drop,
+}
+
+/// The client stopped answering pings: the one wording for every kind of session.
+pub(crate) fn closing_for_ping_timeout() -> Closing {
+    tracing::info!(target: "wsbridge::session", "no pong within two ping intervals; closing");
+    Closing::Send(CloseCode::Away, "ping timeout".into())
+}
+
+/// How to close after the client's side ended the relay.
+pub(crate) fn closing_for_input(end: InEnd) -> Closing {
+    match end {
+        InEnd::Closed(frame) => Closing::Answer(frame.map(|f| f.code)),
+        InEnd::Gone => {
+            tracing::debug!(target: "wsbridge::session", "client went away without a Close frame");
+            Closing::Drop
+        }
+        InEnd::Refused(code, reason) => {
+            tracing::info!(target: "wsbridge::session", code = u16::from(code), reason, "closing: client broke a rule");
+            Closing::Send(code, reason.into())
+        }
+        InEnd::Error(e) => {
+            tracing::warn!(target: "wsbridge::session", error = %e, "websocket error");
+            Closing::Send(CloseCode::Error, "internal error".into())
+        }
+    }
+}
+
+/// The Close for a program that ended with `status`.
+pub(crate) fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, String) {
+    match status {
+        Ok(s) if s.success() => (CloseCode::Normal, String::new()),
+        Ok(s) => (CloseCode::Error, child::describe(s)),
+        Err(_) => (CloseCode::Error, "program did not exit".to_owned()),
+    }
+}
+
+/// Ends the WebSocket as `how` says, then drops it; returns the close code that was
+/// exchanged, if any.
+pub(crate) async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Option<u16>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    match how {
+        Closing::Drop => None,
+        Closing::Answer(code) => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+            code.map(u16::from)
+        }
+        Closing::Send(code, reason) => {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            if matches!(sent, Ok(Ok(()))) {
+                await_client_close(&mut stream).await;
+            }
+            Some(u16::from(code))
+        }
+    }
+}
+
+/// The receiving half of a WebSocket.
+pub(crate) trait WsStream:
+    futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin
+{
+}
+impl<T: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin> WsStream for T {}
+
+/// After our Close: read until the client's Close (or EOF) so that unread data does not
+/// turn our close into a TCP reset, for at most [`CLOSE_TIMEOUT`].
+async fn await_client_close(stream: &mut impl WsStream) {
+    let mut late = 0u64;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Close(_) => break,
+                Message::Text(_) | Message::Binary(_) => late += 1,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    if late > 0 {
+        tracing::info!(target: "wsbridge::session",
+            discarded = late,
+            "client messages arrived after the session ended; discarded"
+        );
+    }
+}
