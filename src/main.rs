@@ -14,21 +14,6 @@ use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
 
-// libgcc_s's unwinder, loaded only if a backtrace is taken (see the module).
-mod unwind;
-
-/// The C library's `pow`, defined here so that the dynamic build does not need libm.so.
-///
-/// tokio's scheduler calls `f64::powf` (its average task poll time), the binary's only use
-/// of libm. With this definition the linker resolves it here and, linking `--as-needed`,
-/// leaves libm.so.6 out: one library fewer to map and relocate, about 0.5 MiB less resident
-/// memory (BENCHMARKS.md, "libm"). `libm::pow` is the libm crate's port of FreeBSD's
-/// `e_pow.c`, as in musl. Unlike glibc's it never sets `errno`; nothing here reads it.
-#[no_mangle]
-pub extern "C" fn pow(x: f64, y: f64) -> f64 {
-    libm::pow(x, y)
-}
-
 fn main() -> ExitCode {
     wsbridge::child::protect_inherited_fds();
     // Before anything else reads the environment or starts a thread.
@@ -190,22 +175,4 @@ fn reload(tls: Option<&Tls>) {
 #[cfg(not(feature = "tls"))]
 fn reload(_tls: Option<&Tls>) {
     tracing::info!(signal = "SIGHUP", "nothing to reload (no --ssl)");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pow;
-
-    #[test]
-    fn pow_gives_the_c_library_answers() {
-        assert_eq!(pow(2.0, 10.0), 1024.0);
-        assert_eq!(pow(0.5, -3.0), 8.0);
-        assert_eq!(pow(-2.0, 3.0), -8.0);
-        assert_eq!(pow(0.0, 0.0), 1.0);
-        assert!(pow(-1.0, 0.5).is_nan());
-        // tokio's use: 1 - (1 - alpha)^polls, with an alpha of 0.1 and 61 polls.
-        let got = pow(0.9, 61.0);
-        assert!((got - 0.001_617_309_269_922_990_6).abs() < 1e-15, "{got}");
-        assert_eq!(pow(f64::INFINITY, -1.0), 0.0);
-    }
 }

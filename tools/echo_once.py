@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tools/echo_once.py URL TEXT [TIMEOUT]: sends TEXT to the WebSocket at URL and checks that
 the same text comes back, each step within TIMEOUT seconds (default 5); exit 1 otherwise.
-Used by tools/smoke.sh and tools/order.sh. Needs Python's `websockets`."""
+Used by tools/smoke.sh. Needs Python's `websockets`."""
 import asyncio
 import sys
 

@@ -2,12 +2,10 @@
 # Runs every test of wsbridge: formatting, lints, unit and integration tests, the
 # minimal and static builds (tools/minimal.sh, tools/static.sh), the Autobahn
 # conformance cases (tools/autobahn.sh), a minute of fuzzing with the corpus replay
-# (tools/fuzz.sh), tiny runs of the benchmark harness and tools/permsg.py, and the check
-# that the release binary's startup code is laid out together (tools/order.sh). Installs
+# (tools/fuzz.sh), and tiny runs of the benchmark harness and tools/permsg.py. Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
-# (tests/outbound.rs), valgrind (tools/order.sh), and the musl std and musl-tools
-# (tools/static.sh).
+# (tests/outbound.rs), and the musl std and musl-tools (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +30,6 @@ apt_install() {
 command -v websocketd >/dev/null || apt_install websocketd "for the benchmark comparison"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx "for tests/nginx.rs"
 command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
-command -v valgrind >/dev/null || apt_install valgrind "for tools/order.sh --check"
 [ -x /usr/bin/chromium ] || apt_install chromium "for tests/browser.rs"
 # The musl std and C compiler for tools/static.sh. Without the std (rustup cannot reach
 # its server) the static build is made with glibc instead, and says so.
@@ -56,21 +53,3 @@ cargo build --release --quiet --bin wsbridge
 tools/permsg.py target/release/wsbridge --count 20 --size 1024
 tools/permsg.py target/release/wsbridge --churn --count 5
 tools/permsg.py "$(command -v websocketd)" --churn --count 5
-# The release binary loads no libm.so and no libgcc_s.so: src/main.rs defines the one
-# function it needed from libm (`pow`), and src/unwind.rs libgcc's, loaded on first use.
-if readelf -dW target/release/wsbridge | grep -Eq 'NEEDED.*(libm|libgcc_s)\.so'; then
-  echo "tools/test.sh: target/release/wsbridge needs libm.so or libgcc_s.so again (see \`pow\` in src/main.rs and src/unwind.rs):" >&2
-  readelf -dW target/release/wsbridge | grep NEEDED >&2
-  exit 1
-fi
-# Its relative relocations are packed (RELR) where this machine's glibc loads that (2.36+;
-# see build.rs), unless WSBRIDGE_NO_RELR asked for a binary that runs on older ones.
-glibc=$(ldd --version 2>/dev/null | sed -n '1s/.* \([0-9][0-9]*\.[0-9][0-9]*\)$/\1/p')
-if [ -z "${WSBRIDGE_NO_RELR:-}" ] && [ -n "$glibc" ] && [ "$(printf '2.36\n%s\n' "$glibc" | sort -V | head -1)" = 2.36 ] \
-  && ! readelf -dW target/release/wsbridge | grep -q '(RELR)'; then
-  echo "tools/test.sh: glibc $glibc loads packed relocations, but build.rs did not pack them in target/release/wsbridge" >&2
-  exit 1
-fi
-# tools/startup.order and tools/startup.rodata still name what the release binary runs
-# and reads at startup, and build.rs applied them (see tools/order.sh).
-tools/order.sh --check
