@@ -14,7 +14,8 @@ client (which does not check the certificate) speaks wss://. With --churn it mak
 connections one after another instead (connect, one echo, close) and prints the server's
 CPU time and context switches (all threads, /proc/PID/task/*/status) per connection. BIN
 may also be websocketd: it then gets a free port, since it cannot take port 0. Needs
-Python's `websockets` (tools/test.sh installs it).
+Python's `websockets` (tools/test.sh installs it), and for --callgrind valgrind (which it
+does not: `apt-get install valgrind`).
 """
 import argparse
 import asyncio
