@@ -34,7 +34,8 @@
 //!   client through bounded queues, every client's input funnelled into its stdin.
 //! - [`child`] (spawn, exit watch, group signals, stderr logging), [`pty`] (`--pty`
 //!   terminal), [`pipesize`] (the program's pipes grow when large messages pass),
-//!   [`reap`] (stop ladder) and [`relay`] (the two pumps; knows no processes).
+//!   [`reap`] (stop ladder), [`relay`] (the two pumps; knows no processes) and
+//!   [`memory`] (the allocator's free pages returned when the last session ends).
 //!
 //! Layer 0, leaves without tokio:
 //! - [`cli`] → [`config`]: flags parsed (clap) and resolved into a typed `Config`: the
@@ -59,6 +60,7 @@ pub mod framing;
 pub mod http;
 pub mod listen;
 pub mod logging;
+pub mod memory;
 pub mod net;
 pub mod origin;
 #[cfg(feature = "connect")]
