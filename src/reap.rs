@@ -149,7 +149,12 @@ mod tests {
             .expect("a line");
         let pid: i32 = std::str::from_utf8(&line).expect("utf8").trim().parse().expect("a pid");
         drop(stdio.stdin);
-        let s = stop(child, Duration::ZERO).await;
+        let s = timeout(
+            max_stop_time(Duration::ZERO) + Duration::from_secs(5),
+            stop(child, Duration::ZERO),
+        )
+        .await
+        .expect("stop took longer than the ladder allows");
         assert!(s.status.expect("status").success());
         // Killed (a zombie until its new parent reaps it, or gone).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

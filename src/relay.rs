@@ -449,6 +449,14 @@ mod tests {
 
     type Sent = mpsc::Receiver<Message>;
 
+    /// Every await of a test is bounded: a pump that hangs fails the test. (Under the
+    /// paused clock the bound passes at once when every task waits.)
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("timed out")
+    }
+
     /// A message sink that holds `capacity` messages until the test takes them.
     fn channel_sink(capacity: usize) -> (Pin<Box<impl Sink<Message, Error = WsError>>>, Sent) {
         let (tx, rx) = mpsc::channel(capacity);
@@ -500,11 +508,20 @@ mod tests {
     #[tokio::test]
     async fn output_lines_become_messages_and_the_final_partial_line_too() {
         let (mut out, mut program) = tokio::io::duplex(1024);
-        program.write_all(b"one\r\ntwo\n\nlast").await.expect("write");
+        within(program.write_all(b"one\r\ntwo\n\nlast")).await.expect("write");
         drop(program);
         let (mut sink, mut rx) = channel_sink(16);
         let counters = Counters::default();
-        let end = pump_out(&mut out, &mut sink, Framing::Line, 1024, None, None, &counters).await;
+        let end = within(pump_out(
+            &mut out,
+            &mut sink,
+            Framing::Line,
+            1024,
+            None,
+            None,
+            &counters,
+        ))
+        .await;
         assert!(matches!(end, OutEnd::Eof), "{end:?}");
         assert_eq!(texts(&mut rx), ["one", "two", "", "last"]);
         assert_eq!((counters.messages(), counters.bytes()), (4, 10));
@@ -513,10 +530,19 @@ mod tests {
     #[tokio::test]
     async fn long_output_lines_go_out_in_pieces_at_character_boundaries() {
         let (mut out, mut program) = tokio::io::duplex(1024);
-        program.write_all("abcdé\n".as_bytes()).await.expect("write");
+        within(program.write_all("abcdé\n".as_bytes())).await.expect("write");
         drop(program);
         let (mut sink, mut rx) = channel_sink(16);
-        let end = pump_out(&mut out, &mut sink, Framing::Line, 5, None, None, &Counters::default()).await;
+        let end = within(pump_out(
+            &mut out,
+            &mut sink,
+            Framing::Line,
+            5,
+            None,
+            None,
+            &Counters::default(),
+        ))
+        .await;
         assert!(matches!(end, OutEnd::Eof), "{end:?}");
         assert_eq!(texts(&mut rx), ["abcd", "é"]);
     }
@@ -540,20 +566,29 @@ mod tests {
         let held = counters.messages();
         assert!(held < 100, "{held} of 1000 lines were taken from the program meanwhile");
         // Once the client reads, every line arrives, in order, and the pump ends.
-        let mut got = 0;
-        while let Some(m) = rx.recv().await {
-            assert_eq!(m.into_text().expect("text").len(), 99);
-            got += 1;
-        }
+        let got = within(async {
+            let mut got = 0;
+            while let Some(m) = rx.recv().await {
+                assert_eq!(m.into_text().expect("text").len(), 99);
+                got += 1;
+            }
+            got
+        })
+        .await;
         assert_eq!(got, 1000);
-        assert!(matches!(pump.await.expect("pump"), OutEnd::Eof));
+        assert!(matches!(within(pump).await.expect("pump"), OutEnd::Eof));
+        within(writer).await.expect("writer");
     }
 
     #[tokio::test]
     async fn messages_already_received_reach_the_program_in_one_write() {
         let msgs = ["a", "b", "c"].map(|t| Ok(Message::text(t))).into_iter();
         let mut stdin = Stdin::default();
-        let (end, counters) = pump_in_all(msgs.chain([Ok(Message::Close(None))]).collect(), &mut stdin).await;
+        let (end, counters) = within(pump_in_all(
+            msgs.chain([Ok(Message::Close(None))]).collect(),
+            &mut stdin,
+        ))
+        .await;
         assert!(matches!(end, InEnd::Closed(None)), "{end:?}");
         assert_eq!(stdin.writes, [b"a\nb\nc\n".to_vec()]);
         assert_eq!(counters.messages(), 3);
@@ -562,19 +597,23 @@ mod tests {
     #[tokio::test]
     async fn broken_client_messages_end_with_their_close_codes() {
         let mut stdin = Stdin::default();
-        let (end, _) = pump_in_all(
+        let (end, _) = within(pump_in_all(
             vec![Ok(Message::text("ok")), Ok(Message::binary(vec![1u8]))],
             &mut stdin,
-        )
+        ))
         .await;
         assert!(matches!(end, InEnd::Refused(CloseCode::Unsupported, _)), "{end:?}");
         assert_eq!(stdin.writes, [b"ok\n".to_vec()], "what came before is delivered");
         let too_big = WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 5 });
-        let (end, _) = pump_in_all(vec![Err(too_big)], &mut Stdin::default()).await;
+        let (end, _) = within(pump_in_all(vec![Err(too_big)], &mut Stdin::default())).await;
         assert!(matches!(end, InEnd::Refused(CloseCode::Size, _)), "{end:?}");
-        let (end, _) = pump_in_all(vec![Err(WsError::Utf8("bad".into()))], &mut Stdin::default()).await;
+        let (end, _) = within(pump_in_all(
+            vec![Err(WsError::Utf8("bad".into()))],
+            &mut Stdin::default(),
+        ))
+        .await;
         assert!(matches!(end, InEnd::Refused(CloseCode::Invalid, _)), "{end:?}");
-        let (end, _) = pump_in_all(vec![Ok(Message::text("x"))], &mut Stdin::default()).await;
+        let (end, _) = within(pump_in_all(vec![Ok(Message::text("x"))], &mut Stdin::default())).await;
         assert!(matches!(end, InEnd::Gone), "{end:?}");
     }
 
@@ -589,7 +628,7 @@ mod tests {
             ..Stdin::default()
         };
         let counters = Counters::default();
-        tx.send(Ok(Message::text("first"))).await.expect("send");
+        within(tx.send(Ok(Message::text("first")))).await.expect("send");
         let feed = async {
             // Sent only once the pump has tried (and failed) to write the first.
             tokio::task::yield_now().await;
@@ -598,7 +637,9 @@ mod tests {
             }
             tx.send(Ok(Message::Close(None))).await.expect("send");
         };
-        let (end, ()) = tokio::join!(pump_in(&mut stream, &mut stdin, Framing::Line, None, &counters), feed);
+        let (end, ()) =
+            within(async { tokio::join!(pump_in(&mut stream, &mut stdin, Framing::Line, None, &counters), feed) })
+                .await;
         assert!(matches!(end, InEnd::Closed(None)), "{end:?}");
         assert_eq!(stdin.writes, [b"first\n".to_vec()], "nothing written after the failure");
         assert_eq!(counters.messages(), 3);
@@ -625,7 +666,7 @@ mod tests {
         );
         // The program reads again: the pump goes on.
         let mut buf = vec![0u8; 64 * 1024];
-        program.read_exact(&mut buf).await.expect("read");
+        within(program.read_exact(&mut buf)).await.expect("read");
         assert!(!pump.is_finished());
         pump.abort();
     }
