@@ -203,6 +203,22 @@ pub struct Cli {
     #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
 
+    /// Most WebSocket sessions one client address may have at once (IPv6 addresses count
+    /// by /64; behind --trusted-proxy, the forwarded client); over it, upgrades get 429
+    #[arg(long, value_name = "N", help_heading = "Access control")]
+    pub maxperclient: Option<usize>,
+
+    /// Most messages a second each session reads from its client, with an optional burst:
+    /// N/s or N/s:BURST (default burst: N). A faster client is read more slowly (TCP
+    /// backpressure); nothing is dropped
+    #[arg(long, value_name = "RATE", help_heading = "Access control")]
+    pub ratelimit: Option<String>,
+
+    /// Close a session with 1001 when neither side has sent a message for DURATION (500ms,
+    /// 30s, 5m, 1h; a bare number is seconds). Pings do not count
+    #[arg(long, value_name = "DURATION", help_heading = "Access control")]
+    pub idletimeout: Option<String>,
+
     /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
     /// --devconsole or --connect)
     #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]

@@ -58,6 +58,7 @@ pub mod error;
 pub mod forwarded;
 pub mod framing;
 pub mod http;
+pub mod limit;
 pub mod listen;
 pub mod logging;
 pub mod memory;

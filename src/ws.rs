@@ -88,6 +88,7 @@ pub fn accept(
     if ep.shutdown.is_cancelled() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
+    let client_slot = ep.client_slot(&conn)?;
     let permit = ep.fork_slot()?;
 
     if let Some(hub) = &ep.hub {
@@ -99,7 +100,7 @@ pub fn accept(
         let live = memory::Live::count();
         let tracked = hub.track(
             async move {
-                let (_permit, _live) = (permit, live);
+                let (_permit, _client, _live) = (permit, client_slot, live);
                 match upgrade(on_upgrade, &ep2.session).await {
                     Ok(ws) => shared::run_client(ws, member, &ep2.session, &ep2.shutdown).await,
                     Err(why) => tracing::info!(reason = why.to_string(), "upgrade did not complete"),
@@ -151,7 +152,7 @@ pub fn accept(
     let live = memory::Live::count();
     ep.sessions.spawn(
         async move {
-            let (_permit, _live) = (permit, live);
+            let (_permit, _client, _live) = (permit, client_slot, live);
             let ws = match upgrade(on_upgrade, &ep2.session).await {
                 Ok(ws) => ws,
                 Err(why) => return abandon(child, stdio, &ep2.session, &why).await,

@@ -50,6 +50,8 @@ pub struct Serve {
     pub max_forks: Option<usize>,
     /// `--shared`: one program for every client.
     pub shared: Option<Shared>,
+    /// `--maxperclient`: sessions one client address may have at once.
+    pub max_per_client: Option<usize>,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
 }
@@ -181,6 +183,9 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
     if cli.cgitimeout == 0 {
         return Err(UsageError::Zero("--cgitimeout").into());
     }
+    if cli.maxperclient == Some(0) {
+        return Err(UsageError::Zero("--maxperclient").into());
+    }
     let headers = ExtraHeaders {
         all: parse_headers(&cli.header, "--header")?,
         ws: parse_headers(&cli.header_ws, "--header-ws")?,
@@ -215,6 +220,7 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         upstream,
         max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
         shared,
+        max_per_client: cli.maxperclient,
         origin,
         headers,
     })
