@@ -61,6 +61,7 @@ pub mod http;
 pub mod listen;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod net;
 pub mod origin;
 #[cfg(feature = "connect")]
@@ -76,6 +77,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod state;
 pub mod statics;
+pub mod stats;
 pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;

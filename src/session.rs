@@ -31,7 +31,7 @@ use tracing::Instrument;
 use crate::child::{self, Child, Stdio};
 use crate::config::{self, Program};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
-use crate::{pipesize, pty, reap};
+use crate::{pipesize, pty, reap, stats};
 
 mod close;
 pub use close::CLOSE_TIMEOUT;
@@ -208,7 +208,8 @@ async fn session(
     let (mut sink, mut stream) = ws.split();
     let liveness = Liveness::default();
     let ping = settings.ping_interval;
-    let (sent, received) = (Counters::default(), Counters::default());
+    let (sent, received) = stats::flows();
+    let (sent, received) = (Counters::adding_to(sent), Counters::adding_to(received));
     let mut exited = false;
 
     let ending = {
