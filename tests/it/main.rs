@@ -16,6 +16,7 @@ mod hostile;
 mod http;
 mod interop;
 mod lifecycle;
+mod metrics;
 mod nginx;
 mod outbound;
 mod properties;
