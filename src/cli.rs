@@ -219,6 +219,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", help_heading = "Access control")]
     pub idletimeout: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics on a listener of their own, never
+    /// the public port (ADDR is IP:PORT, e.g. 127.0.0.1:9100; port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", help_heading = "Logging and metrics")]
+    pub metrics: Option<String>,
+
     /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
     /// --devconsole or --connect)
     #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]

@@ -32,7 +32,7 @@ use crate::child::{self, Child, Stdio};
 use crate::config::{self, Program};
 use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
-use crate::{pipesize, pty, reap};
+use crate::{pipesize, pty, reap, stats};
 
 mod close;
 pub use close::CLOSE_TIMEOUT;
@@ -214,7 +214,8 @@ async fn session(
     let mut stream = Paced::new(stream, settings.rate_limit);
     let liveness = Liveness::default();
     let ping = settings.ping_interval;
-    let (sent, received) = (Counters::default(), Counters::default());
+    let (sent, received) = stats::flows();
+    let (sent, received) = (Counters::adding_to(sent), Counters::adding_to(received));
     let mut exited = false;
 
     let ending = {

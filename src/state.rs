@@ -107,6 +107,12 @@ impl Endpoint {
         }
     }
 
+    /// `--maxforks`: the slots in use and the limit; `None` when unlimited.
+    pub fn fork_slots(&self) -> Option<(usize, usize)> {
+        let (forks, limit) = (self.forks.as_ref()?, self.serve.max_forks?);
+        Some((limit.saturating_sub(forks.available_permits()), limit))
+    }
+
     /// Takes one `--maxforks` slot (sessions and CGI runs share them); `Ok(None)` when
     /// unlimited. Over the limit: a 429 refusal.
     pub fn fork_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {

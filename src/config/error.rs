@@ -104,6 +104,8 @@ pub enum UsageError {
     TrustedProxy(#[from] CidrError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("invalid --metrics={0:?}: expected IP:PORT, e.g. 127.0.0.1:9100")]
+    MetricsAddress(String),
 
     // Connecting out.
     #[cfg(feature = "connect")]

@@ -54,6 +54,8 @@ pub struct Serve {
     pub max_per_client: Option<usize>,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
+    /// `--metrics`: where the Prometheus listener binds.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `--shared[=eager,once,ids]` and `--sharedqueue`.
@@ -197,6 +199,7 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         .map(Upstream::parse)
         .transpose()
         .map_err(UsageError::from)?;
+    let metrics = cli.metrics.as_deref().map(parse_metrics).transpose()?;
     let origin = OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin).map_err(UsageError::from)?;
 
     // The command line is right; now what it names.
@@ -223,7 +226,14 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         max_per_client: cli.maxperclient,
         origin,
         headers,
+        metrics,
     })
+}
+
+/// `--metrics=IP:PORT`. A host name is refused rather than resolved: which of its
+/// addresses (IPv4 or IPv6, public or not) would be bound should not be a surprise.
+fn parse_metrics(value: &str) -> Result<SocketAddr, UsageError> {
+    value.parse().map_err(|_| UsageError::MetricsAddress(value.to_owned()))
 }
 
 /// websocketd's rules: `--ssl` needs both files, and the files need `--ssl`.

@@ -24,6 +24,7 @@ use crate::config::Session;
 use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
 use crate::session::{self, Closing};
+use crate::stats;
 
 /// Messages sent to one client before one flush.
 const FLUSH_EVERY: usize = 256;
@@ -88,7 +89,8 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Se
     let mut stream = Paced::new(stream, config.rate_limit);
     let liveness = Liveness::default();
     let ping = config.ping_interval;
-    let (sent, received) = (Counters::default(), Counters::default());
+    let (sent, received) = stats::flows();
+    let (sent, received) = (Counters::adding_to(sent), Counters::adding_to(received));
     let input = ClientInput {
         tx: PollSender::new(hub.input.clone()),
         prefix: hub.settings.ids.then(|| Bytes::from(format!("{} ", member.id))),

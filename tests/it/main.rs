@@ -17,6 +17,7 @@ mod http;
 mod interop;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod nginx;
 mod outbound;
 mod properties;
