@@ -17,6 +17,7 @@
 //! types and the session's rules; `serve` the server's settings, `program` finds and
 //! checks PROGRAM and the directories, `error` the error types.
 
+mod access;
 #[cfg(feature = "connect")]
 pub mod connect;
 mod error;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use hyper::http::{HeaderName, HeaderValue};
 
+pub use self::access::{parse_duration, Access, AuthUrl, DurationProblem, Hook};
 #[cfg(feature = "connect")]
 pub use self::connect::Connect;
 pub use self::error::{AddressProblem, ConfigError, HeaderProblem, PathProblem, ResolveError, UsageError};

@@ -38,6 +38,8 @@ pub struct Endpoint {
     last_id: AtomicU64,
     /// `--shared`: the one program every connection joins.
     pub hub: Option<Arc<shared::Hub>>,
+    /// `--authmax`: access checks at once (apart from the `--maxforks` slots).
+    pub auth_checks: Arc<Semaphore>,
 }
 
 /// One accepted TCP (or TLS) connection.
@@ -63,6 +65,7 @@ impl Endpoint {
             .shared
             .map(|settings| shared::Hub::new(&session, settings, shutdown.clone(), sessions.clone()));
         Endpoint {
+            auth_checks: Arc::new(Semaphore::new(serve.access.max_checks)),
             forks: serve.max_forks.map(|n| Arc::new(Semaphore::new(n))),
             session,
             serve,

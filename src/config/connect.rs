@@ -352,6 +352,9 @@ pub(super) fn settings(cli: &Cli) -> Result<Connect, ConfigError> {
         ("--header-ws", !cli.header_ws.is_empty()),
         ("--header-http", !cli.header_http.is_empty()),
         ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
+        ("--htpasswd", cli.htpasswd.is_some()),
+        ("--authcmd", cli.authcmd.is_some()),
+        ("--authurl", cli.authurl.is_some()),
     ];
     if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
         return Err(UsageError::ServerFlag(flag).into());

@@ -12,11 +12,13 @@ use std::io;
 #[cfg(feature = "connect")]
 use hyper::http::HeaderName;
 
+use super::access::DurationProblem;
 #[cfg(feature = "connect")]
 use super::connect::{ProxyUrlError, TargetError};
 use super::serve::UpstreamError;
 use crate::cli::ParseError;
 use crate::forwarded::CidrError;
+use crate::htpasswd::HtpasswdError;
 use crate::origin::OriginError;
 
 /// Why the flags cannot be turned into a [`super::Config`].
@@ -96,6 +98,25 @@ pub enum UsageError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 
+    // Access control.
+    #[error("--authcmd and --authurl are two ways to do the same check: give one")]
+    AuthHookTwice,
+    #[error("--authcmd-http needs --authcmd or --authurl")]
+    AuthHttpWithoutHook,
+    #[error("--realm is named in --htpasswd's 401 answers: it needs --htpasswd")]
+    RealmWithoutHtpasswd,
+    #[error("invalid --realm={0:?}: no quotes, backslashes or control characters")]
+    Realm(String),
+    /// The whole message, naming `--authurl` and the value.
+    #[error("{0}")]
+    AuthUrl(String),
+    #[error("invalid {flag}={value:?}: {why}")]
+    Duration {
+        flag: &'static str,
+        value: String,
+        why: DurationProblem,
+    },
+
     // Connecting out.
     #[cfg(feature = "connect")]
     #[error("{0} is a server flag: it cannot be combined with --connect")]
@@ -163,6 +184,9 @@ pub enum ResolveError {
     Address { address: String, why: AddressProblem },
     #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
     NoTls,
+    /// `--htpasswd`: unreadable, a line in a format we do not verify, or no `auth` feature.
+    #[error(transparent)]
+    Htpasswd(HtpasswdError),
     #[cfg(not(feature = "connect"))]
     #[error("--connect: this wsbridge was built without it (cargo feature `connect`)")]
     NoConnect,

@@ -1,0 +1,229 @@
+//! Who may connect: the "Access control" flags resolved ([`Access`]: `--htpasswd` loaded,
+//! `--realm`, the auth hook `--authcmd` or `--authurl`, `--authcmd-http`, `--authtimeout`,
+//! `--authmax`) and their rules, checked once; and [`parse_duration`], the one parser of
+//! every duration flag that takes a unit. The checks themselves are [`crate::auth`]'s.
+
+use std::time::Duration;
+
+use super::error::{ResolveError, UsageError};
+use super::program::Program;
+use crate::cli::Cli;
+use crate::htpasswd::Htpasswd;
+
+/// The access control settings; [`Access::is_open`] when none is given.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// `--htpasswd`, loaded (and reloaded on SIGHUP through the same handle).
+    pub htpasswd: Option<Htpasswd>,
+    /// `--realm`: quoted in `WWW-Authenticate: Basic realm="..."`.
+    pub realm: String,
+    pub hook: Option<Hook>,
+    /// `--authcmd-http`: the hook also runs for plain HTTP requests.
+    pub hook_http: bool,
+    /// `--authtimeout`: the longest a hook run (or the wait for a slot) may take.
+    pub timeout: Duration,
+    /// `--authmax`: access checks at once.
+    pub max_checks: usize,
+}
+
+/// The auth hook: a program, or an HTTP service.
+#[derive(Debug, Clone)]
+pub enum Hook {
+    /// `--authcmd`: run with the request's CGI environment.
+    Cmd(Program),
+    /// `--authurl`.
+    Url(AuthUrl),
+}
+
+/// `--authurl=http://HOST[:PORT][/PATH][?QUERY]`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUrl {
+    /// `HOST:PORT` to connect to (IPv6 in brackets); also the `Host` sent.
+    pub authority: String,
+    /// The request target: `/PATH?QUERY`, `/` when there was none.
+    pub target: String,
+}
+
+impl AuthUrl {
+    /// Parses an `--authurl` value: `http://` only (the service is expected beside
+    /// wsbridge, on the same machine or network).
+    pub fn parse(s: &str) -> Result<Self, UsageError> {
+        let bad = |why: &str| UsageError::AuthUrl(format!("invalid --authurl={s}: {why}"));
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("expected http://HOST[:PORT]/PATH"))?;
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let target = if target.starts_with('?') {
+            format!("/{target}")
+        } else {
+            target.to_owned()
+        };
+        if target.contains(['#', ' ']) || target.parse::<hyper::Uri>().is_err() {
+            return Err(bad("bad path"));
+        }
+        if authority.is_empty() || authority.contains(['@', ' ']) {
+            return Err(bad("bad host"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !authority.ends_with(']') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        if host.is_empty() || host.starts_with('[') != host.ends_with(']') {
+            return Err(bad("bad host"));
+        }
+        let port: u16 = match port {
+            None => 80,
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+        };
+        Ok(AuthUrl {
+            authority: format!("{host}:{port}"),
+            target,
+        })
+    }
+}
+
+impl Access {
+    /// No check at all: every request goes straight to dispatch.
+    pub fn is_open(&self) -> bool {
+        self.htpasswd.is_none() && self.hook.is_none()
+    }
+}
+
+/// The access flags checked against each other, not yet resolved.
+pub(super) struct Checked<'a> {
+    cli: &'a Cli,
+    timeout: Duration,
+    url: Option<AuthUrl>,
+}
+
+/// The access flags' usage rules (before anything is looked up).
+pub(super) fn check(cli: &Cli) -> Result<Checked<'_>, UsageError> {
+    if cli.authcmd.is_some() && cli.authurl.is_some() {
+        return Err(UsageError::AuthHookTwice);
+    }
+    let hooked = cli.authcmd.is_some() || cli.authurl.is_some();
+    if cli.authcmd_http && !hooked {
+        return Err(UsageError::AuthHttpWithoutHook);
+    }
+    if cli.realm != "wsbridge" && cli.htpasswd.is_none() {
+        return Err(UsageError::RealmWithoutHtpasswd);
+    }
+    if cli.realm.contains(['"', '\\']) || cli.realm.chars().any(char::is_control) {
+        return Err(UsageError::Realm(cli.realm.clone()));
+    }
+    let timeout = parse_duration(&cli.authtimeout).map_err(|why| UsageError::Duration {
+        flag: "--authtimeout",
+        value: cli.authtimeout.clone(),
+        why,
+    })?;
+    if timeout.is_zero() {
+        return Err(UsageError::Zero("--authtimeout"));
+    }
+    if cli.authmax == 0 {
+        return Err(UsageError::Zero("--authmax"));
+    }
+    let url = cli.authurl.as_deref().map(AuthUrl::parse).transpose()?;
+    Ok(Checked { cli, timeout, url })
+}
+
+impl Checked<'_> {
+    /// What the flags name: the password file read, the hook program looked up.
+    pub(super) fn resolve(self) -> Result<Access, ResolveError> {
+        let cli = self.cli;
+        let htpasswd = match &cli.htpasswd {
+            Some(path) => Some(Htpasswd::load(path).map_err(ResolveError::Htpasswd)?),
+            None => None,
+        };
+        let hook = match (&cli.authcmd, self.url) {
+            (Some(cmd), _) => Program::resolve(Some(cmd.clone()), Vec::new())?.map(Hook::Cmd),
+            (None, Some(url)) => Some(Hook::Url(url)),
+            (None, None) => None,
+        };
+        Ok(Access {
+            htpasswd,
+            realm: cli.realm.clone(),
+            hook,
+            hook_http: cli.authcmd_http,
+            timeout: self.timeout,
+            max_checks: cli.authmax,
+        })
+    }
+}
+
+/// Why a duration could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurationProblem {
+    #[error("expected a number with an optional unit: ms, s, m or h (500ms, 5s, 1m)")]
+    Syntax,
+    #[error("too long")]
+    TooLong,
+}
+
+/// A duration flag's value: a whole number followed by `ms`, `s`, `m` or `h`; a bare
+/// number is seconds (as `--cgitimeout` has always been).
+pub fn parse_duration(s: &str) -> Result<Duration, DurationProblem> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return Err(DurationProblem::Syntax);
+    }
+    let n: u64 = digits.parse().map_err(|_| DurationProblem::TooLong)?;
+    let ms_per = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(DurationProblem::Syntax),
+    };
+    // A year is far beyond any timeout anyone means.
+    match n.checked_mul(ms_per) {
+        Some(ms) if ms <= 366 * 24 * 3_600_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(DurationProblem::TooLong),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_and_default_to_seconds() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(d("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(d("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(d("0"), Ok(Duration::ZERO));
+        for bad in ["", "s", "1.5s", "-1", "5 sec", "5d", "ms5"] {
+            assert_eq!(d(bad), Err(DurationProblem::Syntax), "{bad}");
+        }
+        assert_eq!(d("99999999999999999999"), Err(DurationProblem::TooLong));
+        assert_eq!(d("9000h"), Err(DurationProblem::TooLong));
+    }
+
+    #[test]
+    fn authurl_is_http_with_a_path() {
+        let a = |s: &str| AuthUrl::parse(s).map(|u| (u.authority, u.target));
+        assert_eq!(
+            a("http://127.0.0.1:9000/auth?x=1").unwrap(),
+            ("127.0.0.1:9000".into(), "/auth?x=1".into())
+        );
+        assert_eq!(a("http://auth").unwrap(), ("auth:80".into(), "/".into()));
+        assert_eq!(a("http://[::1]:81?q").unwrap(), ("[::1]:81".into(), "/?q".into()));
+        for bad in [
+            "https://a/",
+            "a:1",
+            "http://",
+            "http://u@a/",
+            "http://a:x/",
+            "http://a/ b",
+        ] {
+            assert!(a(bad).is_err(), "{bad}");
+        }
+    }
+}
