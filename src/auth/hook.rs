@@ -1,7 +1,7 @@
 //! `--authcmd`: one run of the auth hook program. It starts with the request's CGI
 //! environment in its own process group, stdin closed, stderr logged like a program's;
 //! its stdout is read (at most [`MAX_OUTPUT`] bytes) once it has exited. Exit 0 allows,
-//! and its `NAME=value` lines (names [`super::allowed_var`] accepts; others are logged
+//! and its `NAME=value` lines (names [`super::gate::allowed_var`] accepts; others are logged
 //! and ignored) go to the endpoint's environment. Any other exit denies: 403, or the
 //! `Status: N` line it printed (3xx to 5xx), with its `WWW-Authenticate`, `Location` and
 //! `Retry-After` lines as headers. Past the deadline the answer is 503 and the stop
@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout_at, Instant};
 use tracing::Instrument;
 
-use super::{allowed_var, Verdict, MAX_HOOK_VARS};
+use super::gate::{allowed_var, Verdict, MAX_HOOK_VARS};
 use crate::child::{self, Spec};
 use crate::config::Program;
 use crate::reap;

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::Instrument;
 
-use super::{allowed_var, Verdict, MAX_HOOK_VARS};
+use super::gate::{allowed_var, Verdict, MAX_HOOK_VARS};
 use crate::body;
 use crate::config::AuthUrl;
 use crate::state::Conn;

@@ -133,6 +133,14 @@ impl Checked<'_> {
     /// What the flags name: the password file read, the hook program looked up.
     pub(super) fn resolve(self) -> Result<Access, ResolveError> {
         let cli = self.cli;
+        let given = [
+            ("--htpasswd", cli.htpasswd.is_some()),
+            ("--authcmd", cli.authcmd.is_some()),
+            ("--authurl", cli.authurl.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g && !cfg!(feature = "auth")) {
+            return Err(ResolveError::NoAuth(flag));
+        }
         let htpasswd = match &cli.htpasswd {
             Some(path) => Some(Htpasswd::load(path).map_err(ResolveError::Htpasswd)?),
             None => None,

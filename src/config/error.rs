@@ -184,6 +184,8 @@ pub enum ResolveError {
     Address { address: String, why: AddressProblem },
     #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
     NoTls,
+    #[error("{0}: this wsbridge was built without access control (cargo feature `auth`)")]
+    NoAuth(&'static str),
     /// `--htpasswd`: unreadable, a line in a format we do not verify, or no `auth` feature.
     #[error(transparent)]
     Htpasswd(HtpasswdError),

@@ -130,20 +130,26 @@ async fn basic_auth_guards_upgrades_and_plain_http() {
         ("empty user", format!("Basic {}", b64(":open sesame"))),
         ("another scheme", "Bearer abc".to_owned()),
         ("huge value", format!("Basic {}", "QUFB".repeat(4000))),
-        ("huge password", format!("Basic {}", b64(&format!("alice:{}", "x".repeat(3000))))),
+        (
+            "huge password",
+            format!("Basic {}", b64(&format!("alice:{}", "x".repeat(3000)))),
+        ),
     ] {
         let got = py_ws(&s.url("/"), Some(&value)).await;
         assert!(got.starts_with("STATUS 401 Basic realm="), "{why}: {got}");
     }
 
     // Plain HTTP (CGI) too, and the script gets the user.
-    let get = |auth: &str| {
-        format!("GET /who.sh HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes()
-    };
+    let get = |auth: &str| format!("GET /who.sh HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes();
     let r = rawhttp::send(a, &get(""), false).await;
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some_and(|c| c.starts_with("Basic ")));
-    let r = rawhttp::send(a, &get(&format!("Authorization: Basic {}\r\n", b64("bob:hunter2"))), false).await;
+    let r = rawhttp::send(
+        a,
+        &get(&format!("Authorization: Basic {}\r\n", b64("bob:hunter2"))),
+        false,
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (200, "Basic|bob\n"));
     assert!(s.log().contains("basic auth refused"), "{}", s.log());
 }
@@ -189,7 +195,10 @@ async fn sighup_rereads_the_password_file() {
     sh(&format!("htpasswd -cbB {} alice new", f.display()));
     s.signal(nix::sys::signal::Signal::SIGHUP);
     s.wait_log("--htpasswd reloaded").await;
-    assert!(py_ws(&url("old"), None).await.starts_with("STATUS 401"), "cached old password");
+    assert!(
+        py_ws(&url("old"), None).await.starts_with("STATUS 401"),
+        "cached old password"
+    );
     assert!(py_ws(&url("new"), None).await.starts_with("OPEN Basic|alice"));
 }
 
@@ -222,12 +231,22 @@ async fn sh_hook_allows_denies_and_sets_only_auth_variables() {
     let got = py_ws(&s.url("/?allow"), None).await;
     let fields: Vec<&str> = got.trim_start_matches("OPEN ").split('|').collect();
     assert_eq!(fields[..3], ["", "", "alice"], "{got}");
-    assert!(fields[3] != "/evil" && !fields[3].is_empty(), "PATH was set by the hook: {got}");
+    assert!(
+        fields[3] != "/evil" && !fields[3].is_empty(),
+        "PATH was set by the hook: {got}"
+    );
     assert_eq!(fields[4], "", "LD_PRELOAD was set by the hook: {got}");
     s.wait_log("only AUTH_* and REMOTE_USER may be set").await;
-    assert!(s.log().contains("name=\"PATH\"") || s.log().contains("name=PATH"), "{}", s.log());
+    assert!(
+        s.log().contains("name=\"PATH\"") || s.log().contains("name=PATH"),
+        "{}",
+        s.log()
+    );
 
-    assert_eq!(py_ws(&s.url("/?deny401"), None).await, r#"STATUS 401 Bearer realm="hook""#);
+    assert_eq!(
+        py_ws(&s.url("/?deny401"), None).await,
+        r#"STATUS 401 Bearer realm="hook""#
+    );
     assert_eq!(py_ws(&s.url("/?other"), None).await, "STATUS 403");
     // Plain HTTP is not checked without --authcmd-http.
     let r = rawhttp::get(s.addr, "/?other").await;
@@ -244,8 +263,14 @@ async fn sh_hook_allows_denies_and_sets_only_auth_variables() {
             .parse()
             .expect("pid")
     };
-    assert!(gone_within(pid("hook.pid"), LADDER + STEP).await, "the hook outlived its timeout");
-    assert!(gone_within(pid("sleep.pid"), LADDER + STEP).await, "the hook's child outlived it");
+    assert!(
+        gone_within(pid("hook.pid"), LADDER + STEP).await,
+        "the hook outlived its timeout"
+    );
+    assert!(
+        gone_within(pid("sleep.pid"), LADDER + STEP).await,
+        "the hook's child outlived it"
+    );
     assert!(s.log().contains("auth hook timed out"), "{}", s.log());
 }
 
@@ -361,13 +386,14 @@ async fn a_flood_against_a_slow_hook_keeps_to_authmax_and_leaves_maxforks_free()
         let status = within(STEP * 3, c).await.expect("client task");
         *answers.entry(status).or_insert(0) += 1;
     }
-    assert!(
-        answers.keys().all(|s| *s == 403 || *s == 503),
-        "answers: {answers:?}"
-    );
+    assert!(answers.keys().all(|s| *s == 403 || *s == 503), "answers: {answers:?}");
     assert!(answers.get(&403).copied().unwrap_or(0) >= 4, "answers: {answers:?}");
     let counts = std::fs::read_to_string(dir.path("counts")).expect("counts");
-    let most = counts.lines().filter_map(|l| l.trim().parse::<u32>().ok()).max().unwrap_or(0);
+    let most = counts
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
     assert!((1..=4).contains(&most), "{most} hooks ran at once (--authmax=4)");
     // The one --maxforks slot is still free.
     let mut ws = connect(&s.url("/?allow")).await;
@@ -414,7 +440,10 @@ async fn authurl_asks_a_real_http_service() {
         .spawn()
         .expect("start the auth service");
     let mut lines = tokio::io::BufReader::new(service.stdout.take().expect("stdout")).lines();
-    let port = within(STEP, lines.next_line()).await.expect("read").expect("a port line");
+    let port = within(STEP, lines.next_line())
+        .await
+        .expect("read")
+        .expect("a port line");
     let s = BinServer::start(&[
         &format!("--authurl=http://127.0.0.1:{port}/check?from=wsbridge"),
         "--authtimeout=1s",
@@ -427,7 +456,8 @@ async fn authurl_asks_a_real_http_service() {
         async move {
             let mut req = url.as_str().into_client_request_for_test();
             req.headers_mut().insert("cookie", cookie.parse().expect("header"));
-            req.headers_mut().insert("x-forwarded-for", "6.6.6.6".parse().expect("header"));
+            req.headers_mut()
+                .insert("x-forwarded-for", "6.6.6.6".parse().expect("header"));
             match within(STEP, tokio_tungstenite::connect_async(req)).await {
                 Ok((mut ws, _)) => format!("OPEN {}", recv_text(&mut ws).await),
                 Err(tokio_tungstenite::tungstenite::Error::Http(r)) => format!(

@@ -5,6 +5,7 @@
 
 mod common;
 
+#[cfg(feature = "auth")]
 mod auth;
 mod browser;
 mod cgi;
