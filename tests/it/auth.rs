@@ -511,3 +511,44 @@ fn access_flags_that_cannot_work_are_usage_errors() {
     let (code, err) = run_to_exit(&["--realm=x", "cat"]);
     assert_usage_error(code, &err, "--realm");
 }
+
+/// The hook recipe of README.md ("Who may connect"), run as it is written: the holder
+/// of a listed session cookie gets in as that user, anyone else (no cookie, a prefix of
+/// a token, an unlisted one) gets its 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_hook_recipe_works_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let start = readme.find("#!/bin/sh\n# token.sh").expect("token.sh in README.md");
+    let script = &readme[start..start + readme[start..].find("```").expect("end of the block")];
+    let dir = TempDir::new("recipe");
+    write_exec(&dir.path("token.sh"), script);
+    std::fs::write(dir.path("sessions.txt"), "s3cr3t-token alice\nother-token bob\n").expect("write");
+    let hook = format!("--authcmd={}", dir.path("token.sh").display());
+    let s = BinServer::start(&[&hook, "sh", "-c", SHOW]);
+    let with_cookie = |cookie: &'static str| {
+        let url = s.url("/");
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut req = url.into_client_request().expect("request");
+            if !cookie.is_empty() {
+                req.headers_mut().insert("cookie", cookie.parse().expect("header"));
+            }
+            match within(STEP, tokio_tungstenite::connect_async(req)).await {
+                Ok((mut ws, _)) => format!("OPEN {}", recv_text(&mut ws).await),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => format!("STATUS {}", r.status().as_u16()),
+                Err(e) => format!("ERROR {e}"),
+            }
+        }
+    };
+    let got = with_cookie("theme=dark; session=s3cr3t-token").await;
+    assert!(got.starts_with("OPEN ||alice|"), "{got}");
+    for cookie in [
+        "",
+        "session=s3cr3t",
+        "session=",
+        "session=nope",
+        "xsession=s3cr3t-token",
+    ] {
+        assert_eq!(with_cookie(cookie).await, "STATUS 401", "cookie {cookie:?}");
+    }
+}
