@@ -228,7 +228,7 @@ fn sh_hook(dir: &TempDir) -> String {
 async fn sh_hook_allows_denies_and_sets_only_auth_variables() {
     let dir = TempDir::new("shhook");
     let hook = sh_hook(&dir);
-    let s = BinServer::start(&[&format!("--authcmd={hook}"), "--authtimeout=700ms", "sh", "-c", SHOW]);
+    let s = BinServer::start(&[&format!("--authcmd={hook}"), "--authtimeout=2s", "sh", "-c", SHOW]);
     let got = py_ws(&s.url("/?allow"), None).await;
     let fields: Vec<&str> = got.trim_start_matches("OPEN ").split('|').collect();
     assert_eq!(fields[..3], ["", "", "alice"], "{got}");
@@ -447,7 +447,7 @@ async fn authurl_asks_a_real_http_service() {
         .expect("a port line");
     let s = BinServer::start(&[
         &format!("--authurl=http://127.0.0.1:{port}/check?from=wsbridge"),
-        "--authtimeout=1s",
+        "--authtimeout=2s",
         "sh",
         "-c",
         SHOW,
