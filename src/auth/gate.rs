@@ -260,6 +260,43 @@ mod tests {
         assert_eq!(credentials(&h), Err("more than one Authorization header"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Any `Authorization` value is either refused or yields a non-empty user
+        /// without a colon or control characters; it never panics.
+        #[test]
+        fn any_authorization_value_is_refused_or_clean(
+            v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&v) {
+                h.insert(header::AUTHORIZATION, value);
+            }
+            if let Ok((user, _)) = credentials(&h) {
+                proptest::prop_assert!(!user.is_empty() && !user.contains(':'));
+                proptest::prop_assert!(!user.chars().any(char::is_control));
+            }
+        }
+
+        /// What a client encodes is what comes out, password bytes included.
+        #[test]
+        fn basic_credentials_round_trip(
+            user in "[^:\\p{Cc}]{1,40}",
+            password in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+        ) {
+            let mut raw = user.clone().into_bytes();
+            raw.push(b':');
+            raw.extend_from_slice(&password);
+            let value = format!("Basic {}", data_encoding::BASE64.encode(&raw));
+            proptest::prop_assert_eq!(auth(&value), Ok((user, password)));
+        }
+    }
+
     #[test]
     fn hooks_may_set_only_auth_names() {
         for ok in ["AUTH_USER", "AUTH_ROLE_2", "REMOTE_USER", "AUTH_TYPE"] {

@@ -205,4 +205,31 @@ mod tests {
         assert_eq!(parse_output(b"Status: 200\n").status, None, "a deny cannot be a 2xx");
         assert_eq!(parse_output(b"Status: abc\n").status, None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever a hook prints, only allowed names come out, at most
+        /// [`MAX_HOOK_VARS`] of them, values without NUL or line breaks, and a status
+        /// only from 300 to 599.
+        #[test]
+        fn whatever_a_hook_prints_only_allowed_variables_come_out(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            lines in proptest::collection::vec("(AUTH_|REMOTE_|PATH|Status|LD_)?[A-Za-z0-9_ =:\\x00-]{0,24}", 0..80),
+        ) {
+            let mut out = noise;
+            out.extend(lines.join("\n").bytes());
+            let o = parse_output(&out);
+            proptest::prop_assert!(o.vars.len() <= MAX_HOOK_VARS);
+            for (k, v) in &o.vars {
+                proptest::prop_assert!(allowed_var(k), "{k}");
+                proptest::prop_assert!(!v.contains(['\0', '\n']), "{v:?}");
+            }
+            proptest::prop_assert!(o.status.is_none_or(|s| (300..600).contains(&s.as_u16())));
+        }
+    }
 }
