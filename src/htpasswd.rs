@@ -92,17 +92,19 @@ pub fn scheme(hash: &str) -> Result<Scheme, &'static str> {
     })
 }
 
-/// The users of a password file, in file order.
+/// The users of a password file: each user's stored hash, and the first line's hash
+/// (what a user who is not in the file is checked against).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
-    entries: Vec<(String, String)>,
+    hashes: std::collections::HashMap<String, String>,
+    first: Option<String>,
 }
 
 impl Users {
     /// Parses a password file: `user:hash` lines; blank lines and `#` comments skipped.
     /// Returns the first bad line's number (from 1) and problem.
     pub fn parse(text: &str) -> Result<Self, (usize, LineProblem)> {
-        let mut entries: Vec<(String, String)> = Vec::new();
+        let mut users = Users::default();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.trim_start().starts_with('#') {
@@ -124,29 +126,30 @@ impl Users {
             if !well_formed(hash) {
                 return Err(bad(LineProblem::Malformed(user.to_owned())));
             }
-            if entries.iter().any(|(u, _)| u == user) {
+            if users.hashes.contains_key(user) {
                 return Err(bad(LineProblem::Duplicate(user.to_owned())));
             }
-            entries.push((user.to_owned(), hash.to_owned()));
+            users.first.get_or_insert_with(|| hash.to_owned());
+            users.hashes.insert(user.to_owned(), hash.to_owned());
         }
-        Ok(Users { entries })
+        Ok(users)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.hashes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.hashes.is_empty()
     }
 
     #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     /// The stored hash of `user`, and whether the user exists: a missing user gets the
     /// first user's hash, so that checking it costs the same.
     fn hash_for(&self, user: &str) -> Option<(&str, bool)> {
-        match self.entries.iter().find(|(u, _)| u == user) {
-            Some((_, h)) => Some((h, true)),
-            None => self.entries.first().map(|(_, h)| (h.as_str(), false)),
+        match self.hashes.get(user) {
+            Some(h) => Some((h, true)),
+            None => self.first.as_deref().map(|h| (h, false)),
         }
     }
 }
