@@ -224,6 +224,48 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", help_heading = "Logging and metrics")]
     pub metrics: Option<String>,
 
+    /// Require HTTP basic auth from every client (upgrades and plain HTTP alike) with the
+    /// users of FILE, Apache htpasswd format: bcrypt (htpasswd -B) or SHA-crypt (mkpasswd
+    /// -m sha-512); reread on SIGHUP. The program gets AUTH_TYPE=Basic and REMOTE_USER
+    #[arg(long, value_name = "FILE", help_heading = "Access control")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// The realm named in the 401 answer's WWW-Authenticate (with --htpasswd)
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "wsbridge",
+        help_heading = "Access control"
+    )]
+    pub realm: String,
+
+    /// Run PROGRAM before each upgrade with the request's CGI environment: exit 0 allows
+    /// (its AUTH_*=value and REMOTE_USER=value lines join the endpoint's environment),
+    /// anything else denies with 403 or the `Status: N` it prints
+    #[arg(long, value_name = "PROGRAM", help_heading = "Access control")]
+    pub authcmd: Option<OsString>,
+
+    /// Ask this HTTP service before each upgrade (a GET with the request's headers and
+    /// X-Original-URI, like nginx's auth_request): 2xx allows (X-Auth-NAME headers become
+    /// AUTH_NAME), 401/403 deny, anything else is 503
+    #[arg(long, value_name = "URL", help_heading = "Access control")]
+    pub authurl: Option<String>,
+
+    /// Also run --authcmd or --authurl for plain HTTP requests (static files, CGI, console, upstream)
+    #[arg(long = "authcmd-http", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", help_heading = "Access control")]
+    pub authcmd_http: bool,
+
+    /// How long --authcmd or --authurl may take (and a check may wait for a free slot) before
+    /// the answer is 503: 500ms, 5s, 1m; a bare number is seconds
+    #[arg(long, value_name = "DURATION", default_value = "5s", help_heading = "Access control")]
+    pub authtimeout: String,
+
+    /// Most access checks running at once (hook runs, --authurl requests, password
+    /// verifications that are not cached); they do not take --maxforks slots
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Access control")]
+    pub authmax: usize,
+
     /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
     /// --devconsole or --connect)
     #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]

@@ -17,6 +17,7 @@
 //! types and the session's rules; `serve` the server's settings, `program` finds and
 //! checks PROGRAM and the directories, `error` the error types.
 
+mod access;
 #[cfg(feature = "connect")]
 pub mod connect;
 mod error;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use hyper::http::{HeaderName, HeaderValue};
 
+pub use self::access::{Access, AuthUrl, Hook};
 #[cfg(feature = "connect")]
 pub use self::connect::Connect;
 pub use self::error::{AddressProblem, ConfigError, HeaderProblem, PathProblem, ResolveError, UsageError};

@@ -15,6 +15,37 @@ use hyper::http::{HeaderMap, Version};
 
 use crate::net::{percent_decode, Peer};
 
+/// Who the access checks said the client is ([`crate::auth`]): `AUTH_TYPE` and
+/// `REMOTE_USER` (empty without them, as CGI says), and the variables an auth hook or
+/// `--authurl` added (only `AUTH_*` names; checked where they are read). It travels with
+/// the request (hyper's extensions) to every handler that builds an environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub auth_type: String,
+    pub remote_user: String,
+    pub vars: Vec<(String, String)>,
+}
+
+/// Puts `id` into an environment [`build`] made: `AUTH_TYPE` and `REMOTE_USER` get their
+/// values in place, the extra variables are appended (an earlier one of the same name,
+/// such as a client's header, never wins: they replace it). After basic auth the
+/// credentials themselves (`HTTP_AUTHORIZATION`) are left out, as RFC 3875 §4.1.18 allows
+/// and Apache does: the program learns who, never the password.
+pub fn add_identity(vars: &mut Vec<(OsString, OsString)>, id: &Identity) {
+    if id.auth_type == "Basic" {
+        vars.retain(|(k, _)| k != "HTTP_AUTHORIZATION");
+    }
+    let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(n, _)| n == k) {
+        Some((_, old)) => *old = v.into(),
+        None => vars.push((k.into(), v.into())),
+    };
+    set("AUTH_TYPE", &id.auth_type);
+    set("REMOTE_USER", &id.remote_user);
+    for (k, v) in &id.vars {
+        set(k, v);
+    }
+}
+
 /// What the environment is built from.
 pub struct Request<'a> {
     pub remote: Peer,
@@ -317,6 +348,27 @@ mod tests {
         let b = build(&r, &[]).unwrap();
         assert_eq!(get(&b, "REMOTE_ADDR"), Some("192.0.2.1"));
         assert_eq!(get(&b, "REMOTE_PORT"), Some(""));
+    }
+
+    #[test]
+    fn identity_fills_the_cgi_auth_variables() {
+        let h = HeaderMap::new();
+        let mut h = h;
+        h.insert("authorization", HeaderValue::from_static("Basic YWxpY2U6cHc="));
+        let mut b = build(&request(&h, "/", None), &[]).unwrap();
+        assert!(get(&b, "HTTP_AUTHORIZATION").is_some());
+        let id = Identity {
+            auth_type: "Basic".into(),
+            remote_user: "alice".into(),
+            vars: vec![("AUTH_ROLE".into(), "admin".into())],
+        };
+        let before = b.vars.len();
+        add_identity(&mut b.vars, &id);
+        assert_eq!(get(&b, "AUTH_TYPE"), Some("Basic"));
+        assert_eq!(get(&b, "REMOTE_USER"), Some("alice"));
+        assert_eq!(get(&b, "AUTH_ROLE"), Some("admin"));
+        assert_eq!(get(&b, "HTTP_AUTHORIZATION"), None, "the password stays out");
+        assert_eq!(b.vars.len(), before);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! `Host` lines, HTTP/1.1 without `Host`, or a `Host` that is not `host[:port]` (RFC 9112
 //! §3.2) get 400.
 //!
+//! Access: when `--htpasswd`, `--authcmd` or `--authurl` is given, [`crate::auth`] checks
+//! every request first and answers the refusals; who it found travels with the request.
+//!
 //! Dispatch: a WebSocket upgrade goes to [`crate::ws`] (PROGRAM, or with `--dir` the
 //! script its path names; no script there is a 404 before any upgrade). Any other request
 //! goes to the first of `--devconsole` ([`crate::console`]), `--cgidir` ([`crate::cgi`]),
@@ -34,7 +37,7 @@ use crate::route;
 use crate::state::{Conn, Endpoint};
 use crate::stats;
 use crate::ws::{self, Target};
-use crate::{cgi, console, statics, upstream};
+use crate::{auth, cgi, console, statics, upstream};
 
 /// Largest total size of a request's header fields; above it the answer is 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
@@ -59,10 +62,23 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
             &extra.http
         };
         with_headers(resp, &[&extra.all, kind])
-    } else if ws::is_upgrade(req.headers()) {
-        with_headers(upgrade(req, &ep, conn), &[&extra.all, &extra.ws])
     } else {
-        with_headers(plain(req, &ep, conn).await, &[&extra.all, &extra.http])
+        let is_upgrade = ws::is_upgrade(req.headers());
+        let kind = if is_upgrade { &extra.ws } else { &extra.http };
+        let resp = match auth::check(&req, &ep, conn, is_upgrade).await {
+            Err(refused) => refused,
+            Ok(id) => {
+                let mut req = req;
+                if let Some(id) = id {
+                    req.extensions_mut().insert(id);
+                }
+                match is_upgrade {
+                    true => upgrade(req, &ep, conn),
+                    false => plain(req, &ep, conn).await,
+                }
+            }
+        };
+        with_headers(resp, &[&extra.all, kind])
     };
     stats::answered(upgrade_request, resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -243,6 +259,8 @@ async fn plain(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Respon
 fn redirected(parts: &Parts, location: &str) -> Option<Parts> {
     let mut req = Request::get(location).version(parts.version).body(()).ok()?;
     *req.headers_mut() = parts.headers.clone();
+    // Who the access checks found stays the same across the redirect.
+    *req.extensions_mut() = parts.extensions.clone();
     for h in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
         req.headers_mut().remove(h);
     }

@@ -20,6 +20,8 @@
 //! - [`logging`], [`shutdown`]: process-wide setup used by `main`.
 //!
 //! Layer 2, HTTP serving:
+//! - [`auth`]: who may connect: basic auth ([`htpasswd`]), the auth hook (`--authcmd`,
+//!   `--authurl`), checked before dispatch.
 //! - [`http`]: one dispatch decision per request; extra headers; access lines. It
 //!   imports the handlers and no handler imports it: [`console`] (`--devconsole`),
 //!   [`cgi`] (`--cgidir`), [`statics`] (`--staticdir`) and [`upstream`] (`--upstream`)
@@ -43,10 +45,11 @@
 //!   (`config::connect`); a bad command line is a `config::ConfigError`.
 //! - [`env`](mod@env) (CGI environment), [`route`] (URL paths onto directories, safely),
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode), [`forwarded`] (the client
-//!   behind a `--trusted-proxy`), [`net`] (`Peer`, `Cidr`, percent decoding), [`error`]
+//!   behind a `--trusted-proxy`), [`htpasswd`] (the password file and its checks), [`net`] (`Peer`, `Cidr`, percent decoding), [`error`]
 //!   (a refused request) and [`text`] (control characters in a program's stderr escaped
 //!   before it is logged).
 
+pub mod auth;
 pub mod body;
 pub mod cgi;
 pub mod child;
@@ -57,6 +60,7 @@ pub mod env;
 pub mod error;
 pub mod forwarded;
 pub mod framing;
+pub mod htpasswd;
 pub mod http;
 pub mod limit;
 pub mod listen;

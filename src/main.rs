@@ -1,7 +1,8 @@
 //! The `wsbridge` binary: flags → `Config` (a usage error exits 2, printed like clap's
 //! own; what the flags name that cannot be found or used exits 1), logging, TLS files
 //! (bad ones exit 1), listeners — inherited from systemd or bound here (failure exits 3)
-//! — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the certificate), then
+//! — signal handling (SIGINT/SIGTERM drain, SIGHUP reloads the certificate and the
+//! `--htpasswd` file), then
 //! [`wsbridge::server::serve`] or, with `--connect`, [`wsbridge::outbound::run`].
 
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use wsbridge::cli::Cli;
 use wsbridge::config::{ConfigError, LogLevel, Mode};
+use wsbridge::htpasswd::Htpasswd;
 use wsbridge::listen::{self, Listener};
 use wsbridge::server::{self, Tls};
 use wsbridge::{logging, shutdown, Config};
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
         shutdown::watch_signals(token.clone())?;
-        watch_reload(tls.clone())?;
+        watch_reload(tls.clone(), settings.access.htpasswd.clone())?;
         if !quiet {
             announce(&listeners, tls.is_some());
         }
@@ -152,17 +154,35 @@ fn announce(listeners: &[Listener], tls: bool) {
 /// default), so `systemctl reload` is always safe. The reload reads files, which can
 /// block (a slow disk), so it runs on tokio's blocking pool, never on an async worker
 /// that handshakes and sessions need; one reload at a time.
-fn watch_reload(tls: Option<Tls>) -> std::io::Result<()> {
+///
+/// `--htpasswd` is reread at the same time; a file that fails to load is logged and the
+/// old users stay.
+fn watch_reload(tls: Option<Tls>, users: Option<Htpasswd>) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let tls = tls.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || reload(tls.as_ref())).await {
+            let users = users.clone();
+            let reloaded = tokio::task::spawn_blocking(move || {
+                reload_users(users.as_ref());
+                reload(tls.as_ref());
+            });
+            if let Err(e) = reloaded.await {
                 tracing::error!(signal = "SIGHUP", error = %e, "certificate reload failed; keeping the old one");
             }
         }
     });
     Ok(())
+}
+
+fn reload_users(users: Option<&Htpasswd>) {
+    match users.map(Htpasswd::reload) {
+        None => {}
+        Some(Ok(n)) => tracing::info!(signal = "SIGHUP", users = n, "--htpasswd reloaded"),
+        Some(Err(e)) => {
+            tracing::error!(signal = "SIGHUP", error = %e, "--htpasswd reload failed; keeping the old users")
+        }
+    }
 }
 
 #[cfg(feature = "tls")]

@@ -41,6 +41,8 @@ pub struct Endpoint {
     pub hub: Option<Arc<shared::Hub>>,
     /// `--maxperclient`: sessions open per client address.
     per_client: Option<Arc<PerClient>>,
+    /// `--authmax`: access checks at once (apart from the `--maxforks` slots).
+    pub auth_checks: Arc<Semaphore>,
 }
 
 /// One accepted TCP (or TLS) connection.
@@ -67,6 +69,7 @@ impl Endpoint {
             .map(|settings| shared::Hub::new(&session, settings, shutdown.clone(), sessions.clone()));
         let per_client = serve.max_per_client.map(PerClient::new);
         Endpoint {
+            auth_checks: Arc::new(Semaphore::new(serve.access.max_checks)),
             forks: serve.max_forks.map(|n| Arc::new(Semaphore::new(n))),
             session,
             serve,

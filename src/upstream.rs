@@ -41,6 +41,7 @@ use tracing::Instrument;
 
 use crate::body::{self, Body};
 use crate::config::Upstream;
+use crate::env::Identity;
 use crate::net::Peer;
 use crate::state::Conn;
 
@@ -103,6 +104,14 @@ pub async fn forward(up: &Upstream, parts: &Parts, body: Option<Incoming>, conn:
     // hyper already answered any `Expect: 100-continue` when the body was first read.
     headers.remove(header::EXPECT);
     add_forwarded(&mut headers, conn);
+    if parts
+        .extensions
+        .get::<Identity>()
+        .is_some_and(|id| id.auth_type == "Basic")
+    {
+        // wsbridge's own --htpasswd credentials: the upstream never sees the password.
+        headers.remove(header::AUTHORIZATION);
+    }
     if parts.version == Version::HTTP_10 && !headers.contains_key(header::HOST) {
         // An HTTP/1.0 client may send none ([`crate::http::serve`] refuses HTTP/1.1 without one),
         // but the request goes on as HTTP/1.1, which needs one.

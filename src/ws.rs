@@ -138,6 +138,9 @@ pub fn accept(
 
     let program = target.program;
     let mut vars = built.vars;
+    if let Some(id) = req.extensions().get::<env::Identity>() {
+        env::add_identity(&mut vars, id);
+    }
     if program.pinned.is_some() {
         // `--dir`: a `#!` script runs from its checked descriptor, so its `$0` is
         // `/dev/fd/N`; this is where it lives.

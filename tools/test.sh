@@ -34,6 +34,9 @@ command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
 # promtool only; the server's recommends (node exporter, smartmontools, ...) are not needed.
 command -v promtool >/dev/null || APT_OPTS=--no-install-recommends apt_install prometheus "for tests/metrics.rs (promtool)"
 [ -x /usr/bin/chromium ] || apt_install chromium "for tests/browser.rs"
+command -v htpasswd >/dev/null || apt_install apache2-utils "for tests/auth.rs (htpasswd)"
+command -v mkpasswd >/dev/null || apt_install whois "for tests/auth.rs (mkpasswd)"
+command -v pgrep >/dev/null || apt_install procps "for tests/auth.rs (pgrep, ps)"
 # The musl std and C compiler for tools/static.sh. Without the std (rustup cannot reach
 # its server) the static build is made with glibc instead, and says so.
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then

@@ -135,6 +135,9 @@ pub(super) fn environment(
         .into_iter()
         .filter(|(k, _)| k != "HTTP_CONTENT_LENGTH" && k != "HTTP_CONTENT_TYPE")
         .collect();
+    if let Some(id) = parts.extensions.get::<env::Identity>() {
+        env::add_identity(&mut vars, id);
+    }
     let path_info = vars
         .iter()
         .find(|(k, _)| k == "PATH_INFO")

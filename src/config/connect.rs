@@ -354,6 +354,9 @@ pub(super) fn settings(cli: &Cli) -> Result<Connect, ConfigError> {
         ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
         ("--maxperclient", cli.maxperclient.is_some()),
         ("--metrics", cli.metrics.is_some()),
+        ("--htpasswd", cli.htpasswd.is_some()),
+        ("--authcmd", cli.authcmd.is_some()),
+        ("--authurl", cli.authurl.is_some()),
     ];
     if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
         return Err(UsageError::ServerFlag(flag).into());

@@ -18,6 +18,7 @@ use super::limits::ValueProblem;
 use super::serve::UpstreamError;
 use crate::cli::ParseError;
 use crate::forwarded::CidrError;
+use crate::htpasswd::HtpasswdError;
 use crate::origin::OriginError;
 
 /// Why the flags cannot be turned into a [`super::Config`].
@@ -107,6 +108,19 @@ pub enum UsageError {
     #[error("invalid --metrics={0:?}: expected IP:PORT, e.g. 127.0.0.1:9100")]
     MetricsAddress(String),
 
+    // Access control.
+    #[error("--authcmd and --authurl are two ways to do the same check: give one")]
+    AuthHookTwice,
+    #[error("--authcmd-http needs --authcmd or --authurl")]
+    AuthHttpWithoutHook,
+    #[error("--realm is named in --htpasswd's 401 answers: it needs --htpasswd")]
+    RealmWithoutHtpasswd,
+    #[error("invalid --realm={0:?}: no quotes, backslashes or control characters")]
+    Realm(String),
+    /// The whole message, naming `--authurl` and the value.
+    #[error("{0}")]
+    AuthUrl(String),
+
     // Connecting out.
     #[cfg(feature = "connect")]
     #[error("{0} is a server flag: it cannot be combined with --connect")]
@@ -174,6 +188,11 @@ pub enum ResolveError {
     Address { address: String, why: AddressProblem },
     #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
     NoTls,
+    #[error("{0}: this wsbridge was built without access control (cargo feature `auth`)")]
+    NoAuth(&'static str),
+    /// `--htpasswd`: unreadable, a line in a format we do not verify, or no `auth` feature.
+    #[error(transparent)]
+    Htpasswd(HtpasswdError),
     #[cfg(not(feature = "connect"))]
     #[error("--connect: this wsbridge was built without it (cargo feature `connect`)")]
     NoConnect,

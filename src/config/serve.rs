@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hyper::http::{HeaderName, HeaderValue};
 
+use super::access::{self, Access};
 use super::error::{AddressProblem, ConfigError, ResolveError, UsageError};
 use super::parse_headers;
 use super::program::resolve_dir;
@@ -56,6 +57,9 @@ pub struct Serve {
     pub headers: ExtraHeaders,
     /// `--metrics`: where the Prometheus listener binds.
     pub metrics: Option<SocketAddr>,
+    /// Who may connect: `--htpasswd`, `--authcmd`, `--authurl` and their settings (boxed:
+    /// rarely used, and it would make every `Mode` twice the size).
+    pub access: Box<Access>,
 }
 
 /// `--shared[=eager,once,ids]` and `--sharedqueue`.
@@ -200,12 +204,14 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         .transpose()
         .map_err(UsageError::from)?;
     let metrics = cli.metrics.as_deref().map(parse_metrics).transpose()?;
+    let access = access::check(cli)?;
     let origin = OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin).map_err(UsageError::from)?;
 
     // The command line is right; now what it names.
     if tls.is_some() && !cfg!(feature = "tls") {
         return Err(ResolveError::NoTls.into());
     }
+    let access = Box::new(access.resolve()?);
     Ok(Serve {
         addresses: resolve_addresses(&cli.address, port)?,
         port,
@@ -227,6 +233,7 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         origin,
         headers,
         metrics,
+        access,
     })
 }
 

@@ -386,3 +386,49 @@ async fn console_page_never_reflects_the_request() {
     let a = crate::common::rawhttp::request(server.addr, "POST", "/", "Content-Length: 0\r\n").await;
     assert_eq!(a.status, 405);
 }
+
+/// Basic auth as a person meets it: Chromium opens a page whose URL carries the
+/// credentials, is challenged (401), answers with them, and the page's WebSocket to the
+/// same server goes through with the same credentials (the browser's auth cache): the
+/// program is told who it is. (Headless Chromium without credentials waits at the login
+/// prompt, so the refusals are tested with other clients in tests/it/auth.rs.)
+#[cfg(feature = "auth")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_passes_basic_auth_to_the_page_and_its_socket() {
+    chromium();
+    let dir = TempDir::new("browser-auth");
+    // `htpasswd -nbB alice secret` (cost 5).
+    std::fs::write(
+        dir.path("users"),
+        "alice:$2y$05$oHDoqjaahT.px2fSebrXqO5p7t/DaCduttAW9RWkUUixAg.RP7M.y\n",
+    )
+    .expect("write users");
+    std::fs::create_dir(dir.path("www")).expect("mkdir");
+    std::fs::write(
+        dir.path("www/index.html"),
+        "<!doctype html><title>auth</title><pre id=out></pre><script>\n\
+         const out = document.getElementById('out');\n\
+         const ws = new WebSocket('ws://' + location.host + '/');\n\
+         ws.onmessage = e => { out.textContent += 'msg:' + e.data + '\\n'; };\n\
+         ws.onclose = e => { out.textContent += 'closed:' + e.code + '\\n'; };\n\
+         </script>\n",
+    )
+    .expect("write page");
+    let server = BinServer::start(&[
+        &format!("--htpasswd={}", dir.path("users").display()),
+        &format!("--staticdir={}", dir.path("www").display()),
+        "sh",
+        "-c",
+        r#"echo "$AUTH_TYPE|$REMOTE_USER"; exec cat"#,
+    ]);
+    let text = "document.body ? document.body.innerText : ''";
+    let url = format!("http://alice:secret@{}/index.html", server.addr);
+    let seen = eval_in_page(&url, text, "msg:").await;
+    assert!(
+        seen.contains("msg:Basic|alice"),
+        "the page's socket did not get through as alice: {seen:?}\nlog:\n{}",
+        server.log()
+    );
+    // The browser sent nothing until it was challenged: the credentials came from the 401.
+    assert!(server.log().contains("credentials needed"), "{}", server.log());
+}

@@ -368,6 +368,20 @@ fn ssl_without_the_tls_feature_is_a_startup_error() {
     assert!(err.contains("built without TLS"), "{err}");
 }
 
+#[cfg(not(feature = "auth"))]
+#[test]
+fn access_flags_without_the_auth_feature_are_a_startup_error() {
+    for flag in [
+        "--htpasswd=users",
+        "--authcmd=/bin/true",
+        "--authurl=http://127.0.0.1:1/",
+    ] {
+        let (code, err) = run_to_exit(&[flag, "cat"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("built without access control"), "{flag}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn sighup_without_tls_is_logged_not_fatal() {
     let p = Proc::start(&reporter_args(&["--port=0", "--address=127.0.0.1"]), &[], 1);

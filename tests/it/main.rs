@@ -5,6 +5,8 @@
 
 mod common;
 
+#[cfg(feature = "auth")]
+mod auth;
 mod browser;
 mod cgi;
 mod cli;

@@ -339,3 +339,26 @@ fn bad_upstream_values_are_usage_errors() {
         crate::common::assert_usage_error(o.status.code(), &err, &format!("invalid --upstream={bad}"));
     }
 }
+
+/// Behind `--htpasswd` the upstream is reached only with a valid password, and never
+/// sees it: wsbridge's own credentials stop at wsbridge.
+#[cfg(feature = "auth")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htpasswd_credentials_are_not_forwarded() {
+    let up = echo_upstream().await;
+    let dir = crate::common::deploy::TempDir::new("upauth");
+    // `htpasswd -nbB alice secret` (cost 5).
+    std::fs::write(
+        dir.path("users"),
+        "alice:$2y$05$oHDoqjaahT.px2fSebrXqO5p7t/DaCduttAW9RWkUUixAg.RP7M.y\n",
+    )
+    .expect("write users");
+    let users = format!("--htpasswd={}", dir.path("users").display());
+    let server = TestServer::start(&[&users, &format!("--upstream=http://{up}"), "cat"]).await;
+    let raw = "GET /page HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
+    assert_eq!(send(server.addr, raw.as_bytes(), false).await.status, 401);
+    // alice:secret
+    let raw = "GET /page HTTP/1.1\r\nHost: b\r\nAuthorization: Basic YWxpY2U6c2VjcmV0\r\nConnection: close\r\n\r\n";
+    let head = head_seen_by_upstream(&server, raw).await;
+    assert!(!head.contains("authorization"), "{head}");
+}
