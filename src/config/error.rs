@@ -18,6 +18,7 @@ use super::serve::UpstreamError;
 use crate::cli::ParseError;
 use crate::forwarded::CidrError;
 use crate::origin::OriginError;
+use crate::shebang::InterpreterError;
 
 /// Why the flags cannot be turned into a [`super::Config`].
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +153,9 @@ pub enum ResolveError {
     NotOnPath(String),
     #[error("cannot run {program}: {why}")]
     CannotRun { program: String, why: PathProblem },
+    /// PROGRAM's `#!` line names an interpreter that is not there (or not executable).
+    #[error("cannot run {program}: {why}")]
+    Interpreter { program: String, why: InterpreterError },
     /// `--dir`, `--staticdir` or `--cgidir`.
     #[error("cannot use {flag}={dir}: {why}")]
     Dir {
