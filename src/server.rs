@@ -258,7 +258,9 @@ async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoi
             match handshake {
                 Ok(Ok(stream)) => serve_main(stream, Conn { tls: true, ..conn }, ep).await,
                 // One access line per connection that never got to HTTP, as for requests.
-                Ok(Err(e)) => tracing::info!(target: "wsbridge::access", error = %e, "tls handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::info!(target: "wsbridge::access", error = %crate::tls::explain_io(&e, "client certificate"), "tls handshake failed")
+                }
                 Err(_) => tracing::info!(target: "wsbridge::access", "tls handshake timed out"),
             }
         }
