@@ -85,8 +85,8 @@ pub struct Cli {
     pub subprotocol: Vec<String>,
 
     /// Run the program on a pseudo-terminal (stdin, stdout and stderr merged; echo off;
-    /// TERM=xterm; ?cols=N&rows=M sets the window, default 80x24) so it line-buffers like in a
-    /// shell; not with --passstderr or --framing=lenprefix
+    /// TERM=dumb unless --passenv passes TERM; ?cols=N&rows=M sets the window, default 80x24) so
+    /// it line-buffers like in a shell; not with --passstderr or --framing=lenprefix
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub pty: bool,
 
