@@ -203,6 +203,16 @@ pub struct Cli {
     #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
 
+    /// Permissions of the --unixsocket file, in octal (e.g. 0660, so a proxy in the socket's
+    /// group can connect) [default: as the umask leaves them]
+    #[arg(long = "unixsocket-mode", value_name = "MODE", help_heading = "Listening")]
+    pub unixsocket_mode: Option<String>,
+
+    /// Group of the --unixsocket file (a name or a number), e.g. www-data for nginx; wsbridge
+    /// must be root or a member of it
+    #[arg(long = "unixsocket-group", value_name = "NAME", help_heading = "Listening")]
+    pub unixsocket_group: Option<String>,
+
     /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
     /// --devconsole or --connect)
     #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]

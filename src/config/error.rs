@@ -90,6 +90,10 @@ pub enum UsageError {
     SharedAndPty,
     #[error("--shared=ids prefixes lines: it needs line framing")]
     SharedIdsFraming,
+    #[error("--unixsocket-mode and --unixsocket-group need --unixsocket=PATH")]
+    UnixSocketOptionWithoutSocket,
+    #[error("invalid --unixsocket-mode={0}: expected octal permissions from 0 to 0777, e.g. 0660")]
+    UnixSocketMode(String),
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error(transparent)]
@@ -165,6 +169,10 @@ pub enum ResolveError {
     },
     #[error("cannot resolve --address={address}: {why}")]
     Address { address: String, why: AddressProblem },
+    #[error("--unixsocket-group={0}: no such group")]
+    NoGroup(String),
+    #[error("--unixsocket-group={group}: {}", lower_io(.why))]
+    GroupLookup { group: String, why: io::Error },
     #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
     NoTls,
     #[cfg(not(feature = "connect"))]

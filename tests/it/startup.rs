@@ -274,3 +274,27 @@ async fn a_certificate_signed_with_sha1_is_named_by_its_algorithm() {
     );
     assert_plain(&err);
 }
+
+#[test]
+fn unix_socket_mode_and_group_are_checked_before_binding() {
+    let dir = TempDir::new("unix-flags");
+    let sock = format!("--unixsocket={}", dir.path("s.sock").display());
+    for (args, needle) in [
+        (&["--unixsocket-mode=0660", "cat"][..], "need --unixsocket=PATH"),
+        (
+            &[&sock, "--unixsocket-mode=0999", "cat"],
+            "invalid --unixsocket-mode=0999",
+        ),
+        (
+            &[&sock, "--unixsocket-mode=rw-rw----", "cat"],
+            "expected octal permissions",
+        ),
+    ] {
+        let (code, err) = run_to_exit(args);
+        assert_usage_error(code, &err, needle);
+    }
+    let (code, err) = run_to_exit(&[&sock, "--unixsocket-group=no-such-group-xyz", "cat"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err, "wsbridge: --unixsocket-group=no-such-group-xyz: no such group\n");
+    assert!(!dir.path("s.sock").exists(), "nothing was bound");
+}
