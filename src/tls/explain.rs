@@ -26,6 +26,8 @@ pub fn explain(e: &Error) -> String {
     explain_as(e, "certificate")
 }
 
+// Not inlined into its two callers: this is cold code, kept small (binary size).
+#[inline(never)]
 fn explain_as(e: &Error, whose: &str) -> String {
     match e {
         Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
@@ -48,7 +50,7 @@ fn explain_as(e: &Error, whose: &str) -> String {
             let s = other.to_string();
             // rustls' Display is "<phrase>: <Debug>" for the rest; keep the phrase.
             match s.split_once(": ") {
-                Some((phrase, detail)) if looks_like_debug(detail) => format!("{phrase}: {}", words(detail)),
+                Some((phrase, detail)) if looks_like_debug(detail) => format!("{phrase}: {}", words(&detail)),
                 _ => s,
             }
         }
@@ -134,7 +136,7 @@ fn looks_like_debug(s: &str) -> bool {
 
 /// `UnsupportedCertVersion` → `unsupported cert version`; anything Debug-printed is cut
 /// at its first `(` or `{` (no payload dumps).
-fn words(v: &(impl Debug + ?Sized)) -> String {
+fn words(v: &dyn Debug) -> String {
     let s = format!("{v:?}");
     let s = s.trim_matches('"');
     let name = s.split(['(', '{', ' ']).next().unwrap_or(s);
