@@ -85,8 +85,8 @@ pub struct Cli {
     pub subprotocol: Vec<String>,
 
     /// Run the program on a pseudo-terminal (stdin, stdout and stderr merged; echo off;
-    /// TERM=xterm; ?cols=N&rows=M sets the window, default 80x24) so it line-buffers like in a
-    /// shell; not with --passstderr or --framing=lenprefix
+    /// TERM=dumb unless --passenv passes TERM; ?cols=N&rows=M sets the window, default 80x24) so
+    /// it line-buffers like in a shell; not with --passstderr or --framing=lenprefix
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub pty: bool,
 
@@ -265,6 +265,16 @@ pub struct Cli {
     /// verifications that are not cached); they do not take --maxforks slots
     #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Access control")]
     pub authmax: usize,
+
+    /// Permissions of the --unixsocket file, in octal (e.g. 0660, so a proxy in the socket's
+    /// group can connect) [default: as the umask leaves them]
+    #[arg(long = "unixsocket-mode", value_name = "MODE", help_heading = "Listening")]
+    pub unixsocket_mode: Option<String>,
+
+    /// Group of the --unixsocket file (a name or a number), e.g. www-data for nginx; wsbridge
+    /// must be root or a member of it
+    #[arg(long = "unixsocket-group", value_name = "NAME", help_heading = "Listening")]
+    pub unixsocket_group: Option<String>,
 
     /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
     /// --devconsole or --connect)

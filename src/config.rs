@@ -146,12 +146,14 @@ impl TryFrom<Cli> for Config {
             true => connect_mode(&cli)?,
             false => Mode::Serve(serve::settings(&cli, framing)?),
         };
+        let passenv = read_passenv(&cli.passenv);
+        let child_path = passenv.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_ref());
         let session = Session {
-            program: Program::resolve(cli.program, cli.args)?,
+            program: Program::resolve(cli.program, cli.args, child_path)?,
             framing,
             max_message: cli.maxframesize,
             close_grace: Duration::from_millis(cli.closems),
-            passenv: read_passenv(&cli.passenv),
+            passenv,
             ping_interval: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
             pass_stderr: cli.passstderr,
             pty: cli.pty,

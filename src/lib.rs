@@ -45,7 +45,9 @@
 //!   (`config::connect`); a bad command line is a `config::ConfigError`.
 //! - [`env`](mod@env) (CGI environment), [`route`] (URL paths onto directories, safely),
 //!   [`framing`] (bytes ↔ messages for each `--framing` mode), [`forwarded`] (the client
-//!   behind a `--trusted-proxy`), [`htpasswd`] (the password file and its checks), [`net`] (`Peer`, `Cidr`, percent decoding), [`error`]
+//!   behind a `--trusted-proxy`), [`htpasswd`] (the password file and its checks), [`net`]
+//!   (`Peer`, `Cidr`, percent decoding), [`shebang`] (a program's `#!` interpreter checked
+//!   before it runs), [`error`]
 //!   (a refused request) and [`text`] (control characters in a program's stderr escaped
 //!   before it is logged).
 
@@ -79,6 +81,7 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod shebang;
 pub mod shutdown;
 pub mod state;
 pub mod statics;

@@ -82,6 +82,12 @@ pub enum ListenError {
     UnixNotSocket { path: PathBuf },
     #[error("cannot listen on unix:{}: another server is answering there", .path.display())]
     UnixAnswered { path: PathBuf },
+    #[error("cannot give unix:{} {what}: {cause}", .path.display())]
+    UnixAccess {
+        path: PathBuf,
+        what: String,
+        cause: io::Error,
+    },
     #[error("cannot remove stale unix:{}: {cause}", .path.display())]
     UnixStale { path: PathBuf, cause: io::Error },
     #[error("invalid LISTEN_FDS={0}")]
@@ -151,6 +157,7 @@ pub fn bind(config: &Serve) -> Result<Bound, ListenError> {
     let mut unix_socket = None;
     if let Some(path) = &config.unix_socket {
         let (l, file) = bind_unix(path)?;
+        set_access(path, config.unix_mode, config.unix_group)?;
         listeners.push(Listener::Unix(l));
         unix_socket = Some(file);
     }
@@ -172,6 +179,28 @@ fn bind_tcp(config: &Serve) -> Result<Vec<TcpListener>, ListenError> {
         }
     }
     Ok(out)
+}
+
+/// `--unixsocket-group` then `--unixsocket-mode` on the socket file just bound (the
+/// group first, so the file is never open to a group it is not meant for); nothing is
+/// changed without them. Connecting needs write permission on the file.
+fn set_access(path: &Path, mode: Option<u32>, group: Option<u32>) -> Result<(), ListenError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |what: String| {
+        move |cause| ListenError::UnixAccess {
+            path: path.to_owned(),
+            what,
+            cause,
+        }
+    };
+    if let Some(gid) = group {
+        std::os::unix::fs::lchown(path, None, Some(gid)).map_err(fail(format!("group {gid}")))?;
+    }
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(fail(format!("mode {mode:04o}")))?;
+    }
+    Ok(())
 }
 
 /// Binds a Unix socket at `path`. A socket file nobody answers on (left by a crash) is

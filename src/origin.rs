@@ -52,11 +52,28 @@ impl Refusal {
     }
 }
 
-/// An `--origin` entry that is not `[scheme://]host[:port]` (a startup error).
+/// An `--origin` value that cannot be right (a startup error, exit status 2). Each names
+/// the entry: an entry that can never match a browser's `Origin` would refuse everyone
+/// at the first connection instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid --origin entry {entry:?}: expected [scheme://]host[:port]")]
-pub struct OriginError {
-    entry: String,
+pub enum OriginError {
+    /// `--origin=,` or `a,,b`: a stray comma.
+    #[error("invalid --origin={list:?}: entry {position} is empty (a stray comma?)")]
+    Empty { list: String, position: usize },
+    #[error("invalid --origin entry {entry:?}: expected [scheme://]host[:port]")]
+    Syntax { entry: String },
+    /// `ws://` or `wss://`: browsers send the page's origin, never the socket's URL.
+    #[error(
+        "invalid --origin entry {entry:?}: a browser's Origin is the page's (http:// or https://), never {scheme}://; write {suggest:?}"
+    )]
+    SocketScheme {
+        entry: String,
+        scheme: String,
+        suggest: String,
+    },
+    /// `*` inside a list matches nothing; it only means "any" on its own.
+    #[error("invalid --origin entry \"*\": '*' allows any origin only as the whole value (--origin='*')")]
+    StarInList,
 }
 
 /// A parsed `scheme://host[:port]` with the port made explicit.
@@ -77,8 +94,15 @@ impl OriginPolicy {
             Some(list) => list
                 .split(',')
                 .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(OriginRule::parse)
+                .enumerate()
+                .map(|(i, entry)| match entry {
+                    "" => Err(OriginError::Empty {
+                        list: list.to_owned(),
+                        position: i + 1,
+                    }),
+                    "*" => Err(OriginError::StarInList),
+                    _ => OriginRule::parse(entry),
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(|rules| OriginPolicy::List {
                     rules,
@@ -143,7 +167,7 @@ const LIST_HINT: &str = "it is not in --origin";
 
 impl OriginRule {
     fn parse(entry: &str) -> Result<Self, OriginError> {
-        let bad = || OriginError {
+        let bad = || OriginError::Syntax {
             entry: entry.to_owned(),
         };
         if entry.eq_ignore_ascii_case("null") {
@@ -157,6 +181,19 @@ impl OriginRule {
             Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
             None => (None, entry),
         };
+        if let Some(s) = scheme.as_deref() {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+                return Err(bad());
+            }
+            if s == "ws" || s == "wss" {
+                let page = if s == "ws" { "http" } else { "https" };
+                return Err(OriginError::SocketScheme {
+                    entry: entry.to_owned(),
+                    scheme: s.to_owned(),
+                    suggest: format!("{page}://{}", &entry[s.len() + 3..]),
+                });
+            }
+        }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = parse_host(rest).ok_or_else(bad)?;
         if host.is_empty() {
@@ -295,5 +332,27 @@ mod tests {
         assert!(list("[::1]:80").check(Some("http://[::1]"), None, false).is_ok());
         assert!(OriginPolicy::from_flags(Some("http://"), false).is_err());
         assert!(OriginPolicy::from_flags(Some("a:notaport"), false).is_err());
+    }
+
+    #[test]
+    fn entries_that_can_never_match_are_refused_at_startup() {
+        let err = |s: &str| OriginPolicy::from_flags(Some(s), false).unwrap_err().to_string();
+        assert_eq!(err(","), r#"invalid --origin=",": entry 1 is empty (a stray comma?)"#);
+        assert_eq!(
+            err("a,,b"),
+            r#"invalid --origin="a,,b": entry 2 is empty (a stray comma?)"#
+        );
+        assert!(err("a, ").contains("entry 2 is empty"));
+        assert_eq!(
+            err("board,WSS://board:8443"),
+            r#"invalid --origin entry "WSS://board:8443": a browser's Origin is the page's (http:// or https://), never wss://; write "https://board:8443""#
+        );
+        assert!(err("ws://board").contains(r#"write "http://board""#));
+        assert!(err("http://board/app").contains(r#""http://board/app": expected"#));
+        assert!(err("ht tp://board").contains("expected [scheme://]host[:port]"));
+        assert!(err("://board").contains("expected"));
+        assert!(err("a,*").contains("only as the whole value"));
+        // Blank as a whole is the default, as with websocketd.
+        assert!(OriginPolicy::from_flags(Some("  "), false).is_ok());
     }
 }

@@ -163,6 +163,34 @@ impl Script {
     }
 }
 
+impl Script {
+    /// The program opened for reading (its `#!` line): the file the descriptor pins,
+    /// reopened through `/proc/self/fd`, or where `/proc` is not mounted its directory
+    /// entry, used only if it is still that same file.
+    pub fn open_read(&self) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let fd = match nix::fcntl::open(proc.as_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                let fd = nix::fcntl::openat(
+                    self.dir.as_fd(),
+                    self.name.as_os_str(),
+                    flags | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                let (a, b) = (fstat(&fd)?, fstat(&self.file)?);
+                if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+                    return Err(io::Error::from(Errno::ESTALE));
+                }
+                fd
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(File::from(fd))
+    }
+}
+
 /// Walks `parts` under `root` (canonical) to the first segment that is a regular file:
 /// the program (CGI's and `--dir`'s mapping). `None` when there is none, or it is
 /// outside the root, or it changed while being looked up.

@@ -269,7 +269,7 @@ async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoi
                 // One access line per connection that never got to HTTP, as for requests.
                 Ok(Err(e)) => {
                     stats::tls_failed();
-                    tracing::info!(target: "wsbridge::access", error = %e, "tls handshake failed")
+                    tracing::info!(target: "wsbridge::access", error = %crate::tls::explain_io(&e, "client certificate"), "tls handshake failed")
                 }
                 Err(_) => {
                     stats::tls_failed();

@@ -98,8 +98,10 @@ impl From<pty::Master> for ProgramIo<'static> {
     }
 }
 
-/// `TERM` for programs on a `--pty` terminal.
-const PTY_TERM: &str = "xterm";
+/// `TERM` for programs on a `--pty` terminal unless `--passenv` passes one: `dumb`, so
+/// readline programs (bc, python) do not write terminal escapes (bracketed paste
+/// `ESC[?2004h`, colours) that would reach the client as messages.
+const PTY_TERM: &str = "dumb";
 
 /// Starts `program` with exactly `env`: on pipes, or with `pty` on a terminal of that
 /// size (with `TERM` set). Both sides of wsbridge start their programs here.
@@ -108,8 +110,7 @@ pub fn start(
     mut env: Vec<(OsString, OsString)>,
     pty: Option<pty::WinSize>,
 ) -> io::Result<(Child, ProgramIo<'static>)> {
-    if pty.is_some() {
-        env.retain(|(k, _)| k != "TERM");
+    if pty.is_some() && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), PTY_TERM.into()));
     }
     let spec = child::Spec {

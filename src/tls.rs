@@ -34,6 +34,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
 
+mod explain;
+pub use explain::{explain, explain_io};
+
 /// The TLS state the server shares: the current configuration, and what to rebuild it from.
 #[derive(Clone)]
 pub struct Tls {
@@ -46,7 +49,7 @@ pub struct Tls {
 /// naming the file (exit status 1 at startup; logged on SIGHUP).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot set up TLS: {0}")]
+    #[error("cannot set up TLS: {}", explain(.0))]
     Setup(rustls::Error),
     #[error("cannot read {flag}={}: {why}", .path.display())]
     Read {
@@ -56,7 +59,8 @@ pub enum TlsError {
     },
     #[error("cannot use --sslca={}: {why}", .path.display())]
     Ca { path: PathBuf, why: CaProblem },
-    #[error("cannot use --sslkey={} with --sslcert={}: {why}", .key.display(), .cert.display())]
+    /// Also a certificate rustls cannot parse (X.509 v1) or a key type it cannot use.
+    #[error("cannot use --sslkey={} with --sslcert={}: {}", .key.display(), .cert.display(), explain(.why))]
     KeyMismatch {
         key: PathBuf,
         cert: PathBuf,
@@ -87,7 +91,7 @@ pub enum FileProblem {
 /// Why the CA file could not be used once read.
 #[derive(Debug, thiserror::Error)]
 pub enum CaProblem {
-    #[error("{0}")]
+    #[error("{}", explain(.0))]
     Cert(rustls::Error),
     #[error("{0}")]
     Verifier(rustls::server::VerifierBuilderError),

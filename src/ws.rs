@@ -25,7 +25,7 @@ use crate::child;
 use crate::config::{Program, Session};
 use crate::error::Refusal;
 use crate::state::{Conn, Endpoint};
-use crate::{env, memory, reap, relay, session, shared, stats};
+use crate::{env, memory, reap, relay, session, shared, shebang, stats};
 
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
 /// Small, because it is paid per idle connection: 2 KiB instead of 4 KiB took 12.0 to
@@ -141,10 +141,21 @@ pub fn accept(
     if let Some(id) = req.extensions().get::<env::Identity>() {
         env::add_identity(&mut vars, id);
     }
-    if program.pinned.is_some() {
+    if let Some(script) = &program.pinned {
         // `--dir`: a `#!` script runs from its checked descriptor, so its `$0` is
         // `/dev/fd/N`; this is where it lives.
         vars.push(("SCRIPT_FILENAME".into(), program.path.clone().into_os_string()));
+        let path = vars.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_os_str());
+        if let Ok(file) = script.open_read() {
+            if let Err(e) = shebang::check_file(file, path) {
+                let interpreter = e.interpreter().unwrap_or(std::path::Path::new("")).display();
+                tracing::error!(program = %program.path.display(), %interpreter, error = %e, "failed to start the program");
+                return Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "failed to start the program",
+                ));
+            }
+        }
     }
     let spawned = session::start(program, vars, size);
     let (child, stdio) = spawned.map_err(|e| {

@@ -145,7 +145,12 @@ impl Checked<'_> {
             None => None,
         };
         let hook = match (&cli.authcmd, self.url) {
-            (Some(cmd), _) => Program::resolve(Some(cmd.clone()), Vec::new())?.map(Hook::Cmd),
+            (Some(cmd), _) => {
+                // The hook gets the endpoint's --passenv, so its `#!` is checked against that PATH.
+                let passenv = super::read_passenv(&cli.passenv);
+                let child_path = passenv.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_ref());
+                Program::resolve(Some(cmd.clone()), Vec::new(), child_path)?.map(Hook::Cmd)
+            }
             (None, Some(url)) => Some(Hook::Url(url)),
             (None, None) => None,
         };

@@ -341,6 +341,8 @@ pub(super) fn settings(cli: &Cli) -> Result<Connect, ConfigError> {
         ("--address", !cli.address.is_empty()),
         ("--ssl", cli.ssl),
         ("--unixsocket", cli.unixsocket.is_some()),
+        ("--unixsocket-mode", cli.unixsocket_mode.is_some()),
+        ("--unixsocket-group", cli.unixsocket_group.is_some()),
         ("--trusted-proxy", !cli.trusted_proxy.is_empty()),
         ("--redirport", cli.redirport.is_some()),
         ("--staticdir", cli.staticdir.is_some()),

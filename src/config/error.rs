@@ -20,6 +20,7 @@ use crate::cli::ParseError;
 use crate::forwarded::CidrError;
 use crate::htpasswd::HtpasswdError;
 use crate::origin::OriginError;
+use crate::shebang::InterpreterError;
 
 /// Why the flags cannot be turned into a [`super::Config`].
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,10 @@ pub enum UsageError {
     SharedAndPty,
     #[error("--shared=ids prefixes lines: it needs line framing")]
     SharedIdsFraming,
+    #[error("--unixsocket-mode and --unixsocket-group need --unixsocket=PATH")]
+    UnixSocketOptionWithoutSocket,
+    #[error("invalid --unixsocket-mode={0}: expected octal permissions from 0 to 0777, e.g. 0660")]
+    UnixSocketMode(String),
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error(transparent)]
@@ -177,6 +182,9 @@ pub enum ResolveError {
     NotOnPath(String),
     #[error("cannot run {program}: {why}")]
     CannotRun { program: String, why: PathProblem },
+    /// PROGRAM's `#!` line names an interpreter that is not there (or not executable).
+    #[error("cannot run {program}: {why}")]
+    Interpreter { program: String, why: InterpreterError },
     /// `--dir`, `--staticdir` or `--cgidir`.
     #[error("cannot use {flag}={dir}: {why}")]
     Dir {
@@ -186,6 +194,10 @@ pub enum ResolveError {
     },
     #[error("cannot resolve --address={address}: {why}")]
     Address { address: String, why: AddressProblem },
+    #[error("--unixsocket-group={0}: no such group")]
+    NoGroup(String),
+    #[error("--unixsocket-group={group}: {}", lower_io(.why))]
+    GroupLookup { group: String, why: io::Error },
     #[error("--ssl: this wsbridge was built without TLS (cargo feature `tls`)")]
     NoTls,
     #[error("{0}: this wsbridge was built without access control (cargo feature `auth`)")]

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{PathProblem, ResolveError};
+use crate::shebang::InterpreterError;
 
 /// The program run for each connection.
 #[derive(Debug, Clone)]
@@ -24,10 +25,21 @@ pub struct Program {
 
 impl Program {
     /// PROGRAM and its arguments from the command line, looked up once (`None`: no PROGRAM).
-    pub(super) fn resolve(name: Option<OsString>, args: Vec<OsString>) -> Result<Option<Program>, ResolveError> {
+    /// Its `#!` line, if any, is checked too (see [`crate::shebang`]); `child_path` is
+    /// the `PATH` the program will get.
+    pub(super) fn resolve(
+        name: Option<OsString>,
+        args: Vec<OsString>,
+        child_path: Option<&std::ffi::OsStr>,
+    ) -> Result<Option<Program>, ResolveError> {
         let Some(name) = name else { return Ok(None) };
+        let path = resolve_program(&name)?;
+        check_interpreter(&path, child_path).map_err(|why| ResolveError::Interpreter {
+            program: Path::new(&name).display().to_string(),
+            why,
+        })?;
         Ok(Some(Program {
-            path: resolve_program(&name)?,
+            path,
             name,
             args,
             pinned: None,
@@ -75,6 +87,20 @@ fn resolve_program(name: &OsString) -> Result<PathBuf, ResolveError> {
     }
 }
 
+/// Reads the `#!` line of the file PROGRAM runs (by the same path, which is how it is
+/// spawned); a file wsbridge cannot read (execute-only) is left to the kernel.
+fn check_interpreter(path: &Path, child_path: Option<&std::ffi::OsStr>) -> Result<(), InterpreterError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    match file {
+        Ok(f) => crate::shebang::check_file(f, child_path),
+        Err(_) => Ok(()),
+    }
+}
+
 /// A directory flag's value, canonicalized (so later prefix checks compare real paths).
 pub(super) fn resolve_dir(dir: Option<&Path>, flag: &'static str) -> Result<Option<PathBuf>, ResolveError> {
     let Some(dir) = dir else { return Ok(None) };
@@ -97,6 +123,7 @@ pub fn is_executable_file(p: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::ResolveError;
     use crate::Config;
 
     #[test]
@@ -115,5 +142,26 @@ mod tests {
         assert!(e.contains("permission denied"), "{e}");
         let e = Config::for_program("/", &[]).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_named_at_startup() {
+        use std::os::unix::fs::PermissionsExt;
+        let script = std::env::temp_dir().join(format!("wsbridge-shebang-{}", std::process::id()));
+        std::fs::write(&script, "#!/no/such/python9 -u\nprint(1)\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = Config::for_program(script.to_str().unwrap(), &[]).unwrap_err();
+        std::fs::remove_file(&script).unwrap();
+        assert!(
+            matches!(e, crate::config::ConfigError::Resolve(ResolveError::Interpreter { .. })),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot run {}: its interpreter /no/such/python9 (from the #! line) does not exist",
+                script.display()
+            )
+        );
     }
 }

@@ -29,6 +29,10 @@ pub struct Serve {
     pub tcp: bool,
     /// `--unixsocket`.
     pub unix_socket: Option<PathBuf>,
+    /// `--unixsocket-mode`: the socket file's permission bits; `None` leaves the umask's.
+    pub unix_mode: Option<u32>,
+    /// `--unixsocket-group`, resolved to a group id.
+    pub unix_group: Option<u32>,
     /// `--redirport`: a plain-HTTP listener beside each TCP address that redirects (301).
     pub redirect_port: Option<u16>,
     /// `--ssl` with its files; `None` serves plain HTTP.
@@ -206,6 +210,10 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
     let metrics = cli.metrics.as_deref().map(parse_metrics).transpose()?;
     let access = access::check(cli)?;
     let origin = OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin).map_err(UsageError::from)?;
+    if cli.unixsocket.is_none() && (cli.unixsocket_mode.is_some() || cli.unixsocket_group.is_some()) {
+        return Err(UsageError::UnixSocketOptionWithoutSocket.into());
+    }
+    let unix_mode = cli.unixsocket_mode.as_deref().map(parse_mode).transpose()?;
 
     // The command line is right; now what it names.
     if tls.is_some() && !cfg!(feature = "tls") {
@@ -217,6 +225,8 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         port,
         tcp,
         unix_socket: cli.unixsocket.clone(),
+        unix_mode,
+        unix_group: cli.unixsocket_group.as_deref().map(resolve_group).transpose()?,
         // 0 is websocketd's "no redirect listener".
         redirect_port: cli.redirport.filter(|p| *p != 0),
         tls,
@@ -300,6 +310,30 @@ fn parse_shared(cli: &Cli, framing: Framing) -> Result<Option<Shared>, UsageErro
     Ok(Some(shared))
 }
 
+/// `--unixsocket-mode`: octal permission bits, at most 0777 (`0660`, `660`, `0o660`).
+fn parse_mode(s: &str) -> Result<u32, UsageError> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+        _ => Err(UsageError::UnixSocketMode(s.to_owned())),
+    }
+}
+
+/// `--unixsocket-group`: a group name from the group database, or a number.
+fn resolve_group(name: &str) -> Result<u32, ResolveError> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(ResolveError::NoGroup(name.to_owned())),
+        Err(e) => Err(ResolveError::GroupLookup {
+            group: name.to_owned(),
+            why: std::io::Error::from(e),
+        }),
+    }
+}
+
 fn resolve_addresses(addresses: &[String], port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
     let mut out = Vec::new();
     for a in addresses {
@@ -337,6 +371,26 @@ mod tests {
         let a = resolve_addresses(&["[::1]".into(), "127.0.0.1".into()], 9).unwrap();
         assert_eq!(a, vec!["[::1]:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap()]);
         assert!(!resolve_addresses(&["localhost".into()], 9).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unix_socket_modes_are_octal_and_groups_resolve() {
+        assert_eq!(parse_mode("0660").unwrap(), 0o660);
+        assert_eq!(parse_mode("660").unwrap(), 0o660);
+        assert_eq!(parse_mode("0o777").unwrap(), 0o777);
+        for bad in ["", "0o", "8", "0999", "1777", "rw-rw----", "-1"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_mode("0999").unwrap_err().to_string(),
+            "invalid --unixsocket-mode=0999: expected octal permissions from 0 to 0777, e.g. 0660"
+        );
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert_eq!(resolve_group("33").unwrap(), 33);
+        assert_eq!(
+            resolve_group("no-such-group-xyz").unwrap_err().to_string(),
+            "--unixsocket-group=no-such-group-xyz: no such group"
+        );
     }
 
     #[test]

@@ -68,23 +68,23 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// A TLS failure as one line, with a hint for the usual certificate problems.
+/// A TLS failure as one line in words (see [`crate::tls::explain`]), with a hint for the
+/// usual certificate problems.
 pub fn describe(e: &std::io::Error) -> String {
     let hint = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(c)) => match c {
-            rustls::CertificateError::UnknownIssuer => " (not signed by a trusted CA: give its CA with --sslca=FILE)",
+            rustls::CertificateError::UnknownIssuer => " (give its CA with --sslca=FILE)",
             rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. } => {
                 " (the certificate is for another name: connect by a name it lists)"
             }
             rustls::CertificateError::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
-                " (the server presents a CA certificate, as `openssl req -x509` makes by default; \
-                 give it a leaf certificate, or use --insecure for a test)"
+                " (or use --insecure for a test)"
             }
             _ => "",
         },
         _ => "",
     };
-    format!("{e}{hint}")
+    format!("{}{hint}", crate::tls::explain_io(e, "server certificate"))
 }
 
 /// `--insecure`: accepts any certificate, but still checks that the handshake was signed

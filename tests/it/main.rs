@@ -27,6 +27,7 @@ mod pty_and_subprotocols;
 mod relay;
 mod script_dir;
 mod shared;
+mod startup;
 mod static_files;
 mod tls;
 mod upstream;

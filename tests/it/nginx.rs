@@ -49,19 +49,24 @@ impl Nginx {
     /// `proxy_read_timeout` set to `read_timeout`. nginx cannot listen on port 0, so a
     /// port that was just free is tried, and another if that one was taken meanwhile.
     fn start(bin: &Path, servers: &[String], read_timeout: &str) -> Nginx {
+        Self::start_as(bin, servers, read_timeout, "root")
+    }
+
+    /// [`Nginx::start`] with its worker running as `user` (when the test runs as root).
+    fn start_as(bin: &Path, servers: &[String], read_timeout: &str, user: &str) -> Nginx {
         for _ in 0..5 {
             let port = {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
                 l.local_addr().expect("addr").port()
             };
-            if let Some(n) = Self::try_start(bin, port, servers, read_timeout) {
+            if let Some(n) = Self::try_start(bin, port, servers, read_timeout, user) {
                 return n;
             }
         }
         panic!("nginx did not start on any of 5 ports");
     }
 
-    fn try_start(bin: &Path, port: u16, servers: &[String], read_timeout: &str) -> Option<Nginx> {
+    fn try_start(bin: &Path, port: u16, servers: &[String], read_timeout: &str, user: &str) -> Option<Nginx> {
         let dir = TempDir::new("nginx");
         let site = readme_site();
         let upstream: String = servers.iter().map(|s| format!("    server {s};\n")).collect();
@@ -74,7 +79,7 @@ impl Nginx {
         );
         let d = dir.0.display();
         let conf = format!(
-            "user root;\nworker_processes 1;\nerror_log {d}/error.log info;\n\
+            "user {user};\nworker_processes 1;\nerror_log {d}/error.log info;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n\
              access_log off;\n\
@@ -248,6 +253,78 @@ async fn nginx_over_a_unix_socket() {
         nginx.error_log()
     );
     echo(&mut c, "through nginx and a unix socket").await;
+}
+
+/// nginx's worker as an unprivileged user (www-data, else nobody) reaches wsbridge's
+/// socket through `--unixsocket-mode=0660 --unixsocket-group`; without them the file
+/// keeps the umask's mode and root as its group, and the worker is refused (502).
+#[tokio::test]
+async fn nginx_as_an_unprivileged_user_over_a_unix_socket_with_its_mode_and_group() {
+    let bin = need_nginx!();
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: nginx cannot switch its worker to another user; skipping");
+        return;
+    }
+    let Some((user, group)) = [("www-data", "www-data"), ("nobody", "nogroup")]
+        .into_iter()
+        .find(|(u, _)| nix::unistd::User::from_name(u).ok().flatten().is_some())
+    else {
+        eprintln!("no www-data or nobody user; skipping");
+        return;
+    };
+    let dir = TempDir::new("nginx-unix-user");
+    let sock = dir.path("wsbridge.sock");
+    let arg = format!("--unixsocket={}", sock.display());
+    let group_arg = format!("--unixsocket-group={group}");
+    let mut args = vec![
+        arg.as_str(),
+        "--trusted-proxy=unix",
+        "--unixsocket-mode=0660",
+        &group_arg,
+    ];
+    args.extend(REPORTER);
+    let ws = Proc::start(&args, &[], 1);
+    let meta = std::fs::metadata(&sock).expect("socket file");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let gid = nix::unistd::Group::from_name(group)
+        .expect("group")
+        .expect("group exists")
+        .gid;
+    assert_eq!(meta.gid(), gid.as_raw());
+    let nginx = Nginx::start_as(
+        &bin,
+        &[format!("unix:{}", sock.display())],
+        "60s",
+        &format!("{user} {group}"),
+    );
+    let mut c = client_via(&nginx, &[]).await;
+    let r = report(&mut c).await;
+    assert_eq!(
+        r[..3],
+        ["127.0.0.2", "", "off"],
+        "{r:?}; nginx log:\n{}",
+        nginx.error_log()
+    );
+    echo(&mut c, "through nginx as an unprivileged worker").await;
+    drop((c, nginx, ws));
+
+    // The default stays as it was: the worker cannot connect.
+    let dir = TempDir::new("nginx-unix-default");
+    let sock = dir.path("wsbridge.sock");
+    let arg = format!("--unixsocket={}", sock.display());
+    let mut args = vec![arg.as_str()];
+    args.extend(REPORTER);
+    let _ws = Proc::start(&args, &[], 1);
+    let nginx = Nginx::start_as(
+        &bin,
+        &[format!("unix:{}", sock.display())],
+        "60s",
+        &format!("{user} {group}"),
+    );
+    let answer = crate::common::rawhttp::get(nginx.addr, "/").await;
+    assert_eq!(answer.status, 502, "{}", nginx.error_log());
+    assert!(nginx.error_log().contains("Permission denied"), "{}", nginx.error_log());
 }
 
 /// Reads (answering pings) for `d`; returns how the stream ended, if it did.

@@ -1,6 +1,6 @@
 //! `--subprotocol` negotiation (101 header, `WEBSOCKET_PROTOCOL`,
 //! refusal) and `--pty` (line-buffered output, window size, no echo, Ctrl-D on close,
-//! the stop ladder, `TERM`).
+//! the stop ladder, `TERM=dumb` unless `--passenv` passes one, a readline program).
 
 use std::time::Duration;
 
@@ -227,7 +227,7 @@ async fn pty_client_close_sends_eof_then_the_ladder_and_term_is_set() {
     let mut ws = connect(&server.url("/")).await;
     let first = recv_text(&mut ws).await;
     let (pid, term) = first.split_once(' ').expect("pid and TERM");
-    assert_eq!(term, "xterm");
+    assert_eq!(term, "dumb");
     let pid: i32 = pid.parse().expect("pid");
     within(STEP, ws.close(None)).await.expect("close");
     assert!(gone_within(pid, LADDER).await, "pty program still running");
@@ -288,4 +288,44 @@ async fn the_protocol_example_reports_the_agreed_subprotocol() {
     assert_eq!(recv_text(&mut ws).await, "hi");
     drop(ws);
     server.stop().await;
+}
+
+/// A readline program on `--pty` (`bc`, or Python's interactive prompt where there is no
+/// `bc`): with `TERM=dumb` it sends no terminal escapes (bracketed paste `ESC[?2004h`,
+/// which readline 8.1+ turns on for other terminals), so a message round-trips as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_readline_program_sends_no_escape_sequences() {
+    let (argv, input, answer) = match std::path::Path::new("/usr/bin/bc").exists() {
+        true => (vec!["/usr/bin/bc", "-q"], "1+2", "3"),
+        false => (vec![python(), "-i", "-q"], "print(6*7)", "42"),
+    };
+    let server = TestServer::start(&[&["--pty"][..], &argv].concat()).await;
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, input).await;
+    let mut seen = Vec::new();
+    loop {
+        let line = recv_text(&mut ws).await;
+        let done = line.ends_with(answer);
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().all(|l| !l.contains('\x1b')),
+        "terminal escapes sent as messages: {seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some(answer), "{seen:?}");
+    drop(ws);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_term_comes_from_passenv_when_passed() {
+    let server = BinServer::start_with_env(
+        &["--pty", "--passenv=PATH,TERM", "sh", "-c", "echo \"$TERM\""],
+        &[("TERM", "xterm-256color")],
+    );
+    let mut ws = connect(&server.url("/")).await;
+    assert_eq!(recv_text(&mut ws).await, "xterm-256color");
 }
