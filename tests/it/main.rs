@@ -12,6 +12,7 @@ mod confinement;
 mod deploy;
 mod env;
 mod faults;
+mod help;
 mod hostile;
 mod http;
 mod interop;
