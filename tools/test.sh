@@ -5,7 +5,8 @@
 # (tools/fuzz.sh), and tiny runs of the benchmark harness and tools/permsg.py. Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
-# (tests/outbound.rs), and the musl std and musl-tools (tools/static.sh).
+# (tests/outbound.rs), zsh and fish (completion tests), groff (man page test), and the musl
+# std and musl-tools (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,9 @@ command -v websocketd >/dev/null || apt_install websocketd "for the benchmark co
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx "for tests/nginx.rs"
 command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
 [ -x /usr/bin/chromium ] || apt_install chromium "for tests/browser.rs"
+command -v zsh >/dev/null || apt_install zsh "for tests/it/completions.rs (zsh -n)"
+command -v fish >/dev/null || apt_install fish "for tests/it/completions.rs (fish -n)"
+command -v groff >/dev/null || apt_install groff-base "for tests/it/cli.rs (the man page rendered)"
 # The musl std and C compiler for tools/static.sh. Without the std (rustup cannot reach
 # its server) the static build is made with glibc instead, and says so.
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then

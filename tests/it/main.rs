@@ -8,6 +8,7 @@ mod common;
 mod browser;
 mod cgi;
 mod cli;
+mod completions;
 mod confinement;
 mod deploy;
 mod env;
