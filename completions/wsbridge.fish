@@ -10,7 +10,7 @@ binary\t''
 lenprefix\t''"
 complete -c wsbridge -l binary -d 'Raw bytes as binary messages (--framing=binary)' -r -f -a "true\t''
 false\t''"
-complete -c wsbridge -l passenv -d 'Variables of wsbridge\'s passed to the program' -r
+complete -c wsbridge -l passenv -d 'wsbridge\'s variables the program gets' -r
 complete -c wsbridge -l passstderr -d 'Send stderr to the client too, as JSON' -r -f -a "true\t''
 false\t''"
 complete -c wsbridge -l pty -d 'Run the program on a pseudo-terminal' -r -f -a "true\t''

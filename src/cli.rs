@@ -133,7 +133,7 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", help_heading = "Program and framing", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub binary: bool,
 
-    /// Variables of wsbridge's passed to the program
+    /// wsbridge's variables the program gets
     ///
     /// Comma-separated names of wsbridge's own environment variables passed to the program
     /// (replaces the default; HTTPS is never passed).

@@ -5,8 +5,8 @@
 # (tools/fuzz.sh), and tiny runs of the benchmark harness and tools/permsg.py. Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
-# (tests/outbound.rs), zsh and fish (completion tests), groff (man page test), and the musl
-# std and musl-tools (tools/static.sh).
+# (tests/outbound.rs), zsh and fish (completion tests), groff (man page test), cargo-deb
+# (tools/deb.sh), and the musl std and musl-tools (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,10 @@ command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
 command -v zsh >/dev/null || apt_install zsh "for tests/it/completions.rs (zsh -n)"
 command -v fish >/dev/null || apt_install fish "for tests/it/completions.rs (fish -n)"
 command -v groff >/dev/null || apt_install groff-base "for tests/it/cli.rs (the man page rendered)"
+command -v cargo-deb >/dev/null || {
+  echo "tools/test.sh: installing cargo-deb (cargo install) for tools/deb.sh"
+  cargo install cargo-deb --locked --quiet
+}
 # The musl std and C compiler for tools/static.sh. Without the std (rustup cannot reach
 # its server) the static build is made with glibc instead, and says so.
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
@@ -49,6 +53,7 @@ cargo clippy --all-targets -- -D warnings
 cargo test
 tools/minimal.sh
 tools/static.sh
+tools/deb.sh
 tools/autobahn.sh
 tools/fuzz.sh 60
 cargo bench --bench compare -- --quick
