@@ -23,7 +23,7 @@ _wsbridge() {
 
     case "${cmd}" in
         wsbridge)
-            opts="-h -V --port --address --unixsocket --redirport --threads --dir --framing --binary --passenv --passstderr --pty --subprotocol --shared --sharedqueue --closems --origin --sameorigin --maxforks --maxframesize --pingms --ssl --sslcert --sslkey --sslca --staticdir --cgidir --cgitimeout --devconsole --header --header-ws --header-http --trusted-proxy --upstream --connect --proxy --reconnect --insecure --connect-timeout --loglevel --help --version"
+            opts="-h -V --port --address --unixsocket --redirport --threads --dir --framing --binary --passenv --passstderr --pty --subprotocol --shared --sharedqueue --closems --origin --sameorigin --maxforks --maxframesize --pingms --ssl --sslcert --sslkey --sslca --staticdir --cgidir --cgitimeout --devconsole --header --header-ws --header-http --trusted-proxy --upstream --connect --proxy --reconnect --insecure --connect-timeout --loglevel --metrics --maxperclient --ratelimit --idletimeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +183,22 @@ _wsbridge() {
                     ;;
                 --loglevel)
                     COMPREPLY=($(compgen -W "debug trace access info error fatal none" -- "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --maxperclient)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ratelimit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idletimeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

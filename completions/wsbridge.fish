@@ -54,5 +54,9 @@ info\t''
 error\t''
 fatal\t''
 none\t''"
+complete -c wsbridge -l metrics -d 'Serve Prometheus metrics on ADDR (IP:PORT)' -r
+complete -c wsbridge -l maxperclient -d 'Most sessions one client may have at once' -r
+complete -c wsbridge -l ratelimit -d 'Messages a second read from each client' -r
+complete -c wsbridge -l idletimeout -d 'Close a session idle for DURATION' -r
 complete -c wsbridge -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c wsbridge -s V -l version -d 'Print version'

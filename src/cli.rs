@@ -7,13 +7,14 @@
 //! a resolved `Config`, and the usage errors it finds are printed here, as clap prints its
 //! own ([`Cli::exit_usage`]), since no other module touches clap.
 //!
-//! Help conventions (tests in tests/it/cli.rs hold them): every flag has a
+//! Help conventions (tests in tests/it/help.rs and cli.rs hold them): every flag has a
 //! `help_heading` from [`HEADINGS`]; a field's doc comment starts with a one-line summary
 //! (what `-h` shows, one line per flag at 80 columns, so keep it under ~45 characters)
 //! and may go on in more paragraphs (what `--help` adds). Defaults and possible values
 //! are shown by `--help` only ([`command`] moves them there). A new field goes at the end
 //! of [`Cli`], before `program`; its heading places it in its group.
 
+mod help;
 mod parse;
 pub mod value;
 
@@ -21,16 +22,16 @@ use std::ffi::OsString;
 use std::fmt::Display;
 use std::path::PathBuf;
 
-use clap::builder::StyledStr;
 use clap::error::ErrorKind;
-use clap::{Arg, Command, CommandFactory, FromArgMatches, Parser};
+use clap::{Command, FromArgMatches, Parser};
 
 use value::{number, MAX_BYTES, MAX_FORKS, MAX_MS, MAX_SECS};
 
+pub use help::command;
 pub use parse::{Unsupported, UNSUPPORTED};
 
-/// The help headings, in the order `--help` shows them. "Access control" has no flag yet
-/// (clap shows no empty heading).
+/// The help headings, in the order `--help` shows them (clap shows a heading only once a
+/// flag has it).
 pub const HEADINGS: &[&str] = &[
     "Listening",
     "Program and framing",
@@ -42,22 +43,6 @@ pub const HEADINGS: &[&str] = &[
     "Logging and metrics",
     "Access control",
 ];
-
-const EXAMPLES: &str = "\
-Examples:
-  wsbridge --port=8080 ./count.sh
-      Each connection to ws://HOST:8080/ runs ./count.sh.
-  wsbridge --port=8080 --staticdir=www --origin=example.com ./app -v
-      Also serve www/ over HTTP; WebSockets from example.com only; -v is ./app's.
-  wsbridge --unixsocket=/run/wsbridge.sock --trusted-proxy=unix ./app
-      Behind nginx on a Unix socket, with the client addresses nginx forwards.
-  wsbridge --port=8080 --dir=scripts
-      Every executable under scripts/ is an endpoint at its path.
-  echo hi | wsbridge --connect=ws://localhost:8080/
-      Send one line to a WebSocket server and print what comes back.
-
-Exit status: 0 stopped by a signal; 1 what the flags name cannot be used;
-2 usage error; 3 cannot listen. Everything else: man wsbridge.";
 
 /// Turn any program that reads stdin and writes stdout into a WebSocket endpoint.
 #[derive(Parser, Debug, Clone)]
@@ -71,7 +56,7 @@ Exit status: 0 stopped by a signal; 1 what the flags name cannot be used;
         PROGRAM, even words that look like flags. Flags may be written with one dash \
         (-port=8080), and booleans as --flag, --flag=true or --flag=false.",
     after_help = "--help shows more detail, defaults and examples; man wsbridge has everything.",
-    after_long_help = EXAMPLES
+    after_long_help = help::EXAMPLES
 )]
 pub struct Cli {
     // ---- Listening
@@ -362,7 +347,37 @@ pub struct Cli {
           value_parser = ["debug", "trace", "access", "info", "error", "fatal", "none"])]
     pub loglevel: String,
 
-    // ---- New flags go here, each with its help_heading.
+    /// Serve Prometheus metrics on ADDR (IP:PORT)
+    ///
+    /// At http://ADDR/metrics, on a listener of their own, never the public port (e.g.
+    /// 127.0.0.1:9100; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", help_heading = "Logging and metrics")]
+    pub metrics: Option<String>,
+
+    // ---- Access control
+    /// Most sessions one client may have at once
+    ///
+    /// A client is an IPv4 address or an IPv6 /64; behind --trusted-proxy, the forwarded
+    /// client. Over it, upgrades get 429. 1 to 4194304. [default: no limit]
+    #[arg(long, value_name = "N", help_heading = "Access control",
+          value_parser = number::<usize>(1, MAX_FORKS))]
+    pub maxperclient: Option<usize>,
+
+    /// Messages a second read from each client
+    ///
+    /// N/s or N/s:BURST (default burst: N). A faster client is read more slowly (TCP
+    /// backpressure); nothing is dropped. [default: no limit]
+    #[arg(long, value_name = "RATE", help_heading = "Access control")]
+    pub ratelimit: Option<String>,
+
+    /// Close a session idle for DURATION
+    ///
+    /// Close with 1001 when neither side has sent a message for DURATION (500ms, 30s, 5m,
+    /// 1h; a bare number is seconds). Pings do not count. [default: no limit]
+    #[arg(long, value_name = "DURATION", help_heading = "Access control")]
+    pub idletimeout: Option<String>,
+
+    // ---- New flags go here, each with its help_heading; a number takes value::number.
     /// The program to run for each connection
     ///
     /// Optional with --dir, --staticdir, --cgidir, --devconsole or --connect.
@@ -379,42 +394,6 @@ pub struct Cli {
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct ParseError(#[from] clap::Error);
-
-/// clap's [`Command`] for wsbridge, as users see it: [`Cli`]'s, with each flag's default
-/// and possible values moved from `-h` (one line per flag) to `--help`, and no
-/// `[possible values: true, false]` on booleans. Parsing, usage errors, the help texts
-/// and the shell completions all use this one.
-pub fn command() -> Command {
-    Cli::command().mut_args(long_help_details)
-}
-
-fn long_help_details(arg: Arg) -> Arg {
-    if arg.is_positional() {
-        return arg;
-    }
-    let mut details = Vec::new();
-    let defaults: Vec<_> = arg.get_default_values().iter().map(|v| v.to_string_lossy()).collect();
-    if !defaults.is_empty() {
-        details.push(format!("[default: {}]", defaults.join(",")));
-    }
-    let values: Vec<_> = arg
-        .get_possible_values()
-        .iter()
-        .map(|v| v.get_name().to_owned())
-        .collect();
-    let boolean = values == ["true", "false"];
-    if !values.is_empty() && !boolean {
-        details.push(format!("[possible values: {}]", values.join(", ")));
-    }
-    let summary = arg.get_help().map(ToString::to_string).unwrap_or_default();
-    let mut long = arg.get_long_help().map(ToString::to_string).unwrap_or(summary);
-    if !details.is_empty() {
-        long = format!("{long} {}", details.join(" "));
-    }
-    arg.hide_default_value(true)
-        .hide_possible_values(true)
-        .long_help(StyledStr::from(long))
-}
 
 impl Cli {
     /// Parse like websocketd: Go-style single-dash long flags are accepted, and the first

@@ -20,6 +20,7 @@
 #[cfg(feature = "connect")]
 pub mod connect;
 mod error;
+mod limits;
 mod program;
 mod serve;
 
@@ -32,6 +33,7 @@ use hyper::http::{HeaderName, HeaderValue};
 #[cfg(feature = "connect")]
 pub use self::connect::Connect;
 pub use self::error::{AddressProblem, ConfigError, HeaderProblem, PathProblem, ResolveError, UsageError};
+pub use self::limits::{parse_duration, RateLimit, ValueProblem};
 pub use self::program::{is_executable_file, Program};
 pub use self::serve::{ExtraHeaders, Serve, Shared, TlsFiles, Upstream, UpstreamError};
 use crate::cli::Cli;
@@ -80,6 +82,10 @@ pub struct Session {
     /// `--subprotocol`, in our order; empty = offers are ignored. With `--connect`, the
     /// protocols to offer (`all` only).
     pub subprotocols: Subprotocols,
+    /// `--ratelimit`: how fast the peer's messages are read.
+    pub rate_limit: Option<RateLimit>,
+    /// `--idletimeout`: close when no message went either way for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `--subprotocol` lists: one for every endpoint, and with `--dir` one per script path.
@@ -130,6 +136,8 @@ impl TryFrom<Cli> for Config {
             return Err(UsageError::Zero("--maxframesize").into());
         }
         let subprotocols = subprotocols(&cli.subprotocol, cli.dir.is_some())?;
+        let rate_limit = value(cli.ratelimit.as_deref(), "--ratelimit", RateLimit::parse)?;
+        let idle_timeout = value(cli.idletimeout.as_deref(), "--idletimeout", parse_duration)?;
         // Each mode checks its own flags first, then resolves what they name; PROGRAM is
         // looked up last, so that every usage error comes before any lookup's.
         let mode = match cli.connect.is_some() {
@@ -146,6 +154,8 @@ impl TryFrom<Cli> for Config {
             pass_stderr: cli.passstderr,
             pty: cli.pty,
             subprotocols,
+            rate_limit,
+            idle_timeout,
         };
         Ok(Config {
             session,
@@ -187,6 +197,22 @@ fn log_level(name: &str) -> LogLevel {
         "none" => LogLevel::None,
         _ => LogLevel::Access,
     }
+}
+
+/// An optional flag's value, parsed; a bad one is a usage error naming the flag.
+fn value<T>(
+    raw: Option<&str>,
+    flag: &'static str,
+    parse: impl Fn(&str) -> Result<T, ValueProblem>,
+) -> Result<Option<T>, UsageError> {
+    raw.map(|v| {
+        parse(v).map_err(|why| UsageError::Value {
+            flag,
+            value: v.to_owned(),
+            why,
+        })
+    })
+    .transpose()
 }
 
 fn framing(binary: bool, mode: Option<&str>) -> Result<Framing, UsageError> {

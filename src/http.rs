@@ -32,6 +32,7 @@ use crate::config::Program;
 use crate::error::Refusal;
 use crate::route;
 use crate::state::{Conn, Endpoint};
+use crate::stats;
 use crate::ws::{self, Target};
 use crate::{cgi, console, statics, upstream};
 
@@ -44,6 +45,7 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
     tracing::Span::current().record("path", path.as_str());
     let method = req.method().clone();
     let extra = &ep.serve.headers;
+    let upgrade_request = ws::is_upgrade(req.headers());
     let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     let resp = if head_bytes > MAX_HEAD_BYTES {
         // hyper enforces its buffer limit only between reads; this makes the bound exact
@@ -62,6 +64,7 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
     } else {
         with_headers(plain(req, &ep, conn).await, &[&extra.all, &extra.http])
     };
+    stats::answered(upgrade_request, resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         tracing::info!(target: "wsbridge::access", %method, path, status = resp.status().as_u16(), "request");
     }

@@ -58,9 +58,11 @@ pub mod error;
 pub mod forwarded;
 pub mod framing;
 pub mod http;
+pub mod limit;
 pub mod listen;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod net;
 pub mod origin;
 #[cfg(feature = "connect")]
@@ -76,6 +78,7 @@ pub mod shared;
 pub mod shutdown;
 pub mod state;
 pub mod statics;
+pub mod stats;
 pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -26,6 +26,8 @@ pub enum Listener {
     Unix(UnixListener),
     /// `--redirport`: every request is answered with 301 to the main port `to_port`.
     Redirect { listener: TcpListener, to_port: u16 },
+    /// `--metrics`: Prometheus scrapes, plain HTTP.
+    Metrics(TcpListener),
 }
 
 impl From<TcpListener> for Listener {
@@ -42,8 +44,8 @@ impl From<UnixListener> for Listener {
 
 impl Listener {
     /// The startup line for this listener, in its stable format:
-    /// `listening on ws://ADDR/` (`wss://` over TLS), `listening on unix:PATH`, or
-    /// `redirecting http://ADDR/ to port N`.
+    /// `listening on ws://ADDR/` (`wss://` over TLS), `listening on unix:PATH`,
+    /// `redirecting http://ADDR/ to port N`, or `metrics on http://ADDR/metrics`.
     pub fn announcement(&self, tls: bool) -> String {
         match self {
             Listener::Tcp(l) => match l.local_addr() {
@@ -57,6 +59,10 @@ impl Listener {
             Listener::Redirect { listener, to_port } => match listener.local_addr() {
                 Ok(a) => format!("redirecting http://{a}/ to port {to_port}"),
                 Err(_) => format!("redirecting to port {to_port}"),
+            },
+            Listener::Metrics(l) => match l.local_addr() {
+                Ok(a) => format!("metrics on http://{a}/metrics"),
+                Err(_) => "metrics on an unknown TCP address".to_owned(),
             },
         }
     }
@@ -112,6 +118,14 @@ impl SocketFile {
             }
         }
     }
+}
+
+/// The `--metrics` listener, if asked for. Bound apart from [`bind`] because it is
+/// bound even when systemd passes the main sockets. Errors are for exit status 3.
+pub fn bind_metrics(config: &Serve) -> Result<Option<Listener>, ListenError> {
+    let Some(addr) = config.metrics else { return Ok(None) };
+    let listener = TcpListener::bind(addr).map_err(|cause| ListenError::Tcp { addr, cause })?;
+    Ok(Some(Listener::Metrics(listener)))
 }
 
 /// Binds everything the configuration asks for. Errors are one line, for exit status 3.

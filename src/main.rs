@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e, 1),
     };
-    let (listeners, socket_file) = match activated {
+    let (mut listeners, socket_file) = match activated {
         Ok(Some(inherited)) => {
             tracing::info!(sockets = inherited.len(), "using sockets from systemd (LISTEN_FDS)");
             (inherited, None)
@@ -53,6 +53,10 @@ fn main() -> ExitCode {
         },
         Err(e) => return fail(e, 3),
     };
+    match listen::bind_metrics(&settings) {
+        Ok(metrics) => listeners.extend(metrics),
+        Err(e) => return fail(e, 3),
+    }
     let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(code) => return code,

@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::time::timeout;
 
 use crate::child::Child;
+use crate::stats;
 
 /// The ladder's steps: how long to wait, then which signal to send.
 const LADDER: [(Duration, Signal); 3] = [
@@ -79,7 +80,11 @@ pub async fn stop(mut child: Child, grace: Duration) -> Stopped {
 pub fn collect(child: Child) -> io::Result<ExitStatus> {
     // The leader is a zombie, so its group id cannot have been reused.
     child.signal_group(Signal::SIGKILL);
-    child.reap()
+    let status = child.reap();
+    if let Ok(s) = &status {
+        stats::exited(s);
+    }
+    status
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::framing::{self, Decoder, FrameError};
 pub use crate::framing::{Framing, LineFramer};
+use crate::stats;
 
 /// Largest single read from the program's output; also the largest `--binary` message
 /// the server sends (the size of a default Linux pipe buffer).
@@ -43,17 +44,30 @@ pub const READ_CHUNK: usize = 64 * 1024;
 pub const STDIN_BATCH: usize = 64 * 1024;
 
 /// Messages and payload bytes that went one way. Shared, so the session can watch a
-/// pump's progress while it runs.
+/// pump's progress while it runs. With `--metrics` each message is also added to the
+/// process's total for that direction ([`crate::stats`]): two more relaxed atomic adds.
 #[derive(Debug, Default)]
 pub struct Counters {
     messages: AtomicU64,
     bytes: AtomicU64,
+    total: Option<&'static stats::Flow>,
 }
 
 impl Counters {
+    /// Counters that also add to `total` (see [`stats::flows`]).
+    pub fn adding_to(total: Option<&'static stats::Flow>) -> Self {
+        Counters {
+            total,
+            ..Counters::default()
+        }
+    }
+
     pub(crate) fn add(&self, payload: usize) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(payload as u64, Ordering::Relaxed);
+        if let Some(total) = self.total {
+            total.add(payload);
+        }
     }
 
     pub fn messages(&self) -> u64 {

@@ -26,10 +26,12 @@ use crate::body::{self, Body};
 use crate::config::{Config, Mode, Serve, Session};
 use crate::http;
 use crate::listen::Listener;
+use crate::metrics;
 use crate::net::Peer;
 use crate::reap;
 use crate::session::CLOSE_TIMEOUT;
 use crate::state::{Conn, Endpoint};
+use crate::stats;
 
 #[cfg(feature = "tls")]
 pub use crate::tls::{Tls, TlsError};
@@ -119,6 +121,13 @@ pub async fn serve(
             Listener::Unix(l) => {
                 l.set_nonblocking(true)?;
                 (Acceptor::Unix(UnixListener::from_std(l)?), Kind::Main(None))
+            }
+            Listener::Metrics(l) => {
+                l.set_nonblocking(true)?;
+                stats::enable();
+                let l = TcpListener::from_std(l)?;
+                accepting.push(tokio::spawn(metrics::serve(l, Arc::clone(&ep))));
+                continue;
             }
             Listener::Redirect { listener, to_port } => {
                 listener.set_nonblocking(true)?;
@@ -258,8 +267,14 @@ async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoi
             match handshake {
                 Ok(Ok(stream)) => serve_main(stream, Conn { tls: true, ..conn }, ep).await,
                 // One access line per connection that never got to HTTP, as for requests.
-                Ok(Err(e)) => tracing::info!(target: "wsbridge::access", error = %e, "tls handshake failed"),
-                Err(_) => tracing::info!(target: "wsbridge::access", "tls handshake timed out"),
+                Ok(Err(e)) => {
+                    stats::tls_failed();
+                    tracing::info!(target: "wsbridge::access", error = %e, "tls handshake failed")
+                }
+                Err(_) => {
+                    stats::tls_failed();
+                    tracing::info!(target: "wsbridge::access", "tls handshake timed out")
+                }
             }
         }
         #[cfg(not(feature = "tls"))]

@@ -30,12 +30,15 @@ use tracing::Instrument;
 
 use crate::child::{self, Child, Stdio};
 use crate::config::{self, Program};
+use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
-use crate::{pipesize, pty, reap};
+use crate::{pipesize, pty, reap, stats};
 
 mod close;
 pub use close::CLOSE_TIMEOUT;
-pub(crate) use close::{close, close_for_exit, closing_for_input, closing_for_ping_timeout, Closing};
+pub(crate) use close::{
+    close, close_for_exit, closing_for_idle, closing_for_input, closing_for_ping_timeout, log_held, Closing,
+};
 
 /// After the program exits, how long its output may make no progress before the session
 /// stops waiting for EOF.
@@ -51,6 +54,8 @@ enum Ending {
     Input(InEnd),
     /// No frame from the client for two ping intervals.
     PingTimeout,
+    /// `--idletimeout`: no message either way for that long.
+    Idle,
     Shutdown,
 }
 
@@ -205,10 +210,12 @@ async fn session(
         false => (None, None),
     };
     let stderr_task = stderr.map(|stderr| tokio::spawn(child::log_stderr(stderr, stderr_tx).in_current_span()));
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
+    let mut stream = Paced::new(stream, settings.rate_limit);
     let liveness = Liveness::default();
     let ping = settings.ping_interval;
-    let (sent, received) = (Counters::default(), Counters::default());
+    let (sent, received) = stats::flows();
+    let (sent, received) = (Counters::adding_to(sent), Counters::adding_to(received));
     let mut exited = false;
 
     let ending = {
@@ -243,6 +250,7 @@ async fn session(
                 Ending::Output(Box::pin(drain(out, &sent)).await)
             }
             () = or_pending(ping.map(|every| relay::watchdog(every, &liveness))) => Ending::PingTimeout,
+            () = or_pending(settings.idle_timeout.map(|limit| idle(limit, || sent.messages() + received.messages()))) => Ending::Idle,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
         // Leaving this block drops the input pump and with it the program's stdin.
@@ -252,8 +260,10 @@ async fn session(
     let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
     let was_shutdown = matches!(ending, Ending::Shutdown);
     let failed = !was_shutdown && !matches!(ending, Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)));
+    log_held(stream.held());
     let early: Closing = match ending {
         Ending::PingTimeout => closing_for_ping_timeout(),
+        Ending::Idle => closing_for_idle(settings.idle_timeout),
         Ending::Output(OutEnd::Socket(e)) => {
             tracing::debug!(error = %e, "sending to the client failed");
             Closing::Drop

@@ -46,6 +46,7 @@ use crate::framing::{Decoder, Framing};
 use crate::reap;
 use crate::relay;
 use crate::session;
+use crate::stats;
 
 pub use self::client::run_client;
 
@@ -119,6 +120,7 @@ pub struct Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         lock(&self.hub.members).map.remove(&self.id);
+        stats::shared_client(false);
     }
 }
 
@@ -190,6 +192,7 @@ impl Hub {
             );
         }
         self.start();
+        stats::shared_client(true);
         Ok(Membership {
             hub: Arc::clone(self),
             id,
@@ -396,6 +399,7 @@ impl Hub {
             .reason
             .set(format!("too slow: {waiting} bytes of output waiting (--sharedqueue)"));
         m.kick.token.cancel();
+        stats::shared_dropped();
         false
     }
 

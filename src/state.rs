@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Serve, Session};
 use crate::error::Refusal;
+use crate::limit::{ClientKey, ClientSlot, PerClient};
 use crate::net::Peer;
 use crate::shared;
 
@@ -38,6 +39,8 @@ pub struct Endpoint {
     last_id: AtomicU64,
     /// `--shared`: the one program every connection joins.
     pub hub: Option<Arc<shared::Hub>>,
+    /// `--maxperclient`: sessions open per client address.
+    per_client: Option<Arc<PerClient>>,
 }
 
 /// One accepted TCP (or TLS) connection.
@@ -62,6 +65,7 @@ impl Endpoint {
         let hub = serve
             .shared
             .map(|settings| shared::Hub::new(&session, settings, shutdown.clone(), sessions.clone()));
+        let per_client = serve.max_per_client.map(PerClient::new);
         Endpoint {
             forks: serve.max_forks.map(|n| Arc::new(Semaphore::new(n))),
             session,
@@ -71,6 +75,7 @@ impl Endpoint {
             id_base,
             last_id: AtomicU64::new(0),
             hub,
+            per_client,
         }
     }
 
@@ -82,6 +87,30 @@ impl Endpoint {
     /// `UNIQUE_ID` for a request on `conn`.
     pub fn unique_id(&self, conn: &Conn) -> u64 {
         self.id_base.wrapping_add(conn.id)
+    }
+
+    /// Takes one of `conn`'s client's `--maxperclient` places for a session; `Ok(None)`
+    /// when unlimited. Over the limit: a 429 refusal, before anything starts.
+    pub fn client_slot(&self, conn: &Conn) -> Result<Option<ClientSlot>, Refusal> {
+        let Some(table) = &self.per_client else { return Ok(None) };
+        let key = ClientKey::of(&conn.peer);
+        match table.take(key) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                let limit = table.max();
+                tracing::warn!(target: "wsbridge::ws", client = %key, limit, "--maxperclient reached; upgrade refused");
+                Err(Refusal::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many sessions from this client: {limit} are open (--maxperclient)"),
+                ))
+            }
+        }
+    }
+
+    /// `--maxforks`: the slots in use and the limit; `None` when unlimited.
+    pub fn fork_slots(&self) -> Option<(usize, usize)> {
+        let (forks, limit) = (self.forks.as_ref()?, self.serve.max_forks?);
+        Some((limit.saturating_sub(forks.available_permits()), limit))
     }
 
     /// Takes one `--maxforks` slot (sessions and CGI runs share them); `Ok(None)` when

@@ -25,7 +25,7 @@ use crate::child;
 use crate::config::{Program, Session};
 use crate::error::Refusal;
 use crate::state::{Conn, Endpoint};
-use crate::{env, memory, reap, relay, session, shared};
+use crate::{env, memory, reap, relay, session, shared, stats};
 
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
 /// Small, because it is paid per idle connection: 2 KiB instead of 4 KiB took 12.0 to
@@ -88,6 +88,7 @@ pub fn accept(
     if ep.shutdown.is_cancelled() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
+    let client_slot = ep.client_slot(&conn)?;
     let permit = ep.fork_slot()?;
 
     if let Some(hub) = &ep.hub {
@@ -97,11 +98,15 @@ pub fn accept(
         let on_upgrade = hyper::upgrade::on(&mut req);
         let ep2 = Arc::clone(ep);
         let live = memory::Live::count();
+        let route = stats::route(target.script_name);
         let tracked = hub.track(
             async move {
-                let (_permit, _live) = (permit, live);
+                let (_permit, _client, _live) = (permit, client_slot, live);
                 match upgrade(on_upgrade, &ep2.session).await {
-                    Ok(ws) => shared::run_client(ws, member, &ep2.session, &ep2.shutdown).await,
+                    Ok(ws) => {
+                        let _counted = stats::Live::start(route);
+                        shared::run_client(ws, member, &ep2.session, &ep2.shutdown).await
+                    }
                     Err(why) => tracing::info!(reason = why.to_string(), "upgrade did not complete"),
                 }
             }
@@ -149,13 +154,15 @@ pub fn accept(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ep2 = Arc::clone(ep);
     let live = memory::Live::count();
+    let route = stats::route(target.script_name);
     ep.sessions.spawn(
         async move {
-            let (_permit, _live) = (permit, live);
+            let (_permit, _client, _live) = (permit, client_slot, live);
             let ws = match upgrade(on_upgrade, &ep2.session).await {
                 Ok(ws) => ws,
                 Err(why) => return abandon(child, stdio, &ep2.session, &why).await,
             };
+            let _counted = stats::Live::start(route);
             session::run(ws, child, stdio, &ep2.session, &ep2.shutdown).await
         }
         .in_current_span(),

@@ -2,7 +2,7 @@
 """The server's cost per echoed message, for profiling; not a test (BENCHMARKS.md quotes it).
 
     tools/permsg.py BIN [--count N] [--size BYTES] [--inflight K] [--callgrind OUT]
-                        [--tls CERT KEY] [--churn]
+                        [--tls CERT KEY] [--churn] [--server-arg=ARG ...]
 
 Starts `BIN --port=0 --address=127.0.0.1 --loglevel=error cat` on loopback, sends N text
 messages of BYTES bytes (one line each) with K in flight, checks every echo, and prints the
@@ -12,7 +12,9 @@ instruction counts go to OUT (read them with callgrind_annotate); its CPU time i
 valgrind's. With --tls the server runs with `--ssl` and that certificate and key, and the
 client (which does not check the certificate) speaks wss://. With --churn it makes N
 connections one after another instead (connect, one echo, close) and prints the server's
-CPU time and context switches (all threads, /proc/PID/task/*/status) per connection. BIN
+CPU time and context switches (all threads, /proc/PID/task/*/status) per connection.
+--server-arg adds one flag to the server's command line (repeatable; e.g.
+--server-arg=--metrics=127.0.0.1:0 to measure the cost of metrics). BIN
 may also be websocketd: it then gets a free port, since it cannot take port 0. Needs
 Python's `websockets` (tools/test.sh installs it), and for --callgrind valgrind (which it
 does not: `apt-get install valgrind`).
@@ -106,6 +108,7 @@ def main():
     ap.add_argument("--callgrind", metavar="OUT")
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--churn", action="store_true")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="ARG")
     a = ap.parse_args()
     websocketd = os.path.basename(a.bin) == "websocketd"
     port = 0
@@ -116,6 +119,7 @@ def main():
     cmd = [a.bin, f"--port={port}", "--address=127.0.0.1", "--loglevel=error"]
     if a.tls:
         cmd += ["--ssl", f"--sslcert={a.tls[0]}", f"--sslkey={a.tls[1]}"]
+    cmd += a.server_arg
     cmd.append("cat")
     if a.callgrind:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.callgrind}"] + cmd

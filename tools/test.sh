@@ -5,8 +5,9 @@
 # (tools/fuzz.sh), and tiny runs of the benchmark harness and tools/permsg.py. Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
-# (tests/outbound.rs), zsh and fish (completion tests), groff (man page test), cargo-deb
-# (tools/deb.sh), and the musl std and musl-tools (tools/static.sh).
+# (tests/outbound.rs), promtool (Debian's prometheus, tests/metrics.rs), zsh and fish
+# (completion tests), groff (man page test), cargo-deb (tools/deb.sh), and the musl std
+# and musl-tools (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,11 +27,13 @@ apt_updated=
 apt_install() {
   echo "tools/test.sh: installing $1 (Debian package) $2"
   [ -n "$apt_updated" ] || { as_root apt-get update -qq && apt_updated=1; }
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${APT_OPTS:-} "$1" >/dev/null
 }
 command -v websocketd >/dev/null || apt_install websocketd "for the benchmark comparison"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx "for tests/nginx.rs"
 command -v tinyproxy >/dev/null || apt_install tinyproxy "for tests/outbound.rs"
+# promtool only; the server's recommends (node exporter, smartmontools, ...) are not needed.
+command -v promtool >/dev/null || APT_OPTS=--no-install-recommends apt_install prometheus "for tests/metrics.rs (promtool)"
 [ -x /usr/bin/chromium ] || apt_install chromium "for tests/browser.rs"
 command -v zsh >/dev/null || apt_install zsh "for tests/it/completions.rs (zsh -n)"
 command -v fish >/dev/null || apt_install fish "for tests/it/completions.rs (fish -n)"

@@ -352,6 +352,8 @@ pub(super) fn settings(cli: &Cli) -> Result<Connect, ConfigError> {
         ("--header-ws", !cli.header_ws.is_empty()),
         ("--header-http", !cli.header_http.is_empty()),
         ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
+        ("--maxperclient", cli.maxperclient.is_some()),
+        ("--metrics", cli.metrics.is_some()),
     ];
     if let Some((flag, _)) = server_only.iter().find(|(_, given)| *given) {
         return Err(UsageError::ServerFlag(flag).into());

@@ -14,6 +14,7 @@ use hyper::http::HeaderName;
 
 #[cfg(feature = "connect")]
 use super::connect::{ProxyUrlError, TargetError};
+use super::limits::ValueProblem;
 use super::serve::UpstreamError;
 use crate::cli::ParseError;
 use crate::forwarded::CidrError;
@@ -37,6 +38,14 @@ pub enum UsageError {
     /// `--maxframesize`, `--cgitimeout`, `--sharedqueue` or `--connect-timeout` was 0.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+
+    /// `--ratelimit`, `--idletimeout`, or another duration or rate.
+    #[error("invalid {flag}={value:?}: {why}")]
+    Value {
+        flag: &'static str,
+        value: String,
+        why: ValueProblem,
+    },
 
     // How the program's bytes are framed, in both modes.
     #[error("unknown --framing={0}")]
@@ -95,6 +104,8 @@ pub enum UsageError {
     TrustedProxy(#[from] CidrError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("invalid --metrics={0:?}: expected IP:PORT, e.g. 127.0.0.1:9100")]
+    MetricsAddress(String),
 
     // Connecting out.
     #[cfg(feature = "connect")]

@@ -50,8 +50,12 @@ pub struct Serve {
     pub max_forks: Option<usize>,
     /// `--shared`: one program for every client.
     pub shared: Option<Shared>,
+    /// `--maxperclient`: sessions one client address may have at once.
+    pub max_per_client: Option<usize>,
     pub origin: OriginPolicy,
     pub headers: ExtraHeaders,
+    /// `--metrics`: where the Prometheus listener binds.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `--shared[=eager,once,ids]` and `--sharedqueue`.
@@ -181,6 +185,9 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
     if cli.cgitimeout == 0 {
         return Err(UsageError::Zero("--cgitimeout").into());
     }
+    if cli.maxperclient == Some(0) {
+        return Err(UsageError::Zero("--maxperclient").into());
+    }
     let headers = ExtraHeaders {
         all: parse_headers(&cli.header, "--header")?,
         ws: parse_headers(&cli.header_ws, "--header-ws")?,
@@ -192,6 +199,7 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         .map(Upstream::parse)
         .transpose()
         .map_err(UsageError::from)?;
+    let metrics = cli.metrics.as_deref().map(parse_metrics).transpose()?;
     let origin = OriginPolicy::from_flags(cli.origin.as_deref(), cli.sameorigin).map_err(UsageError::from)?;
 
     // The command line is right; now what it names.
@@ -215,9 +223,17 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         upstream,
         max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
         shared,
+        max_per_client: cli.maxperclient,
         origin,
         headers,
+        metrics,
     })
+}
+
+/// `--metrics=IP:PORT`. A host name is refused rather than resolved: which of its
+/// addresses (IPv4 or IPv6, public or not) would be bound should not be a surprise.
+fn parse_metrics(value: &str) -> Result<SocketAddr, UsageError> {
+    value.parse().map_err(|_| UsageError::MetricsAddress(value.to_owned()))
 }
 
 /// websocketd's rules: `--ssl` needs both files, and the files need `--ssl`.

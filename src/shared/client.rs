@@ -21,8 +21,10 @@ use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::Membership;
 use crate::config::Session;
+use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
 use crate::session::{self, Closing};
+use crate::stats;
 
 /// Messages sent to one client before one flush.
 const FLUSH_EVERY: usize = 256;
@@ -75,6 +77,7 @@ enum Ending {
     Input(InEnd),
     Dropped,
     PingTimeout,
+    Idle,
     Shutdown,
 }
 
@@ -82,10 +85,12 @@ enum Ending {
 pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Session, shutdown: &CancellationToken) {
     let started = Instant::now();
     let hub = Arc::clone(&member.hub);
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
+    let mut stream = Paced::new(stream, config.rate_limit);
     let liveness = Liveness::default();
     let ping = config.ping_interval;
-    let (sent, received) = (Counters::default(), Counters::default());
+    let (sent, received) = stats::flows();
+    let (sent, received) = (Counters::adding_to(sent), Counters::adding_to(received));
     let input = ClientInput {
         tx: PollSender::new(hub.input.clone()),
         prefix: hub.settings.ids.then(|| Bytes::from(format!("{} ", member.id))),
@@ -107,6 +112,7 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Se
             end = &mut inp => Ending::Input(end),
             () = member.kick.token.cancelled() => Ending::Dropped,
             () = or_pending(ping.map(|every| relay::watchdog(every, &liveness))) => Ending::PingTimeout,
+            () = or_pending(config.idle_timeout.map(|limit| idle(limit, || sent.messages() + received.messages()))) => Ending::Idle,
             () = shutdown.cancelled() => Ending::Shutdown,
         }
     };
@@ -115,6 +121,7 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Se
         true => Ending::Dropped,
         false => ending,
     };
+    session::log_held(stream.held());
     let reason = member.kick.reason.get().cloned();
     let id = member.id;
     drop(member); // leave the hub: no more output is queued for this client
@@ -129,6 +136,7 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Se
         }
         Ending::Dropped => Closing::Send(CloseCode::Policy, reason.unwrap_or_default()),
         Ending::PingTimeout => session::closing_for_ping_timeout(),
+        Ending::Idle => session::closing_for_idle(config.idle_timeout),
         Ending::Input(end) => session::closing_for_input(end),
     };
     let close = session::close(sink, stream, closing).await;

@@ -18,6 +18,8 @@ mod hostile;
 mod http;
 mod interop;
 mod lifecycle;
+mod limits;
+mod metrics;
 mod nginx;
 mod outbound;
 mod properties;

@@ -1,5 +1,5 @@
 //! The real wsbridge binary as a child of the test: its stderr read line by line into a
-//! log (a bounded tail), its startup lines (`listening on …`, `redirecting …`) handed
+//! log (a bounded tail), its startup lines (`listening on …`, `redirecting …`, `metrics on …`) handed
 //! over as they come, signals, and exit with a deadline. Stopped on drop (SIGTERM, then
 //! SIGKILL).
 //!
@@ -53,7 +53,10 @@ impl Proc {
                 let Ok(line) = line else { break };
                 let line = String::from_utf8_lossy(&line).into_owned();
                 if let Some(rest) = line.strip_prefix("wsbridge: ") {
-                    if rest.starts_with("listening on ") || rest.starts_with("redirecting ") {
+                    if rest.starts_with("listening on ")
+                        || rest.starts_with("redirecting ")
+                        || rest.starts_with("metrics on ")
+                    {
                         let _ = tx.send(rest.to_owned());
                     }
                 }
@@ -89,6 +92,19 @@ impl Proc {
                 rest.trim_end_matches('/').parse().ok()
             })
             .unwrap_or_else(|| panic!("no TCP listener in {:?}", self.announced))
+    }
+
+    /// The address of the `metrics on http://ADDR/metrics` line (`--metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.announced
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix("metrics on http://")?
+                    .strip_suffix("/metrics")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no metrics listener in {:?}", self.announced))
     }
 
     pub fn pid(&self) -> i32 {
