@@ -1,17 +1,48 @@
-//! Command-line surface: every flag, its default and its help text (clap derive).
+//! Command-line surface: every flag, its help heading, default and help text (clap
+//! derive), and the one place that builds clap's [`Command`] ([`command`]).
 //!
 //! Spellings follow websocketd so existing command lines keep working, including Go's
 //! single-dash long flags (`-port=8080`) and `--flag=false` for booleans. This module does
-//! no I/O and no validation beyond types; [`crate::config`] turns a [`Cli`] into a
-//! resolved `Config`, and the usage errors it finds are printed here, as clap prints its
+//! no I/O and no validation beyond types and ranges; [`crate::config`] turns a [`Cli`] into
+//! a resolved `Config`, and the usage errors it finds are printed here, as clap prints its
 //! own ([`Cli::exit_usage`]), since no other module touches clap.
+//!
+//! Help conventions (tests in tests/it/help.rs and cli.rs hold them): every flag has a
+//! `help_heading` from [`HEADINGS`]; a field's doc comment starts with a one-line summary
+//! (what `-h` shows, one line per flag at 80 columns, so keep it under ~45 characters)
+//! and may go on in more paragraphs (what `--help` adds). Defaults and possible values
+//! are shown by `--help` only ([`command`] moves them there). A new field goes at the end
+//! of [`Cli`], before `program`; its heading places it in its group.
+
+mod help;
+mod parse;
+pub mod value;
 
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::{Command, FromArgMatches, Parser};
+
+use value::{number, MAX_BYTES, MAX_FORKS, MAX_MS, MAX_SECS};
+
+pub use help::command;
+pub use parse::{Unsupported, UNSUPPORTED};
+
+/// The help headings, in the order `--help` shows them (clap shows a heading only once a
+/// flag has it).
+pub const HEADINGS: &[&str] = &[
+    "Listening",
+    "Program and framing",
+    "Origins and limits",
+    "TLS",
+    "HTTP serving",
+    "Reverse proxy",
+    "Outbound",
+    "Logging and metrics",
+    "Access control",
+];
 
 /// Turn any program that reads stdin and writes stdout into a WebSocket endpoint.
 #[derive(Parser, Debug, Clone)]
@@ -22,215 +53,333 @@ use clap::{CommandFactory, Parser};
     long_about = "Turn any program that reads stdin and writes stdout into a WebSocket endpoint.\n\n\
         Every WebSocket connection starts PROGRAM once. Each incoming message becomes a line on \
         its stdin; each line it prints becomes a message. Everything after PROGRAM is passed to \
-        PROGRAM, even words that look like flags.",
-    after_help = "Examples: wsbridge --port=8080 ./count.sh\n          echo hi | wsbridge --connect=ws://localhost:8080/"
+        PROGRAM, even words that look like flags. Flags may be written with one dash \
+        (-port=8080), and booleans as --flag, --flag=true or --flag=false.",
+    after_help = "--help shows more detail, defaults and examples; man wsbridge has everything.",
+    after_long_help = help::EXAMPLES
 )]
 pub struct Cli {
-    /// TCP port to listen on (0 picks a free port) [default: 80]
-    #[arg(long, value_name = "PORT")]
+    // ---- Listening
+    /// TCP port to listen on (0 picks a free port)
+    ///
+    /// 0 picks a free port for each listener; the startup line names it. [default: 80, 443
+    /// with --ssl]
+    #[arg(long, value_name = "PORT", help_heading = "Listening", value_parser = number::<u16>(0, 65535))]
     pub port: Option<u16>,
 
-    /// Interface address to listen on; repeat for several [default: all interfaces, IPv4 and IPv6]
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on; repeatable
+    ///
+    /// An IP address or a host name (resolved at startup, bound on every address it has).
+    /// Repeat for several listeners. [default: all interfaces, IPv4 and IPv6]
+    #[arg(long, value_name = "ADDR", help_heading = "Listening")]
     pub address: Vec<String>,
 
-    /// Relay raw bytes both ways as binary messages instead of text lines (= --framing=binary)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
-    pub binary: bool,
+    /// Also (or alone) listen on a Unix socket
+    ///
+    /// Without --port or --address this is the only listener. A stale socket file is
+    /// replaced; one a live server answers on is refused (exit 3).
+    #[arg(long, value_name = "PATH", help_heading = "Listening")]
+    pub unixsocket: Option<PathBuf>,
 
-    /// How messages map to the program's bytes: line, nul, binary or lenprefix (see the man page)
-    #[arg(long, value_name = "MODE", value_parser = ["line", "nul", "binary", "lenprefix"])]
-    pub framing: Option<String>,
+    /// Permissions of the --unixsocket file (octal)
+    ///
+    /// For example 0660, so a proxy in the socket's group can connect. [default: as the
+    /// umask leaves them]
+    #[arg(long = "unixsocket-mode", value_name = "MODE", help_heading = "Listening")]
+    pub unixsocket_mode: Option<String>,
 
-    /// Most programs running at once; over it, upgrades get 429 (0 = unlimited)
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub maxforks: usize,
+    /// Group of the --unixsocket file
+    ///
+    /// A name or a number, e.g. www-data for nginx; wsbridge must be root or a member of
+    /// it. [default: wsbridge's own group]
+    #[arg(long = "unixsocket-group", value_name = "NAME", help_heading = "Listening")]
+    pub unixsocket_group: Option<String>,
 
-    /// Threads that run connections (default: one per CPU core); 1 runs them all on the main thread
-    #[arg(long, value_name = "N")]
+    /// Redirect plain HTTP on PORT to the main port
+    ///
+    /// Also listen on PORT (plain HTTP, same addresses) and answer every request there with
+    /// 301 to the main scheme and port, path and query kept.
+    #[arg(long, value_name = "PORT", help_heading = "Listening", value_parser = number::<u16>(0, 65535))]
+    pub redirport: Option<u16>,
+
+    /// Threads that run connections
+    ///
+    /// 1 runs everything on the main thread (single-core boards); at most 1024. [default:
+    /// one per CPU core]
+    #[arg(long, value_name = "N", help_heading = "Listening", value_parser = value::threads)]
     pub threads: Option<std::num::NonZeroUsize>,
 
-    /// Extra milliseconds added to each step of the stop ladder (stdin EOF, SIGINT, SIGTERM, SIGKILL)
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub closems: u64,
+    // ---- Program and framing
+    /// Run every executable under DIR, by URL path
+    ///
+    /// Every executable under DIR is a WebSocket endpoint at its URL path, instead of
+    /// PROGRAM.
+    #[arg(long, value_name = "DIR", help_heading = "Program and framing")]
+    pub dir: Option<PathBuf>,
 
-    /// Comma-separated names of wsbridge's environment variables passed to the program
-    #[arg(long, value_name = "LIST", default_value = "PATH,LD_LIBRARY_PATH")]
+    /// Messages map to: line, nul, binary, lenprefix
+    ///
+    /// How messages map to the program's bytes: line (text lines), nul (NUL-terminated
+    /// text), binary (raw bytes, as --binary) or lenprefix (a length header before each
+    /// message, both ways). See FRAMING in the man page. [default: line]
+    #[arg(long, value_name = "MODE", help_heading = "Program and framing",
+          value_parser = ["line", "nul", "binary", "lenprefix"])]
+    pub framing: Option<String>,
+
+    /// Raw bytes as binary messages (--framing=binary)
+    ///
+    /// Relay raw bytes both ways as binary messages instead of text lines.
+    #[arg(long, value_name = "BOOL", help_heading = "Program and framing", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub binary: bool,
+
+    /// wsbridge's variables the program gets
+    ///
+    /// Comma-separated names of wsbridge's own environment variables passed to the program
+    /// (replaces the default; HTTPS is never passed).
+    #[arg(
+        long,
+        value_name = "LIST",
+        help_heading = "Program and framing",
+        default_value = "PATH,LD_LIBRARY_PATH"
+    )]
     pub passenv: String,
 
-    /// Largest message in bytes: a bigger incoming one closes with 1009; a longer output line is sent in pieces
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    pub maxframesize: usize,
-
-    /// Ping every MS milliseconds; no answer within two intervals closes with 1001 (0 = off)
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub pingms: u64,
-
-    /// Allowed browser origins: comma list of [scheme://]host[:port], `null`, or `*` for any
-    /// [default: same origin only]; with --connect, the one Origin value to send
-    #[arg(long, value_name = "LIST")]
-    pub origin: Option<String>,
-
-    /// Also send the program's stderr to the client; every message becomes
-    /// {"stream":"stdout"|"stderr","data":"..."} (text line framing only)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    /// Send stderr to the client too, as JSON
+    ///
+    /// Every message becomes {"stream":"stdout"|"stderr","data":"..."}; line framing only.
+    #[arg(long, value_name = "BOOL", help_heading = "Program and framing", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub passstderr: bool,
 
-    /// Accept these WebSocket subprotocols (comma list): the first one the client offers that is
-    /// listed is chosen, answered in Sec-WebSocket-Protocol and given to the program as
-    /// WEBSOCKET_PROTOCOL; a client offering only others gets 400, one offering none is accepted
-    /// without one. With --dir, /PATH=LIST sets the list of the script at URL path /PATH;
-    /// repeatable [default: offers are ignored]; with --connect, the protocols to offer
-    #[arg(long, value_name = "LIST")]
-    pub subprotocol: Vec<String>,
-
-    /// Run the program on a pseudo-terminal (stdin, stdout and stderr merged; echo off;
-    /// TERM=dumb unless --passenv passes TERM; ?cols=N&rows=M sets the window, default 80x24) so
-    /// it line-buffers like in a shell; not with --passstderr or --framing=lenprefix
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    /// Run the program on a pseudo-terminal
+    ///
+    /// stdin, stdout and stderr are the terminal (merged); echo off; TERM=dumb unless
+    /// --passenv passes TERM; ?cols=N&rows=M sets the window, default 80x24. The program
+    /// line-buffers as in a shell. Not with --passstderr or --framing=lenprefix.
+    #[arg(long, value_name = "BOOL", help_heading = "Program and framing", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub pty: bool,
 
-    /// One program for all clients: every line it prints goes to every client, every client's
-    /// messages go to its stdin. MODES (comma list, optional): eager (start now, not at the
-    /// first connection), once (exit with it instead of restarting), ids (prefix input lines
-    /// with the client's id; `@ID text` answers one client)
-    #[arg(long, value_name = "MODES", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    /// WebSocket subprotocols to accept (comma list)
+    ///
+    /// The first one the client offers that is listed is chosen, answered in
+    /// Sec-WebSocket-Protocol and given to the program as WEBSOCKET_PROTOCOL; a client
+    /// offering only others gets 400, one offering none is accepted without one. With
+    /// --dir, /PATH=LIST sets the list of the script at URL path /PATH; repeatable. With
+    /// --connect, the protocols to offer. [default: offers are ignored]
+    #[arg(long, value_name = "LIST", help_heading = "Program and framing")]
+    pub subprotocol: Vec<String>,
+
+    /// One program for all clients
+    ///
+    /// Every line it prints goes to every client, every client's messages go to its stdin.
+    /// MODES (comma list, optional): eager (start now, not at the first connection), once
+    /// (exit with it instead of restarting), ids (prefix input lines with the client's id;
+    /// `@ID text` answers one client).
+    #[arg(long, value_name = "MODES", help_heading = "Program and framing", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub shared: Option<String>,
 
-    /// With --shared: a client with more than BYTES of output waiting is dropped (close 1008)
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    /// With --shared: output bytes a client may lag
+    ///
+    /// A client with more than BYTES of output waiting is dropped (close 1008); 1 to
+    /// 1073741824.
+    #[arg(long, value_name = "BYTES", help_heading = "Program and framing", default_value_t = 1 << 20,
+          value_parser = number::<usize>(1, MAX_BYTES))]
     pub sharedqueue: usize,
 
-    /// Require an Origin header from the same scheme, host and port (websocketd compatibility)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    /// Extra ms for each step of the stop ladder
+    ///
+    /// Added to each step of stdin EOF, SIGINT, SIGTERM, SIGKILL (see STOPPING THE PROGRAM
+    /// in the man page); 0 to 86400000.
+    #[arg(long, value_name = "MS", help_heading = "Program and framing", default_value_t = 0,
+          value_parser = number::<u64>(0, MAX_MS))]
+    pub closems: u64,
+
+    // ---- Origins and limits
+    /// Allowed browser origins (comma list, or *)
+    ///
+    /// Entries are [scheme://]host[:port], `null`, or `*` for any. With --connect, the one
+    /// Origin value to send. [default: same origin only]
+    #[arg(long, value_name = "LIST", help_heading = "Origins and limits")]
+    pub origin: Option<String>,
+
+    /// Require a same-origin Origin header
+    ///
+    /// The Origin header must be present and have the same scheme, host and port
+    /// (websocketd compatibility); with --origin both checks apply.
+    #[arg(long, value_name = "BOOL", help_heading = "Origins and limits", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub sameorigin: bool,
 
-    /// Extra response header "Name: value" on every response (with --connect: extra request
-    /// header of the handshake); repeatable
-    #[arg(long, value_name = "HEADER")]
+    /// Most programs at once (0 = unlimited)
+    ///
+    /// Over it, upgrades get 429; a slot is freed when its program has been reaped. 0 to
+    /// 4194304.
+    #[arg(long, value_name = "N", help_heading = "Origins and limits", default_value_t = 1024,
+          value_parser = number::<usize>(0, MAX_FORKS))]
+    pub maxforks: usize,
+
+    /// Largest message in bytes
+    ///
+    /// A bigger incoming one closes with 1009; a longer output line is sent in pieces. 1 to
+    /// 1073741824.
+    #[arg(long, value_name = "BYTES", help_heading = "Origins and limits", default_value_t = 1 << 20,
+          value_parser = number::<usize>(1, MAX_BYTES))]
+    pub maxframesize: usize,
+
+    /// Ping every MS milliseconds (0 = off)
+    ///
+    /// No answer within two intervals closes with 1001. 0 to 86400000.
+    #[arg(long, value_name = "MS", help_heading = "Origins and limits", default_value_t = 0,
+          value_parser = number::<u64>(0, MAX_MS))]
+    pub pingms: u64,
+
+    // ---- TLS
+    /// Serve TLS (wss://); default port 443
+    ///
+    /// Needs --sslcert and --sslkey; SIGHUP rereads the files.
+    #[arg(long, value_name = "BOOL", help_heading = "TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub ssl: bool,
+
+    /// TLS certificate chain (PEM)
+    ///
+    /// With --ssl; reread on SIGHUP. With --connect, the client certificate.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub sslcert: Option<PathBuf>,
+
+    /// TLS private key (PEM)
+    ///
+    /// With --ssl; reread on SIGHUP. With --connect, the client key.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub sslkey: Option<PathBuf>,
+
+    /// Require client certificates from these CAs
+    ///
+    /// Mutual TLS: client certificates must be signed by a CA certificate in FILE (PEM;
+    /// reread on SIGHUP). With --connect=wss://, trust only the CAs in FILE instead of the
+    /// system's.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub sslca: Option<PathBuf>,
+
+    // ---- HTTP serving
+    /// Serve DIR's files to plain HTTP requests
+    ///
+    /// No dotfiles, no directory listings, nothing outside DIR.
+    #[arg(long, value_name = "DIR", help_heading = "HTTP serving")]
+    pub staticdir: Option<PathBuf>,
+
+    /// Run CGI scripts from DIR for plain requests
+    ///
+    /// The URL path is the path under DIR.
+    #[arg(long, value_name = "DIR", help_heading = "HTTP serving")]
+    pub cgidir: Option<PathBuf>,
+
+    /// Longest CGI run in seconds
+    ///
+    /// A script still running then is stopped; 1 to 86400.
+    #[arg(long, value_name = "SECS", help_heading = "HTTP serving", default_value_t = 60,
+          value_parser = number::<u64>(1, MAX_SECS))]
+    pub cgitimeout: u64,
+
+    /// A page for trying the endpoint in a browser
+    ///
+    /// Answer plain HTTP requests with it.
+    #[arg(long, value_name = "BOOL", help_heading = "HTTP serving", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub devconsole: bool,
+
+    /// Extra header on every response; repeatable
+    ///
+    /// "Name: value". With --connect, an extra request header of the handshake.
+    #[arg(long, value_name = "HEADER", help_heading = "HTTP serving")]
     pub header: Vec<String>,
 
-    /// Extra response header on responses to WebSocket upgrade requests; repeatable
-    #[arg(long = "header-ws", value_name = "HEADER")]
+    /// Extra header on upgrade responses; repeatable
+    ///
+    /// Refusals of upgrade requests included.
+    #[arg(long = "header-ws", value_name = "HEADER", help_heading = "HTTP serving")]
     pub header_ws: Vec<String>,
 
-    /// Extra response header on responses to plain HTTP requests; repeatable
-    #[arg(long = "header-http", value_name = "HEADER")]
+    /// Extra header on plain HTTP responses
+    ///
+    /// Repeatable.
+    #[arg(long = "header-http", value_name = "HEADER", help_heading = "HTTP serving")]
     pub header_http: Vec<String>,
 
-    /// Log level: debug, trace, access, info, error, fatal or none (RUST_LOG overrides)
-    #[arg(long, value_name = "LEVEL", default_value = "access",
+    // ---- Reverse proxy
+    /// Trust forwarding headers from CIDR
+    ///
+    /// Believe Forwarded / X-Forwarded-For / X-Forwarded-Proto only from peers in CIDR (an
+    /// address, ADDR/PREFIX, or `unix` for Unix-socket clients); repeatable.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", help_heading = "Reverse proxy")]
+    pub trusted_proxy: Vec<String>,
+
+    /// Forward other plain HTTP to this server
+    ///
+    /// Every plain HTTP request wsbridge does not serve itself goes to http://HOST:PORT.
+    #[arg(long, value_name = "URL", help_heading = "Reverse proxy")]
+    pub upstream: Option<String>,
+
+    // ---- Outbound
+    /// Connect out to a ws:// or wss:// URL
+    ///
+    /// Instead of listening, relay that connection to PROGRAM, or without PROGRAM to
+    /// wsbridge's own stdin/stdout (see CONNECTING OUT in the man page).
+    #[arg(long, value_name = "URL", help_heading = "Outbound")]
+    pub connect: Option<String>,
+
+    /// HTTP proxy to tunnel through, or none
+    ///
+    /// With --connect: http://[USER:PASS@]HOST:PORT, or `none`. [default: from wss_proxy,
+    /// https_proxy, ws_proxy, http_proxy, all_proxy, no_proxy]
+    #[arg(long, value_name = "URL", help_heading = "Outbound")]
+    pub proxy: Option<String>,
+
+    /// Connect again after every ending
+    ///
+    /// With --connect: when the connection or the program ends, connect again with a fresh
+    /// program (waits 0.5 s, doubling up to 30 s, while connecting fails).
+    #[arg(long, value_name = "BOOL", help_heading = "Outbound", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub reconnect: bool,
+
+    /// Do not check the server's certificate
+    ///
+    /// With --connect=wss://. DANGEROUS: anyone on the path can read and change the
+    /// traffic; for tests only; logged as a warning.
+    #[arg(long, value_name = "BOOL", help_heading = "Outbound", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub insecure: bool,
+
+    /// Seconds each step of connecting may take
+    ///
+    /// With --connect: TCP connect, the proxy's answer, TLS handshake, WebSocket handshake;
+    /// 1 to 86400.
+    #[arg(long = "connect-timeout", value_name = "SECS", help_heading = "Outbound", default_value_t = 10,
+          value_parser = number::<u64>(1, MAX_SECS))]
+    pub connect_timeout: u64,
+
+    // ---- Logging and metrics
+    /// Log level (RUST_LOG overrides)
+    ///
+    /// How much is logged, on stderr; RUST_LOG, if set, overrides it.
+    #[arg(long, value_name = "LEVEL", help_heading = "Logging and metrics", default_value = "access",
           value_parser = ["debug", "trace", "access", "info", "error", "fatal", "none"])]
     pub loglevel: String,
 
-    /// Serve TLS (wss://) with --sslcert and --sslkey; the default port becomes 443
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
-    pub ssl: bool,
-
-    /// TLS certificate chain, PEM (with --ssl; reread on SIGHUP; with --connect, the client certificate)
-    #[arg(long, value_name = "FILE")]
-    pub sslcert: Option<PathBuf>,
-
-    /// TLS private key, PEM (with --ssl; reread on SIGHUP; with --connect, the client key)
-    #[arg(long, value_name = "FILE")]
-    pub sslkey: Option<PathBuf>,
-
-    /// Require client certificates signed by the CA certificates in FILE, PEM (mutual TLS;
-    /// reread on SIGHUP); with --connect=wss://, trust only the CAs in FILE instead of the system's
-    #[arg(long, value_name = "FILE")]
-    pub sslca: Option<PathBuf>,
-
-    /// Also (or, without --port/--address, only) listen on a Unix socket at PATH
-    #[arg(long, value_name = "PATH")]
-    pub unixsocket: Option<PathBuf>,
-
-    /// Believe Forwarded / X-Forwarded-For / X-Forwarded-Proto only from peers in CIDR
-    /// (an address, ADDR/PREFIX, or `unix` for Unix-socket clients); repeatable
-    #[arg(long = "trusted-proxy", value_name = "CIDR")]
-    pub trusted_proxy: Vec<String>,
-
-    /// Also listen on PORT (plain HTTP, same addresses) and redirect every request there
-    /// to the main port with 301
-    #[arg(long, value_name = "PORT")]
-    pub redirport: Option<u16>,
-
-    /// Serve the files in DIR to plain HTTP requests (no dotfiles, no directory listings)
-    #[arg(long, value_name = "DIR")]
-    pub staticdir: Option<PathBuf>,
-
-    /// Run the CGI scripts in DIR for plain HTTP requests (URL path = path under DIR)
-    #[arg(long, value_name = "DIR")]
-    pub cgidir: Option<PathBuf>,
-
-    /// Seconds a CGI script may run before it is stopped
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub cgitimeout: u64,
-
-    /// Every executable under DIR is a WebSocket endpoint at its URL path (instead of PROGRAM)
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-
-    /// Answer plain HTTP requests with a page for trying the endpoint from a browser
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
-    pub devconsole: bool,
-
-    /// Forward every plain HTTP request wsbridge does not serve itself to this server (http://HOST:PORT)
-    #[arg(long, value_name = "URL")]
-    pub upstream: Option<String>,
-
-    /// Connect out to this ws:// or wss:// URL instead of listening, and relay it to PROGRAM, or
-    /// without PROGRAM to wsbridge's own stdin/stdout (see "Connecting out" in the man page)
-    #[arg(long, value_name = "URL")]
-    pub connect: Option<String>,
-
-    /// With --connect: tunnel through this HTTP proxy, http://[USER:PASS@]HOST:PORT, or `none`
-    /// [default: from wss_proxy, https_proxy, ws_proxy, http_proxy, all_proxy, no_proxy]
-    #[arg(long, value_name = "URL")]
-    pub proxy: Option<String>,
-
-    /// With --connect: when the connection or the program ends, connect again with a fresh
-    /// program (waits 0.5 s, doubling up to 30 s, while connecting fails)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
-    pub reconnect: bool,
-
-    /// With --connect=wss://: do not check the server's certificate (DANGEROUS: anyone on
-    /// the path can read and change the traffic; for tests only; logged as a warning)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
-    pub insecure: bool,
-
-    /// With --connect: seconds each step of connecting may take (TCP connect, the proxy's
-    /// answer, TLS handshake, WebSocket handshake)
-    #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10)]
-    pub connect_timeout: u64,
-
-    /// Most WebSocket sessions one client address may have at once (IPv6 addresses count
-    /// by /64; behind --trusted-proxy, the forwarded client); over it, upgrades get 429
-    #[arg(long, value_name = "N", help_heading = "Access control")]
-    pub maxperclient: Option<usize>,
-
-    /// Most messages a second each session reads from its client, with an optional burst:
-    /// N/s or N/s:BURST (default burst: N). A faster client is read more slowly (TCP
-    /// backpressure); nothing is dropped
-    #[arg(long, value_name = "RATE", help_heading = "Access control")]
-    pub ratelimit: Option<String>,
-
-    /// Close a session with 1001 when neither side has sent a message for DURATION (500ms,
-    /// 30s, 5m, 1h; a bare number is seconds). Pings do not count
-    #[arg(long, value_name = "DURATION", help_heading = "Access control")]
-    pub idletimeout: Option<String>,
-
-    /// Serve Prometheus metrics at http://ADDR/metrics on a listener of their own, never
-    /// the public port (ADDR is IP:PORT, e.g. 127.0.0.1:9100; port 0 picks a free one)
+    /// Serve Prometheus metrics on ADDR (IP:PORT)
+    ///
+    /// At http://ADDR/metrics, on a listener of their own, never the public port (e.g.
+    /// 127.0.0.1:9100; port 0 picks a free one).
     #[arg(long, value_name = "ADDR", help_heading = "Logging and metrics")]
     pub metrics: Option<String>,
 
+    // ---- Access control
+    /// Basic auth with the users of FILE
+    ///
     /// Require HTTP basic auth from every client (upgrades and plain HTTP alike) with the
-    /// users of FILE, Apache htpasswd format: bcrypt (htpasswd -B) or SHA-crypt (mkpasswd
-    /// -m sha-512); reread on SIGHUP. The program gets AUTH_TYPE=Basic and REMOTE_USER
+    /// users of FILE, Apache htpasswd format: bcrypt (htpasswd -B) or SHA-crypt (mkpasswd -m
+    /// sha-512); reread on SIGHUP. The program gets AUTH_TYPE=Basic and REMOTE_USER.
     #[arg(long, value_name = "FILE", help_heading = "Access control")]
     pub htpasswd: Option<PathBuf>,
 
-    /// The realm named in the 401 answer's WWW-Authenticate (with --htpasswd)
+    /// Realm of --htpasswd's 401 answers
+    ///
+    /// The realm named in the 401 answer's WWW-Authenticate (with --htpasswd).
     #[arg(
         long,
         value_name = "TEXT",
@@ -239,45 +388,70 @@ pub struct Cli {
     )]
     pub realm: String,
 
-    /// Run PROGRAM before each upgrade with the request's CGI environment: exit 0 allows
-    /// (its AUTH_*=value and REMOTE_USER=value lines join the endpoint's environment),
-    /// anything else denies with 403 or the `Status: N` it prints
+    /// Auth hook run before each upgrade
+    ///
+    /// Run PROGRAM (no arguments) with the request's CGI environment: exit 0 allows (its
+    /// AUTH_*=value and REMOTE_USER=value lines join the endpoint's environment), anything
+    /// else denies with 403 or the `Status: N` it prints.
     #[arg(long, value_name = "PROGRAM", help_heading = "Access control")]
     pub authcmd: Option<OsString>,
 
-    /// Ask this HTTP service before each upgrade (a GET with the request's headers and
-    /// X-Original-URI, like nginx's auth_request): 2xx allows (X-Auth-NAME headers become
-    /// AUTH_NAME), 401/403 deny, anything else is 503
+    /// Auth service asked before each upgrade
+    ///
+    /// A GET with the request's headers and X-Original-URI, like nginx's auth_request: 2xx
+    /// allows (X-Auth-NAME headers become AUTH_NAME), 401/403 deny, anything else is 503.
     #[arg(long, value_name = "URL", help_heading = "Access control")]
     pub authurl: Option<String>,
 
-    /// Also run --authcmd or --authurl for plain HTTP requests (static files, CGI, console, upstream)
+    /// Run the auth hook for plain HTTP too
+    ///
+    /// Also run --authcmd or --authurl for plain HTTP requests (static files, CGI, console,
+    /// upstream).
     #[arg(long = "authcmd-http", value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", help_heading = "Access control")]
     pub authcmd_http: bool,
 
-    /// How long --authcmd or --authurl may take (and a check may wait for a free slot) before
-    /// the answer is 503: 500ms, 5s, 1m; a bare number is seconds
+    /// Longest auth check, then 503
+    ///
+    /// How long --authcmd or --authurl may take (and a check may wait for a free slot)
+    /// before the answer is 503: 500ms, 5s, 1m; a bare number is seconds.
     #[arg(long, value_name = "DURATION", default_value = "5s", help_heading = "Access control")]
     pub authtimeout: String,
 
-    /// Most access checks running at once (hook runs, --authurl requests, password
-    /// verifications that are not cached); they do not take --maxforks slots
-    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Access control")]
+    /// Most auth checks at once
+    ///
+    /// Hook runs, --authurl requests and password verifications that are not cached; they
+    /// do not take --maxforks slots. 1 to 4194304.
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Access control",
+          value_parser = number::<usize>(1, MAX_FORKS))]
     pub authmax: usize,
 
-    /// Permissions of the --unixsocket file, in octal (e.g. 0660, so a proxy in the socket's
-    /// group can connect) [default: as the umask leaves them]
-    #[arg(long = "unixsocket-mode", value_name = "MODE", help_heading = "Listening")]
-    pub unixsocket_mode: Option<String>,
+    /// Most sessions one client may have at once
+    ///
+    /// A client is an IPv4 address or an IPv6 /64; behind --trusted-proxy, the forwarded
+    /// client. Over it, upgrades get 429. 1 to 4194304. [default: no limit]
+    #[arg(long, value_name = "N", help_heading = "Access control",
+          value_parser = number::<usize>(1, MAX_FORKS))]
+    pub maxperclient: Option<usize>,
 
-    /// Group of the --unixsocket file (a name or a number), e.g. www-data for nginx; wsbridge
-    /// must be root or a member of it
-    #[arg(long = "unixsocket-group", value_name = "NAME", help_heading = "Listening")]
-    pub unixsocket_group: Option<String>,
+    /// Messages a second read from each client
+    ///
+    /// N/s or N/s:BURST (default burst: N). A faster client is read more slowly (TCP
+    /// backpressure); nothing is dropped. [default: no limit]
+    #[arg(long, value_name = "RATE", help_heading = "Access control")]
+    pub ratelimit: Option<String>,
 
-    /// The program to run for each connection (optional with --dir, --staticdir, --cgidir,
-    /// --devconsole or --connect)
+    /// Close a session idle for DURATION
+    ///
+    /// Close with 1001 when neither side has sent a message for DURATION (500ms, 30s, 5m,
+    /// 1h; a bare number is seconds). Pings do not count. [default: no limit]
+    #[arg(long, value_name = "DURATION", help_heading = "Access control")]
+    pub idletimeout: Option<String>,
+
+    // ---- New flags go here, each with its help_heading; a number takes value::number.
+    /// The program to run for each connection
+    ///
+    /// Optional with --dir, --staticdir, --cgidir, --devconsole or --connect.
     #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]
     pub program: Option<OsString>,
 
@@ -295,9 +469,35 @@ pub struct ParseError(#[from] clap::Error);
 impl Cli {
     /// Parse like websocketd: Go-style single-dash long flags are accepted, and the first
     /// word that is not a flag (or a flag's value) is PROGRAM; everything after it belongs
-    /// to PROGRAM. Exits with status 2 on a usage error, like clap.
+    /// to PROGRAM. Exits with status 2 on a usage error, like clap, and with one
+    /// `wsbridge: --FLAG is not supported by wsbridge: WHY` line for a websocketd flag that
+    /// wsbridge does not implement.
     pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Self {
-        Self::parse_from(normalize(args.into_iter().collect()))
+        let mut cmd = command();
+        let args = match parse::normalize(&cmd, args.into_iter().collect()) {
+            Ok(a) => a,
+            Err(unsupported) => {
+                eprintln!("wsbridge: {unsupported}");
+                std::process::exit(2);
+            }
+        };
+        match Self::from_command(&mut cmd, args) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// Same as [`Cli::parse_args`] but returns clap's error instead of exiting.
+    pub fn try_parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Self, clap::Error> {
+        let mut cmd = command();
+        let args = parse::normalize(&cmd, args.into_iter().collect())
+            .map_err(|u| clap::Error::raw(ErrorKind::UnknownArgument, format!("{u}\n")))?;
+        Self::from_command(&mut cmd, args)
+    }
+
+    fn from_command(cmd: &mut Command, args: Vec<OsString>) -> Result<Self, clap::Error> {
+        let mut matches = cmd.try_get_matches_from_mut(args).map_err(parse::tidy)?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(cmd))
     }
 
     /// A usage error found after parsing (flags that cannot go together, a flag that needs
@@ -305,137 +505,14 @@ impl Cli {
     /// the usage line and the hint to try `--help`.
     pub fn usage_error(message: impl Display) -> clap::Error {
         // The kind is not shown; every usage kind exits 2. A conflict is the usual case.
-        Self::command().error(ErrorKind::ArgumentConflict, message)
+        command().error(ErrorKind::ArgumentConflict, message)
     }
 
     /// Prints [`Cli::usage_error`] on stderr and exits with status 2, as clap does.
     pub fn exit_usage(message: impl Display) -> ! {
         Self::usage_error(message).exit()
     }
-
-    /// Same as [`Cli::parse_args`] but returns clap's error instead of exiting.
-    pub fn try_parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Self, clap::Error> {
-        Self::try_parse_from(normalize(args.into_iter().collect()))
-    }
-}
-
-/// Rewrites `-flag` to `--flag` for known long flags and inserts `--` before PROGRAM, so
-/// that clap never reads PROGRAM's own arguments as ours.
-fn normalize(mut args: Vec<OsString>) -> Vec<OsString> {
-    let cmd = Cli::command();
-    let mut i = 1;
-    while i < args.len() {
-        let Some(word) = args[i].to_str().map(str::to_owned) else {
-            break; // not UTF-8: cannot be one of our flags, so it is PROGRAM
-        };
-        if word == "--" {
-            return args;
-        }
-        if !word.starts_with('-') || word == "-" {
-            args.insert(i, OsString::from("--"));
-            return args;
-        }
-        let body = word.trim_start_matches('-');
-        let (name, has_value) = match body.split_once('=') {
-            Some((n, _)) => (n, true),
-            None => (body, false),
-        };
-        if (name == "help" || name == "version") && !has_value {
-            args[i] = OsString::from(format!("--{name}")); // Go's -help, -version
-            i += 1;
-            continue;
-        }
-        if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(name)) {
-            if !word.starts_with("--") {
-                args[i] = OsString::from(format!("-{word}"));
-            }
-            let takes_separate_value = arg.get_action().takes_values() && !arg.is_require_equals_set() && !has_value;
-            if takes_separate_value {
-                i += 1;
-            }
-        }
-        i += 1;
-    }
-    args
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(words: &[&str]) -> Cli {
-        let mut v = vec![OsString::from("wsbridge")];
-        v.extend(words.iter().map(OsString::from));
-        Cli::try_parse_args(v).expect("parses")
-    }
-
-    #[test]
-    fn everything_after_program_belongs_to_it() {
-        let cli = parse(&["--port=8080", "./x.sh", "--port=9", "-n", "--", "y"]);
-        assert_eq!(cli.port, Some(8080));
-        assert_eq!(cli.program.as_deref(), Some("./x.sh".as_ref()));
-        assert_eq!(cli.args, ["--port=9", "-n", "--", "y"]);
-    }
-
-    #[test]
-    fn go_style_single_dash_and_separate_values() {
-        let cli = parse(&["-port", "81", "-binary", "-address=127.0.0.1", "cat"]);
-        assert_eq!(cli.port, Some(81));
-        assert!(cli.binary);
-        assert_eq!(cli.address, ["127.0.0.1"]);
-        assert_eq!(cli.program.as_deref(), Some("cat".as_ref()));
-    }
-
-    #[test]
-    fn go_style_help_and_version_are_usage_not_errors() {
-        for word in ["-help", "-version"] {
-            let err = Cli::try_parse_args(["wsbridge", word].map(OsString::from)).unwrap_err();
-            assert_eq!(err.exit_code(), 0, "{word}");
-        }
-    }
-
-    #[test]
-    fn connect_needs_no_program_and_keeps_program_args() {
-        let cli = parse(&["-connect", "ws://h/", "--reconnect", "cat", "--connect=x"]);
-        assert_eq!(cli.connect.as_deref(), Some("ws://h/"));
-        assert!(cli.reconnect);
-        assert_eq!(cli.program.as_deref(), Some("cat".as_ref()));
-        assert_eq!(cli.args, ["--connect=x"]);
-        let cli = parse(&["--connect=ws://h/", "--proxy=http://p:1"]);
-        assert!(cli.program.is_none());
-        assert_eq!(cli.proxy.as_deref(), Some("http://p:1"));
-    }
-
-    #[test]
-    fn boolean_false_form() {
-        let cli = parse(&["--binary=false", "--sameorigin=true", "cat"]);
-        assert!(!cli.binary);
-        assert!(cli.sameorigin);
-    }
-
-    #[test]
-    fn unknown_flag_and_missing_program_are_usage_errors() {
-        let err = Cli::try_parse_args(["wsbridge", "--bogus", "cat"].map(OsString::from)).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        let err = Cli::try_parse_args(["wsbridge", "--port=1"].map(OsString::from)).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        let cli = parse(&["--staticdir=www"]);
-        assert!(cli.program.is_none());
-    }
-
-    #[test]
-    fn usage_errors_found_later_look_like_clap_s_own() {
-        let ours = Cli::usage_error("--a cannot be combined with --b");
-        assert_eq!(ours.exit_code(), 2);
-        let text = ours.to_string();
-        assert!(
-            text.starts_with("error: --a cannot be combined with --b\n\nUsage: wsbridge "),
-            "{text}"
-        );
-        assert!(text.ends_with("\n\nFor more information, try '--help'.\n"), "{text}");
-        // The same frame as an error clap finds itself.
-        let clap_s = Cli::try_parse_args(["wsbridge", "--bogus", "cat"].map(OsString::from)).unwrap_err();
-        let usage = |t: &str| t.lines().find(|l| l.starts_with("Usage: ")).map(str::to_owned);
-        assert_eq!(usage(&text), usage(&clap_s.to_string()));
-    }
-}
+mod tests;

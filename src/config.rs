@@ -352,7 +352,11 @@ mod tests {
         // Both wrong: the flags that cannot go together, and a program that is not there.
         let e = config(&["--pty", "--passstderr", "no-such-program-xyz"]).unwrap_err();
         assert!(matches!(e, ConfigError::Usage(UsageError::PtyAndPassStderr)), "{e:?}");
-        let e = config(&["--maxframesize=0", "--dir=/no/such/dir"]).unwrap_err();
+        // The command line cannot say 0 (its range starts at 1); a Cli built in code can.
+        let argv = ["wsbridge", "--dir=/no/such/dir"].map(OsString::from);
+        let mut cli = Cli::try_parse_args(argv).expect("parses");
+        cli.maxframesize = 0;
+        let e = Config::try_from(cli).unwrap_err();
         assert!(
             matches!(e, ConfigError::Usage(UsageError::Zero("--maxframesize"))),
             "{e:?}"

@@ -5,8 +5,9 @@
 # (tools/fuzz.sh), and tiny runs of the benchmark harness and tools/permsg.py. Installs
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
-# (tests/outbound.rs), promtool (Debian's prometheus, tests/metrics.rs), and the musl
-# std and musl-tools (tools/static.sh).
+# (tests/outbound.rs), promtool (Debian's prometheus, tests/metrics.rs), zsh and fish
+# (completion tests), groff (man page test), cargo-deb (tools/deb.sh), and the musl std
+# and musl-tools (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,13 @@ command -v promtool >/dev/null || APT_OPTS=--no-install-recommends apt_install p
 command -v htpasswd >/dev/null || apt_install apache2-utils "for tests/auth.rs (htpasswd)"
 command -v mkpasswd >/dev/null || apt_install whois "for tests/auth.rs (mkpasswd)"
 command -v pgrep >/dev/null || apt_install procps "for tests/auth.rs (pgrep, ps)"
+command -v zsh >/dev/null || apt_install zsh "for tests/it/completions.rs (zsh -n)"
+command -v fish >/dev/null || apt_install fish "for tests/it/completions.rs (fish -n)"
+command -v groff >/dev/null || apt_install groff-base "for tests/it/cli.rs (the man page rendered)"
+command -v cargo-deb >/dev/null || {
+  echo "tools/test.sh: installing cargo-deb (cargo install) for tools/deb.sh"
+  cargo install cargo-deb --locked --quiet
+}
 # The musl std and C compiler for tools/static.sh. Without the std (rustup cannot reach
 # its server) the static build is made with glibc instead, and says so.
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
@@ -51,6 +59,7 @@ cargo clippy --all-targets -- -D warnings
 cargo test
 tools/minimal.sh
 tools/static.sh
+tools/deb.sh
 tools/autobahn.sh
 tools/fuzz.sh 60
 cargo bench --bench compare -- --quick

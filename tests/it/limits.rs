@@ -221,11 +221,17 @@ fn bad_limit_values_are_usage_errors_naming_the_flag() {
         ("--ratelimit=0/s", "invalid --ratelimit=\"0/s\": must be more than zero"),
         ("--idletimeout=5x", "invalid --idletimeout=\"5x\": expected a duration"),
         ("--idletimeout=0", "must be more than zero"),
-        ("--maxperclient=0", "--maxperclient must be at least 1"),
     ] {
         let (code, stderr) = run_to_exit(&["--port=0", arg, "cat"]);
         assert_usage_error(code, &stderr, needle);
     }
+    // A number out of range is clap's invalid-value error, naming the flag and the range.
+    let (code, stderr) = run_to_exit(&["--port=0", "--maxperclient=0", "cat"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid value '0' for '--maxperclient <N>': must be a whole number from 1 to"),
+        "{stderr}"
+    );
     let (code, stderr) = run_to_exit(&["--connect=ws://127.0.0.1:9/", "--maxperclient=2"]);
     assert_usage_error(code, &stderr, "--maxperclient is a server flag");
 }
