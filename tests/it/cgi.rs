@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::common::rawhttp::*;
 use crate::common::*;
 
@@ -312,8 +314,29 @@ async fn shutdown_stops_running_scripts_with_the_ladder_and_answers() {
     let addr = server.addr;
     let path = format!("/trapping.cgi?{}", early.display());
     let first = tokio::spawn(async move { get(addr, &path).await });
+    // The second client reads until the first line of the body has come: only then is the
+    // answer under way (the script's pid file alone does not say wsbridge read its head).
     let path = format!("/trapping.cgi/answered?{}", late.display());
-    let second = tokio::spawn(async move { get(addr, &path).await });
+    let mut tcp = within(STEP, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    within(STEP, tcp.write_all(req.as_bytes())).await.expect("write");
+    let mut buf = Vec::new();
+    while !String::from_utf8_lossy(&buf).contains("first\n") {
+        let mut chunk = [0u8; 4096];
+        let n = within(STEP, tcp.read(&mut chunk)).await.expect("read");
+        assert!(
+            n > 0,
+            "closed before the first line: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let second = tokio::spawn(async move {
+        let _ = tcp.read_to_end(&mut buf).await;
+        crate::common::rawhttp::parse(&buf, false)
+    });
     file_appears(&early).await;
     file_appears(&late).await;
     server.signal(nix::sys::signal::Signal::SIGTERM);

@@ -631,7 +631,16 @@ async fn client_resets_while_the_program_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_interpreter_answers_500_and_leaks_nothing() {
-    let server = Server::start(&[&fixture("bad_interpreter.sh")]);
+    // A missing interpreter is refused at startup (tests/it/startup.rs); here it goes away
+    // after startup, so every spawn fails.
+    let dir = crate::common::deploy::TempDir::new("vanishing-interpreter");
+    let interpreter = dir.path("interp");
+    std::os::unix::fs::symlink("/bin/sh", &interpreter).expect("symlink the interpreter");
+    let program = dir.path("prog.sh");
+    std::fs::write(&program, format!("#!{}\necho hi\n", interpreter.display())).expect("write");
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let server = Server::start(&[program.to_str().expect("utf-8 path")]);
+    std::fs::remove_file(&interpreter).expect("remove the interpreter");
     for _ in 0..20 {
         assert_eq!(refused_status(&server.url("/")).await, 500);
     }
