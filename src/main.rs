@@ -26,12 +26,13 @@ fn main() -> ExitCode {
         Err(ConfigError::Usage(e)) => Cli::exit_usage(e),
         Err(ConfigError::Resolve(e)) => return fail(e, 1),
     };
-    logging::init(config.log_level);
+    logging::init(config.log_level, config.log_format);
     let Config {
         session,
         threads,
         log_level,
         mode,
+        ..
     } = config;
     // Without the `connect` feature serving is the only mode, hence the allow.
     #[allow(clippy::infallible_destructuring_match)]
