@@ -144,6 +144,10 @@ impl Drop for Record {
         if f.silent {
             return;
         }
+        if f.status.is_none() {
+            // hyper dropped the request before it was answered: the client went away.
+            f.cut.get_or_insert("client_gone");
+        }
         let message = match (&f.origin, f.cut) {
             (Some(_), _) => "upgrade refused",
             (None, Some(_)) => "request cut off",

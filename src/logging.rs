@@ -29,8 +29,15 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::{LogFormat, LogLevel};
 
+/// A log format this build cannot write.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("--logformat=json: this wsbridge was built without JSON logs (cargo feature `json`)")]
+    NoJson,
+}
+
 /// Installs the global subscriber. Call once, before serving.
-pub fn init(level: LogLevel, format: LogFormat) {
+pub fn init(level: LogLevel, format: LogFormat) -> Result<(), LogError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
             Ok(t) => t,
@@ -44,6 +51,7 @@ pub fn init(level: LogLevel, format: LogFormat) {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
         LogFormat::Text => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
+        #[cfg(feature = "json")]
         LogFormat::Json => {
             let layer = layer
                 .json()
@@ -52,7 +60,10 @@ pub fn init(level: LogLevel, format: LogFormat) {
                 .with_span_list(true);
             tracing_subscriber::registry().with(layer.with_filter(filter)).init()
         }
+        #[cfg(not(feature = "json"))]
+        LogFormat::Json => return Err(LogError::NoJson),
     }
+    Ok(())
 }
 
 fn targets(level: LogLevel) -> Targets {

@@ -26,7 +26,9 @@ fn main() -> ExitCode {
         Err(ConfigError::Usage(e)) => Cli::exit_usage(e),
         Err(ConfigError::Resolve(e)) => return fail(e, 1),
     };
-    logging::init(config.log_level, config.log_format);
+    if let Err(e) = logging::init(config.log_level, config.log_format) {
+        return fail(e, 1);
+    }
     let Config {
         session,
         threads,

@@ -344,6 +344,7 @@ async fn debug_logs_message_sizes_without_payloads_and_trace_adds_them() {
     assert!(!server.log().contains("wsbridge::msg"), "{}", server.log());
 }
 
+#[cfg(feature = "json")]
 #[tokio::test]
 async fn json_lines_parse_and_carry_the_documented_fields() {
     let server = BinServer::start(&[
