@@ -187,12 +187,13 @@ pub fn accept(
     let ep2 = Arc::clone(ep);
     let live = memory::Live::count();
     let route = stats::route(target.script_name);
+    let accepted = std::time::Instant::now();
     ep.sessions.spawn(
         async move {
             let (_permit, _client, _live) = (permit, client_slot, live);
             let ws = match upgrade(on_upgrade, &ep2.session).await {
                 Ok(ws) => ws,
-                Err(why) => return abandon(child, stdio, &ep2.session, &why).await,
+                Err(why) => return abandon(child, stdio, &ep2.session, &why, (&who, accepted)).await,
             };
             let _counted = stats::Live::start(route);
             session::run(ws, child, stdio, &ep2.session, &ep2.shutdown, &who).await
@@ -307,13 +308,34 @@ fn negotiate(headers: &HeaderMap, ours: &[String]) -> Result<Option<String>, Ref
     }
 }
 
-async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Session, why: &UpgradeError) {
+/// The 101 was sent but the connection never came: stop the program, and end the
+/// session's access lines (the start was logged) as `vanished`.
+async fn abandon(
+    child: child::Child,
+    stdio: session::ProgramIo<'_>,
+    config: &Session,
+    why: &UpgradeError,
+    (who, started): (&Who, std::time::Instant),
+) {
     tracing::info!(
         reason = why.to_string(),
         "upgrade did not complete; stopping the program"
     );
     drop(stdio);
-    reap::stop(child, config.close_grace).await;
+    let stopped = reap::stop(child, config.close_grace).await;
+    let none = relay::Counters::default();
+    session::Summary {
+        who: Some(who),
+        started,
+        received: &none,
+        sent: &none,
+        client: None,
+        ended_by: session::EndedBy::Vanished,
+        exit: Some(&stopped.status),
+        signalled: stopped.signalled,
+        close: &session::Exchanged::default(),
+    }
+    .log();
 }
 
 pub(crate) fn ws_config(config: &Session) -> WebSocketConfig {
