@@ -307,6 +307,14 @@ async fn redirport_redirects_to_the_main_port_keeping_path_and_query() {
         Some(format!("http://127.0.0.1:{port}/q?z").as_str())
     );
     assert_eq!(location(&bad_host), Some(format!("http://127.0.0.1:{port}/").as_str()));
+    // Each redirect has its access line, with the path and query it was asked for.
+    p.wait_log(r#"handler=redirect status=301"#).await;
+    assert!(
+        p.log()
+            .contains(r#"method=GET path="/a/b%20c" query="x=1&y=2" handler=redirect status=301 bytes="#),
+        "{}",
+        p.log()
+    );
     // The main port still speaks WebSocket.
     let mut ws = ws_tcp(main, &[]).await;
     echo(&mut ws, "main").await;
