@@ -45,6 +45,8 @@ struct Facts {
     silent: bool,
     /// The handler that answered: `static`, `cgi`, `upstream`, `console`, `redirect`.
     handler: Option<&'static str>,
+    /// Who the access checks (`--htpasswd`, `--authcmd`, `--authurl`) found: `REMOTE_USER`.
+    user: Option<String>,
     /// An upgrade request that was refused: the `Origin` it sent.
     origin: Option<Option<String>>,
     status: Option<u16>,
@@ -85,6 +87,13 @@ impl Record {
     /// Names the handler that answers.
     pub fn handler(&self, name: &'static str) {
         self.facts().handler = Some(name);
+    }
+
+    /// The user the access checks found (`REMOTE_USER`; nothing when it is empty).
+    pub fn user(&self, name: &str) {
+        if !name.is_empty() {
+            self.facts().user = Some(name.to_owned());
+        }
     }
 
     /// An upgrade request was refused; `origin` is what its `Origin` header said.
@@ -159,6 +168,7 @@ impl Drop for Record {
             conn = self.conn,
             peer = %self.peer,
             proxy = self.proxy.map(tracing::field::display),
+            user = f.user.as_deref(),
             method = %self.method,
             path = self.path.as_str(),
             query = self.query.as_deref(),

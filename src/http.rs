@@ -95,6 +95,7 @@ async fn answer(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Respon
             Ok(id) => {
                 let mut req = req;
                 if let Some(id) = id {
+                    record.user(&id.remote_user);
                     req.extensions_mut().insert(id);
                 }
                 match is_upgrade {

@@ -97,6 +97,11 @@ pub fn accept(
         peer: conn.peer,
         proxy: conn.proxy,
         path: req.uri().path().to_owned(),
+        user: req
+            .extensions()
+            .get::<env::Identity>()
+            .map(|id| id.remote_user.clone())
+            .filter(|u| !u.is_empty()),
     };
     let started = Started {
         who: &who,
@@ -223,6 +228,7 @@ impl Started<'_> {
             conn = who.conn,
             peer = %who.peer,
             proxy = who.proxy.map(tracing::field::display),
+            user = who.user.as_deref(),
             path = who.path.as_str(),
             query = self.query,
             origin = self.origin,

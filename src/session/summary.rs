@@ -29,6 +29,8 @@ pub struct Who {
     pub proxy: Option<Peer>,
     /// The request's URL path, as sent.
     pub path: String,
+    /// Who the access checks found (`REMOTE_USER`), if any.
+    pub user: Option<String>,
 }
 
 /// Who or what ended a session (`ended_by=`).
@@ -146,6 +148,7 @@ impl Summary<'_> {
             conn = who.map(|w| w.conn),
             peer = who.map(|w| tracing::field::display(w.peer)),
             proxy = who.and_then(|w| w.proxy).map(tracing::field::display),
+            user = who.and_then(|w| w.user.as_deref()),
             path = who.map(|w| w.path.as_str()),
             status = 101,
             shared = self.client.map(|_| true),

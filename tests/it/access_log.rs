@@ -251,6 +251,44 @@ async fn refusals_are_logged_with_their_reason_and_the_refused_origin() {
     assert!(!served.contains("cut="), "{served}");
 }
 
+#[tokio::test]
+async fn access_lines_name_the_user_the_access_checks_found() {
+    // The hook lets alice in and refuses anyone who asks for /private.
+    let hooks = scripts(
+        "access-hook",
+        &[(
+            "hook.sh",
+            "case \"$REQUEST_URI\" in /private*) exit 1;; esac; echo REMOTE_USER=alice",
+        )],
+    );
+    let www = TempDir::new("access-hook-www");
+    std::fs::write(www.path("index.html"), "hello\n").expect("write");
+    let server = BinServer::start(&[
+        &format!("--authcmd={}", hooks.path("hook.sh").display()),
+        "--authcmd-http",
+        &format!("--staticdir={}", www.0.display()),
+        "cat",
+    ]);
+    let mut ws = connect(&server.url("/chat")).await;
+    send_text(&mut ws, "hi").await;
+    assert_eq!(recv_text(&mut ws).await, "hi");
+    within(STEP, ws.close(None)).await.expect("close");
+    has(&line(&server, &["session started"]).await, &[r#"user="alice""#]);
+    has(
+        &line(&server, &["session ended"]).await,
+        &[r#"user="alice""#, "ended_by=client "],
+    );
+
+    assert_eq!(rawhttp::get(server.addr, "/index.html").await.status, 200);
+    let served = line(&server, &["request", r#"path="/index.html""#]).await;
+    has(&served, &[r#"user="alice""#, "status=200 "]);
+
+    assert_eq!(rawhttp::get(server.addr, "/private").await.status, 403);
+    let refused = line(&server, &["request", r#"path="/private""#]).await;
+    has(&refused, &["status=403 ", "reason="]);
+    assert!(!refused.contains("user="), "{refused}");
+}
+
 /// Two CGI scripts that write a line to stderr: one exits 3 after a whole answer, the
 /// other is killed after its headers.
 fn cgi_dir() -> TempDir {
