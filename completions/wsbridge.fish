@@ -49,8 +49,8 @@ false\t''"
 complete -c wsbridge -l insecure -d 'Do not check the server\'s certificate' -r -f -a "true\t''
 false\t''"
 complete -c wsbridge -l connect-timeout -d 'Seconds each step of connecting may take' -r
-complete -c wsbridge -l loglevel -d 'Log level (RUST_LOG overrides)' -r -f -a "debug\t''
-trace\t''
+complete -c wsbridge -l loglevel -d 'Log level, most verbose first: trace, debug, access, info, error, fatal, none' -r -f -a "trace\t''
+debug\t''
 access\t''
 info\t''
 error\t''
@@ -68,5 +68,7 @@ complete -c wsbridge -l authmax -d 'Most auth checks at once' -r
 complete -c wsbridge -l maxperclient -d 'Most sessions one client may have at once' -r
 complete -c wsbridge -l ratelimit -d 'Messages a second read from each client' -r
 complete -c wsbridge -l idletimeout -d 'Close a session idle for DURATION' -r
+complete -c wsbridge -l logformat -d 'Log line format: text or json' -r -f -a "text\t''
+json\t''"
 complete -c wsbridge -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c wsbridge -s V -l version -d 'Print version'

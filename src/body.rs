@@ -19,10 +19,18 @@ use tokio::sync::mpsc;
 /// The body type of every answer: a whole buffer, or chunks streamed from a task.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
+/// The message of a [`text`] answer, kept with it (as a response extension) so that the
+/// access line of a refusal can say why.
+#[derive(Debug, Clone)]
+pub struct Reason(pub String);
+
 /// A short plain-text answer: the message plus a newline.
 pub fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut resp = Response::new(full(format!("{message}\n")));
     *resp.status_mut() = status;
+    if status.as_u16() >= 400 {
+        resp.extensions_mut().insert(Reason(message.to_owned()));
+    }
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -50,6 +50,7 @@ use tracing::Instrument;
 
 use self::request::{environment, feed, read_input, too_large};
 use self::response::{parse_head, read_head, stream, Cut};
+use crate::access::Record;
 use crate::body::{self, Body, BodySender};
 use crate::child::{self, Child, Spec};
 use crate::reap;
@@ -93,7 +94,16 @@ pub enum Answer {
 }
 
 /// Runs `script` for a request.
-pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Answer {
+/// `record` is the request's access line: it learns how the script ended and whether its
+/// answer was cut off.
+pub async fn run(
+    script: Script,
+    parts: &Parts,
+    body: Option<Incoming>,
+    ep: &Arc<Endpoint>,
+    conn: Conn,
+    record: &Arc<Record>,
+) -> Answer {
     let text = |s, m: &str| Answer::Response(body::text(s, m));
     let file = script.found.path.as_path();
     if !script.found.is_executable() {
@@ -150,12 +160,12 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     let head = tokio::select! {
         head = timeout_at(deadline, read_head(&mut stdout)) => head,
         () = body_too_large.cancelled() => {
-            finish(child, stderr, ep.session.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit, record).await;
             return Answer::Response(too_large());
         }
         () = ep.shutdown.cancelled() => {
             tracing::info!(script = %file.display(), "server shutting down; stopping the CGI script");
-            finish(child, stderr, ep.session.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit, record).await;
             return text(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
         }
     };
@@ -163,7 +173,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI response");
-            finish(child, stderr, ep.session.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit, record).await;
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: the script's answer was not a CGI response",
@@ -171,7 +181,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         }
         Err(_) => {
             tracing::warn!(script = %file.display(), "CGI script timed out before its headers");
-            finish(child, stderr, ep.session.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit, record).await;
             return text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the script took too long");
         }
     };
@@ -179,7 +189,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(script = %file.display(), reason = why, "bad CGI header block");
-            finish(child, stderr, ep.session.close_grace, None, permit).await;
+            finish(child, stderr, ep.session.close_grace, None, permit, record).await;
             return text(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: the script's answer was not a CGI response",
@@ -187,7 +197,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
         }
     };
     if let Some(local) = parsed.local_redirect {
-        finish(child, stderr, ep.session.close_grace, None, permit).await;
+        finish(child, stderr, ep.session.close_grace, None, permit, record).await;
         return Answer::LocalRedirect(local);
     }
     let (tx, body) = body::channel(READ_AHEAD);
@@ -196,6 +206,7 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
     *resp.headers_mut() = parsed.headers;
     let grace = ep.session.close_grace;
     let shutdown = ep.shutdown.clone();
+    let record = Arc::clone(record);
     ep.sessions.spawn(
         async move {
             let cut = stream(
@@ -209,21 +220,23 @@ pub async fn run(script: Script, parts: &Parts, body: Option<Incoming>, ep: &Arc
             )
             .await;
             drop(stdout);
-            finish(child, stderr, grace, Some((tx, cut)), permit).await;
+            finish(child, stderr, grace, Some((tx, cut)), permit, &record).await;
         }
         .in_current_span(),
     );
     Answer::Response(resp)
 }
 
-/// Stops (or collects) the script, logs how it ended, and ends the answer: cleanly, or
-/// with an error that makes hyper cut it off. The `--maxforks` slot is freed last.
+/// Stops (or collects) the script, tells the access line how it ended, and ends the
+/// answer: cleanly, or with an error that makes hyper cut it off. The `--maxforks` slot
+/// is freed last.
 async fn finish(
     mut child: Child,
     stderr: tokio::task::JoinHandle<()>,
     grace: std::time::Duration,
     answer: Option<(BodySender, Cut)>,
     permit: Option<OwnedSemaphorePermit>,
+    record: &Record,
 ) {
     let exited = tokio::time::timeout(std::time::Duration::ZERO, child.exited())
         .await
@@ -238,18 +251,24 @@ async fn finish(
         Ok(s) => child::describe(s),
         Err(e) => e.to_string(),
     };
+    record.exit(child::exit_field(&status));
     if let Some((tx, cut)) = answer {
+        // (the access line's `cut=`, the warning's reason)
         let why = match cut {
-            Cut::Complete if signalled => Some("the script was killed"),
+            Cut::Complete if signalled => Some(("killed", "the script was killed")),
             Cut::Complete | Cut::ClientGone => None,
-            Cut::TimedOut => Some("the script ran out of time (--cgitimeout)"),
-            Cut::ReadError => Some("reading the script's output failed"),
-            Cut::BodyTooLarge => Some("the request body passed the limit after the script had answered"),
-            Cut::Shutdown => Some("the server is shutting down"),
+            Cut::TimedOut => Some(("timeout", "the script ran out of time (--cgitimeout)")),
+            Cut::ReadError => Some(("read_error", "reading the script's output failed")),
+            Cut::BodyTooLarge => Some((
+                "body_too_large",
+                "the request body passed the limit after the script had answered",
+            )),
+            Cut::Shutdown => Some(("shutdown", "the server is shutting down")),
         };
         match why {
-            Some(why) => {
+            Some((cut, why)) => {
                 tracing::warn!(exit = %exit, reason = why, "CGI answer cut off");
+                record.cut(cut);
                 let _ = tx.send(Err(io::Error::other(why))).await;
             }
             None => tracing::debug!(exit = %exit, "CGI script ended"),

@@ -386,6 +386,23 @@ pub fn describe(status: &ExitStatus) -> String {
     }
 }
 
+/// How a program ended, for the `exit=` field of access lines: the exit code (`3`), the
+/// signal's name (`SIGTERM`), or `unknown` when it could not be waited for.
+pub fn exit_field(status: &io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let Ok(status) = status else {
+        return "unknown".to_owned();
+    };
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => s.as_str().to_owned(),
+            Err(_) => format!("signal {sig}"),
+        },
+        _ => "unknown".to_owned(),
+    }
+}
+
 /// Starts the program on a new pseudo-terminal (`--pty`): the terminal is its stdin,
 /// stdout and stderr and its controlling terminal, in a new session (so its pid is also
 /// its process group, as with [`spawn`]). Echo is off; the window is `size`.

@@ -354,11 +354,13 @@ pub struct Cli {
     pub connect_timeout: u64,
 
     // ---- Logging and metrics
-    /// Log level (RUST_LOG overrides)
+    /// Log level, most verbose first: trace, debug, access, info, error, fatal, none
     ///
-    /// How much is logged, on stderr; RUST_LOG, if set, overrides it.
+    /// trace: debug plus message payloads (their first 256 bytes); debug: one line per
+    /// message (direction, size, framing); access: lifecycle and one line per request or
+    /// session; info: the same without the access lines. RUST_LOG, if set, overrides it.
     #[arg(long, value_name = "LEVEL", help_heading = "Logging and metrics", default_value = "access",
-          value_parser = ["debug", "trace", "access", "info", "error", "fatal", "none"])]
+          value_parser = ["trace", "debug", "access", "info", "error", "fatal", "none"])]
     pub loglevel: String,
 
     /// Serve Prometheus metrics on ADDR (IP:PORT)
@@ -447,6 +449,13 @@ pub struct Cli {
     /// 1h; a bare number is seconds). Pings do not count. [default: no limit]
     #[arg(long, value_name = "DURATION", help_heading = "Access control")]
     pub idletimeout: Option<String>,
+
+    /// Log line format: text or json
+    ///
+    /// json: one JSON object per line; LOGGING in the man page lists the field names.
+    #[arg(long, value_name = "FORMAT", help_heading = "Logging and metrics", default_value = "text",
+          value_parser = ["text", "json"])]
+    pub logformat: String,
 
     // ---- New flags go here, each with its help_heading; a number takes value::number.
     /// The program to run for each connection

@@ -49,6 +49,8 @@ pub struct Config {
     /// `--threads`: the runtime's threads; `None` = one per CPU core.
     pub threads: Option<NonZeroUsize>,
     pub log_level: LogLevel,
+    /// `--logformat`.
+    pub log_format: LogFormat,
     /// What wsbridge does with the session settings: serve, or connect out.
     pub mode: Mode,
 }
@@ -108,16 +110,30 @@ impl Subprotocols {
     }
 }
 
-/// websocketd's log levels, from most to least verbose as websocketd orders them.
+/// websocketd's log level names, from most to least verbose as wsbridge orders them:
+/// `trace` shows the most (websocketd puts `debug` first; see README "Differences from
+/// websocketd").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
-    Debug,
+    /// Everything, message payloads included (cut at a bound).
     Trace,
+    /// One line per message (direction, size, framing), no payloads.
+    Debug,
     Access,
     Info,
     Error,
     Fatal,
     None,
+}
+
+/// `--logformat`: how each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// tracing's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl TryFrom<Cli> for Config {
@@ -165,6 +181,10 @@ impl TryFrom<Cli> for Config {
             session,
             threads: cli.threads,
             log_level: log_level(&cli.loglevel),
+            log_format: match cli.logformat.as_str() {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
             mode,
         })
     }

@@ -50,6 +50,16 @@ impl Framing {
             _ => None,
         }
     }
+
+    /// The `--framing` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::Line => "line",
+            Framing::Nul => "nul",
+            Framing::Binary => "binary",
+            Framing::LenPrefix => "lenprefix",
+        }
+    }
 }
 
 /// Longest `lenprefix` header: type, space, 20 digits, newline.
@@ -68,6 +78,7 @@ pub struct FrameError {
 pub struct Decoder {
     kind: DecoderKind,
     bad_utf8_warned: bool,
+    long_line_warned: bool,
 }
 
 #[derive(Debug)]
@@ -91,6 +102,21 @@ impl Decoder {
         Decoder {
             kind,
             bad_utf8_warned: false,
+            long_line_warned: false,
+        }
+    }
+
+    /// One warning per session when the framer had to cut a record into pieces.
+    fn warn_if_cut(&mut self) {
+        let DecoderKind::Records(f) = &mut self.kind else {
+            return;
+        };
+        if f.take_cut() && !self.long_line_warned {
+            self.long_line_warned = true;
+            tracing::warn!(
+                max = f.max_line,
+                "program output has a line longer than --maxframesize; it goes out in pieces of at most that size (further ones are not logged)"
+            );
         }
     }
 
@@ -110,6 +136,7 @@ impl Decoder {
                         .into_iter()
                         .map(|r| Message::Text(to_text(r, &mut self.bad_utf8_warned))),
                 );
+                self.warn_if_cut();
                 Ok(())
             }
             DecoderKind::LenPrefix(d) => d.push(chunk, out, &mut self.bad_utf8_warned),
@@ -128,6 +155,7 @@ impl Decoder {
                         .into_iter()
                         .map(|r| Message::Text(to_text(r, &mut self.bad_utf8_warned))),
                 );
+                self.warn_if_cut();
                 Ok(())
             }
             DecoderKind::LenPrefix(d) => d.finish(),
@@ -333,6 +361,8 @@ pub struct LineFramer {
     max_line: usize,
     separator: u8,
     strip_cr: bool,
+    /// A line was cut into pieces since [`LineFramer::take_cut`] last looked.
+    cut: bool,
 }
 
 impl LineFramer {
@@ -349,7 +379,13 @@ impl LineFramer {
             max_line: max_line.max(4),
             separator,
             strip_cr,
+            cut: false,
         }
+    }
+
+    /// Whether a line was cut into pieces since the last call.
+    pub fn take_cut(&mut self) -> bool {
+        std::mem::take(&mut self.cut)
     }
 
     /// Feeds `chunk`, appending every completed line (or piece) to `out`. Lines that lie
@@ -377,6 +413,7 @@ impl LineFramer {
             while self.partial.len() - usize::from(self.strip_cr && self.partial.last() == Some(&b'\r')) > self.max_line
             {
                 let cut = char_boundary(&self.partial, self.max_line);
+                self.cut = true;
                 let tail = self.partial.split_off(cut);
                 out.push(Bytes::from(std::mem::replace(&mut self.partial, tail)));
             }
@@ -391,9 +428,10 @@ impl LineFramer {
         }
     }
 
-    fn emit(&self, mut line: Bytes, out: &mut Vec<Bytes>) {
+    fn emit(&mut self, mut line: Bytes, out: &mut Vec<Bytes>) {
         while line.len() > self.max_line {
             let cut = char_boundary(&line, self.max_line);
+            self.cut = true;
             out.push(line.split_to(cut));
         }
         out.push(line);

@@ -1,6 +1,6 @@
 //! The hyper service for one connection: one dispatch decision per request, the extra
-//! `--header*` headers, and an access line for every answer that is not a session
-//! (sessions log their own when they end). It owns the order of the handlers, not what
+//! `--header*` headers, the request's span, and an access line for every answer that is
+//! not a session ([`crate::access`]; sessions log their own). It owns the order of the handlers, not what
 //! any handler does, nor the body type every answer uses ([`crate::body`], which the
 //! handlers import so that none of them imports this dispatcher).
 //!
@@ -30,6 +30,9 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Version};
 
+use tracing::Instrument;
+
+use crate::access::Record;
 use crate::body::{empty, text, Body};
 use crate::config::Program;
 use crate::error::Refusal;
@@ -42,11 +45,28 @@ use crate::{auth, cgi, console, statics, upstream};
 /// Largest total size of a request's header fields; above it the answer is 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Answers one request.
+/// Answers one request, inside its own span (`req`, with `path`, then `pid` when a
+/// program starts, and `client` when a `--trusted-proxy` names it), under the
+/// connection's: on a keep-alive connection each request has its own.
 pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path().to_owned();
-    tracing::Span::current().record("path", path.as_str());
-    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "req",
+        path = req.uri().path(),
+        client = conn.proxy.map(|_| tracing::field::display(conn.peer)),
+        pid = tracing::field::Empty
+    );
+    Ok(answer(req, ep, conn).instrument(span).await)
+}
+
+async fn answer(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Response<Body> {
+    let record = Record::new(
+        conn.id,
+        conn.peer,
+        conn.proxy,
+        req.method().clone(),
+        req.uri().path(),
+        req.uri().query(),
+    );
     let extra = &ep.serve.headers;
     let upgrade_request = ws::is_upgrade(req.headers());
     let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
@@ -66,25 +86,28 @@ pub async fn serve(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Res
         let is_upgrade = ws::is_upgrade(req.headers());
         let kind = if is_upgrade { &extra.ws } else { &extra.http };
         let resp = match auth::check(&req, &ep, conn, is_upgrade).await {
-            Err(refused) => refused,
+            Err(refused) => {
+                if is_upgrade {
+                    record.refused_upgrade(origin_of(req.headers()).as_deref());
+                }
+                refused
+            }
             Ok(id) => {
                 let mut req = req;
                 if let Some(id) = id {
+                    record.user(&id.remote_user);
                     req.extensions_mut().insert(id);
                 }
                 match is_upgrade {
-                    true => upgrade(req, &ep, conn),
-                    false => plain(req, &ep, conn).await,
+                    true => upgrade(req, &ep, conn, &record),
+                    false => plain(req, &ep, conn, &record).await,
                 }
             }
         };
         with_headers(resp, &[&extra.all, kind])
     };
     stats::answered(upgrade_request, resp.status().as_u16());
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        tracing::info!(target: "wsbridge::access", %method, path, status = resp.status().as_u16(), "request");
-    }
-    Ok(resp)
+    record.answer(resp)
 }
 
 /// The answer to a request no handler may see (websocketd's Go server refuses the same
@@ -160,7 +183,8 @@ pub fn valid_host(value: &[u8]) -> bool {
     host_ok && port.iter().all(u8::is_ascii_digit)
 }
 
-fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<Body> {
+fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn, record: &Record) -> Response<Body> {
+    let origin = origin_of(req.headers());
     let accepted = match (&ep.session.program, &ep.serve.script_dir) {
         (Some(program), _) => ws::accept(
             req,
@@ -194,11 +218,20 @@ fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<B
     match accepted {
         Ok(resp) => resp.map(|()| empty()),
         Err(refusal) => {
+            record.refused_upgrade(origin.as_deref());
             let mut resp = text(refusal.status, &refusal.message);
             resp.headers_mut().extend(refusal.headers);
             resp
         }
     }
+}
+
+/// The `Origin` a request sent, kept for the access line of a refused upgrade (escaped
+/// there: it is the client's text).
+fn origin_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
 }
 
 /// `--dir`: the executable the path names, and its `SCRIPT_NAME`. The first segment
@@ -232,11 +265,11 @@ fn is_endpoint(ep: &Endpoint, raw_path: &str) -> bool {
 /// How many `Location: /path` answers from CGI scripts one request may follow.
 const MAX_LOCAL_REDIRECTS: usize = 3;
 
-async fn plain(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn) -> Response<Body> {
+async fn plain(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn, record: &Arc<Record>) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let mut body = Some(body);
     for _ in 0..=MAX_LOCAL_REDIRECTS {
-        match plain_once(&parts, body.take(), ep, conn).await {
+        match plain_once(&parts, body.take(), ep, conn, record).await {
             Ok(resp) => return resp,
             Err(location) => match redirected(&parts, &location) {
                 Some(next) => {
@@ -273,15 +306,18 @@ async fn plain_once(
     body: Option<Incoming>,
     ep: &Arc<Endpoint>,
     conn: Conn,
+    record: &Arc<Record>,
 ) -> Result<Response<Body>, String> {
     let cfg = &ep.serve;
     let path = parts.uri.path();
     if cfg.dev_console {
+        record.handler("console");
         return Ok(console::serve(&parts.method));
     }
     if let Some(root) = &cfg.cgi_dir {
         if let Some(script) = cgi::find(root, path) {
-            return match cgi::run(script, parts, body, ep, conn).await {
+            record.handler("cgi");
+            return match cgi::run(script, parts, body, ep, conn, record).await {
                 cgi::Answer::Response(resp) => Ok(resp),
                 cgi::Answer::LocalRedirect(location) => Err(location),
             };
@@ -298,10 +334,12 @@ async fn plain_once(
         )
         .await;
         if let statics::Outcome::Served(resp) = served {
+            record.handler("static");
             return Ok(resp);
         }
     }
     if let Some(up) = &cfg.upstream {
+        record.handler("upstream");
         return Ok(upstream::forward(up, parts, body, conn).await);
     }
     Ok(miss(ep, path))

@@ -25,7 +25,8 @@
 //! - [`http`]: one dispatch decision per request; extra headers; access lines. It
 //!   imports the handlers and no handler imports it: [`console`] (`--devconsole`),
 //!   [`cgi`] (`--cgidir`), [`statics`] (`--staticdir`) and [`upstream`] (`--upstream`)
-//!   build their answers with [`body`].
+//!   build their answers with [`body`]; [`access`] logs each answer's access line once
+//!   its body is sent (and, for CGI, the script reaped).
 //!
 //! Layer 1, one program and its sockets:
 //! - [`ws`]: handshake checks, [`origin`] policy, `--maxforks`, program start, 101.
@@ -51,6 +52,7 @@
 //!   (a refused request) and [`text`] (control characters in a program's stderr escaped
 //!   before it is logged).
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod cgi;

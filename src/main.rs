@@ -26,12 +26,15 @@ fn main() -> ExitCode {
         Err(ConfigError::Usage(e)) => Cli::exit_usage(e),
         Err(ConfigError::Resolve(e)) => return fail(e, 1),
     };
-    logging::init(config.log_level);
+    if let Err(e) = logging::init(config.log_level, config.log_format) {
+        return fail(e, 1);
+    }
     let Config {
         session,
         threads,
         log_level,
         mode,
+        ..
     } = config;
     // Without the `connect` feature serving is the only mode, hence the allow.
     #[allow(clippy::infallible_destructuring_match)]

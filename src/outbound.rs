@@ -187,7 +187,7 @@ async fn run_session(
                 output: Box::new(&mut pipes.stdin),
                 stderr: None,
             };
-            return Ok(session::run_with(ws, None, io, config, shutdown, Side::Client).await);
+            return Ok(session::run_with(ws, None, io, config, shutdown, Side::Client, None).await);
         }
     };
     let mut vars: Vec<(OsString, OsString)> = config
@@ -219,7 +219,7 @@ async fn run_session(
         }
     };
     tracing::debug!(pid = child.id(), "program started");
-    Ok(session::run_with(ws, Some(child), io, config, shutdown, Side::Client).await)
+    Ok(session::run_with(ws, Some(child), io, config, shutdown, Side::Client, None).await)
 }
 
 /// `--reconnect` delays: start at [`BACKOFF_START`], double up to [`BACKOFF_MAX`]; each

@@ -16,6 +16,7 @@
 //! one bounded read that holds no buffer between reads, and [`or_pending`] for the
 //! `select!` branches that the settings switch off.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -35,6 +37,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::framing::{self, Decoder, FrameError};
 pub use crate::framing::{Framing, LineFramer};
 use crate::stats;
+use crate::text;
 
 /// Largest single read from the program's output; also the largest `--binary` message
 /// the server sends (the size of a default Linux pipe buffer).
@@ -113,7 +116,7 @@ pub enum InEnd {
     /// The connection ended without a Close frame.
     Gone,
     /// The client broke a rule; close with this code and reason.
-    Refused(CloseCode, &'static str),
+    Refused(CloseCode, Cow<'static, str>),
     /// Any other error from the WebSocket layer.
     Error(WsError),
 }
@@ -153,6 +156,7 @@ where
                     Some(line) => {
                         let msg = Message::Text(framing::tag("stderr", &line));
                         counters.add(line.len());
+                        log_message("out", Some(framing), &msg);
                         if let Err(e) = sink.send(msg).await {
                             return OutEnd::Socket(e);
                         }
@@ -177,6 +181,7 @@ where
         let end = decoded.unwrap_or_else(|e| Some(OutEnd::Malformed(e)));
         for msg in messages.drain(..) {
             counters.add(msg.len());
+            log_message("out", Some(framing), &msg);
             let msg = match msg {
                 Message::Text(t) if tagged => Message::Text(framing::tag("stdout", t.as_bytes())),
                 other => other,
@@ -329,6 +334,7 @@ impl Batch<'_> {
         if let Message::Close(frame) = msg {
             return Some(InEnd::Closed(frame));
         }
+        log_message("in", Some(self.framing), &msg);
         match framing::encode(self.framing, msg) {
             Ok(Some(encoded)) => {
                 self.counters.add(encoded.payload.len());
@@ -343,7 +349,7 @@ impl Batch<'_> {
                 None
             }
             Ok(None) => None,
-            Err((code, reason)) => Some(InEnd::Refused(code, reason)),
+            Err((code, reason)) => Some(InEnd::Refused(code, Cow::Borrowed(reason))),
         }
     }
 
@@ -432,6 +438,36 @@ impl Batch<'_> {
     }
 }
 
+/// The per-message line (target `wsbridge::msg`): at debug its direction (`in` from the
+/// client, `out` to it), kind, size and the `--framing` (`None` for `--shared`'s fan-out,
+/// which sends what the hub framed); at trace also the first [`text::PAYLOAD_BYTES`] of
+/// the payload, escaped. Below debug this is one check of a cached level, nothing else.
+#[inline]
+pub(crate) fn log_message(dir: &'static str, framing: Option<Framing>, msg: &Message) {
+    if tracing::enabled!(target: "wsbridge::msg", tracing::Level::DEBUG) {
+        log_message_at_debug(dir, framing, msg);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn log_message_at_debug(dir: &'static str, framing: Option<Framing>, msg: &Message) {
+    let (kind, payload): (&str, &[u8]) = match msg {
+        Message::Text(t) => ("text", t.as_bytes()),
+        Message::Binary(b) => ("binary", b),
+        _ => return,
+    };
+    use tracing::field::display;
+    let framing = framing.map(|f| display(f.name()));
+    let (dir, kind) = (display(dir), display(kind));
+    if tracing::enabled!(target: "wsbridge::msg", tracing::Level::TRACE) {
+        tracing::trace!(target: "wsbridge::msg", dir, kind, bytes = payload.len(), framing,
+            payload = %text::Payload(payload), "message");
+    } else {
+        tracing::debug!(target: "wsbridge::msg", dir, kind, bytes = payload.len(), framing, "message");
+    }
+}
+
 /// The Close code for an error from the WebSocket layer.
 fn end_for(e: WsError) -> InEnd {
     match e {
@@ -440,9 +476,14 @@ fn end_for(e: WsError) -> InEnd {
         WsError::Protocol(tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
             InEnd::Gone
         }
-        WsError::Capacity(_) => InEnd::Refused(CloseCode::Size, "message too big (see --maxframesize)"),
-        WsError::Utf8(_) => InEnd::Refused(CloseCode::Invalid, "invalid UTF-8 in a text message"),
-        WsError::Protocol(_) => InEnd::Refused(CloseCode::Protocol, "protocol error"),
+        // For a message in fragments, `size` is what it had reached when it passed the limit.
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => InEnd::Refused(
+            CloseCode::Size,
+            format!("message of {size} bytes > --maxframesize {max_size}").into(),
+        ),
+        WsError::Capacity(_) => InEnd::Refused(CloseCode::Size, "message too big (see --maxframesize)".into()),
+        WsError::Utf8(_) => InEnd::Refused(CloseCode::Invalid, "invalid UTF-8 in a text message".into()),
+        WsError::Protocol(_) => InEnd::Refused(CloseCode::Protocol, "protocol error".into()),
         other => InEnd::Error(other),
     }
 }
@@ -457,7 +498,6 @@ mod tests {
     use std::task::Context;
 
     use tokio::io::AsyncReadExt;
-    use tokio_tungstenite::tungstenite::error::CapacityError;
 
     use super::*;
 

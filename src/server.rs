@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::access::Record;
 use crate::body::{self, Body};
 use crate::config::{Config, Mode, Serve, Session};
 use crate::http;
@@ -221,14 +222,8 @@ async fn accept_loop(listener: Acceptor, kind: Kind, ep: Arc<Endpoint>, connecti
             id: ep.next_conn_id(),
             tls: false,
         };
-        let span = tracing::info_span!(
-            "conn",
-            id = conn.id,
-            peer = %peer,
-            client = tracing::field::Empty,
-            path = tracing::field::Empty,
-            pid = tracing::field::Empty
-        );
+        // Each request has a span of its own inside this one (see crate::http::serve).
+        let span = tracing::info_span!("conn", id = conn.id, peer = %peer);
         connections.spawn(serve_connection(stream, conn, kind.clone(), Arc::clone(&ep)).instrument(span));
     }
 }
@@ -253,7 +248,18 @@ async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoi
             let ep2 = Arc::clone(&ep);
             let service = service_fn(move |req| {
                 let ep = Arc::clone(&ep2);
-                async move { Ok::<_, Infallible>(redirect(&req, scheme, to_port, local, &ep)) }
+                async move {
+                    let record = Record::new(
+                        conn.id,
+                        conn.peer,
+                        None,
+                        req.method().clone(),
+                        req.uri().path(),
+                        req.uri().query(),
+                    );
+                    record.handler("redirect");
+                    Ok::<_, Infallible>(record.answer(redirect(&req, scheme, to_port, local, &ep)))
+                }
             });
             serve_http(tcp, service, &ep.shutdown).await;
         }
@@ -269,11 +275,13 @@ async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoi
                 // One access line per connection that never got to HTTP, as for requests.
                 Ok(Err(e)) => {
                     stats::tls_failed();
-                    tracing::info!(target: "wsbridge::access", error = %crate::tls::explain_io(&e, "client certificate"), "tls handshake failed")
+                    tracing::info!(target: "wsbridge::access", parent: None, conn = conn.id, peer = %conn.peer,
+                        error = %crate::tls::explain_io(&e, "client certificate"), "tls handshake failed")
                 }
                 Err(_) => {
                     stats::tls_failed();
-                    tracing::info!(target: "wsbridge::access", "tls handshake timed out")
+                    tracing::info!(target: "wsbridge::access", parent: None,
+                        conn = conn.id, peer = %conn.peer, "tls handshake timed out")
                 }
             }
         }
@@ -283,7 +291,7 @@ async fn serve_connection(stream: Stream, conn: Conn, kind: Kind, ep: Arc<Endpoi
 }
 
 /// Serves WebSocket and HTTP on one connection. Each request sees the client through
-/// `--trusted-proxy` (address, port, scheme); the span records it as `client`.
+/// `--trusted-proxy` (address, port, scheme); its span records it as `client`.
 async fn serve_main<I>(io: I, conn: Conn, ep: Arc<Endpoint>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -295,9 +303,6 @@ where
         if !proxies.is_empty() {
             c.proxy = proxies.trusts(&conn.peer).then_some(conn.peer);
             let client = proxies.client(conn.peer, conn.tls, req.headers());
-            if client.peer != conn.peer {
-                tracing::Span::current().record("client", tracing::field::display(client.peer));
-            }
             c.peer = client.peer;
             c.tls = client.tls;
         }
@@ -378,7 +383,6 @@ fn redirect(
     for (name, value) in extra.all.iter().chain(&extra.http) {
         resp.headers_mut().append(name.clone(), value.clone());
     }
-    tracing::info!(target: "wsbridge::access", method = %req.method(), path = req.uri().path(), status = resp.status().as_u16(), "redirect");
     resp
 }
 

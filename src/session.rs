@@ -35,10 +35,13 @@ use crate::relay::{self, or_pending, Counters, InEnd, Liveness, OutEnd};
 use crate::{pipesize, pty, reap, stats};
 
 mod close;
+mod summary;
 pub use close::CLOSE_TIMEOUT;
 pub(crate) use close::{
     close, close_for_exit, closing_for_idle, closing_for_input, closing_for_ping_timeout, log_held, Closing,
 };
+pub(crate) use summary::Summary;
+pub use summary::{CloseSeen, EndedBy, Exchanged, Who};
 
 /// After the program exits, how long its output may make no progress before the session
 /// stops waiting for EOF.
@@ -138,8 +141,9 @@ pub async fn run(
     io: ProgramIo<'_>,
     settings: &config::Session,
     shutdown: &CancellationToken,
+    who: &Who,
 ) {
-    run_with(ws, Some(child), io, settings, shutdown, Side::Server).await;
+    run_with(ws, Some(child), io, settings, shutdown, Side::Server, Some(who)).await;
 }
 
 /// Which end of the connection wsbridge is: only the wording of the shutdown Close and
@@ -176,7 +180,8 @@ pub const EOF_LINGER: Duration = Duration::from_secs(2);
 /// Returned boxed: every caller (server, `--connect` with pipes, a terminal or no program)
 /// then shares one compiled copy of the session instead of inlining its own. Inside, the
 /// futures of the ending (drain, linger, close, stop ladder) are boxed when reached, so
-/// the state every idle session keeps holds only the relay.
+/// the state every idle session keeps holds only the relay. `who` names the connection in
+/// the summary line (`None` for `--connect`, whose `connected` line names the URL).
 pub fn run_with<'a>(
     ws: Socket,
     child: Option<Child>,
@@ -184,8 +189,9 @@ pub fn run_with<'a>(
     settings: &'a config::Session,
     shutdown: &'a CancellationToken,
     side: Side,
+    who: Option<&'a Who>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>> {
-    Box::pin(session(ws, child, io, settings, shutdown, side))
+    Box::pin(session(ws, child, io, settings, shutdown, side, who))
 }
 
 async fn session(
@@ -195,6 +201,7 @@ async fn session(
     settings: &config::Session,
     shutdown: &CancellationToken,
     side: Side,
+    who: Option<&Who>,
 ) -> Outcome {
     let started = Instant::now();
     let ProgramIo {
@@ -262,6 +269,13 @@ async fn session(
     let was_shutdown = matches!(ending, Ending::Shutdown);
     let failed = !was_shutdown && !matches!(ending, Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)));
     log_held(stream.held());
+    let ended_by = match &ending {
+        Ending::Output(end) => EndedBy::for_output(end),
+        Ending::Input(end) => EndedBy::for_input(end),
+        Ending::PingTimeout => EndedBy::Ping,
+        Ending::Idle => EndedBy::Idle,
+        Ending::Shutdown => EndedBy::Shutdown,
+    };
     let early: Closing = match ending {
         Ending::PingTimeout => closing_for_ping_timeout(),
         Ending::Idle => closing_for_idle(settings.idle_timeout),
@@ -298,10 +312,10 @@ async fn session(
     // Finish the close handshake before stopping the program, so the client does not wait
     // for the stop ladder; when the program's output ended, the Close carries its status.
     let mut socket = Some((sink, stream));
-    let mut close_code = None;
+    let mut exchanged = Exchanged::default();
     if !output_done {
         if let Some((sink, stream)) = socket.take() {
-            close_code = Box::pin(close(sink, stream, early)).await;
+            exchanged = Box::pin(close(sink, stream, early)).await;
         }
     }
 
@@ -313,73 +327,34 @@ async fn session(
             (Some(stopped.status), stopped.signalled)
         }
     };
-    let exit = match &status {
-        None => "none".to_owned(),
-        Some(Ok(s)) => child::describe(s),
-        Some(Err(e)) => e.to_string(),
-    };
     if let Some((sink, stream)) = socket.take() {
         let (code, reason) = match &status {
             Some(status) => close_for_exit(status),
             None => (CloseCode::Normal, String::new()),
         };
-        close_code = Box::pin(close(sink, stream, Closing::Send(code, reason))).await;
+        exchanged = Box::pin(close(sink, stream, Closing::Send(code, reason))).await;
     }
     finish_stderr(stderr_task).await;
     // With --pty the terminal stays open until here, so the program was never hung up.
     drop(stdout);
 
     Summary {
+        who,
         started,
         received: &received,
         sent: &sent,
         client: None,
-        exit: Some(&exit),
+        ended_by,
+        exit: status.as_ref(),
         signalled,
-        close: close_code,
+        close: &exchanged,
     }
     .log();
     Outcome {
         status,
-        close: close_code,
+        close: exchanged.code,
         failed,
         shutdown: was_shutdown,
-    }
-}
-
-/// The one summary line every WebSocket session ends with, per-connection and
-/// `--shared` alike (fields that do not apply are left out of the line).
-pub(crate) struct Summary<'a> {
-    pub started: Instant,
-    pub received: &'a Counters,
-    pub sent: &'a Counters,
-    /// `--shared`: the client's number (the program is the hub's, not this session's).
-    pub client: Option<u64>,
-    /// How the program ended, when this session owned one.
-    pub exit: Option<&'a str>,
-    /// The last signal the stop ladder had to send.
-    pub signalled: Option<Signal>,
-    /// The close code exchanged, if any.
-    pub close: Option<u16>,
-}
-
-impl Summary<'_> {
-    pub(crate) fn log(&self) {
-        tracing::info!(
-            target: "wsbridge::access",
-            status = 101,
-            shared = self.client.map(|_| true),
-            client = self.client,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            msgs_in = self.received.messages(),
-            bytes_in = self.received.bytes(),
-            msgs_out = self.sent.messages(),
-            bytes_out = self.sent.bytes(),
-            exit = self.exit.map(tracing::field::display),
-            signalled = self.signalled.map(|s| s.as_str()),
-            close = self.close,
-            "session ended"
-        );
     }
 }
 

@@ -117,6 +117,13 @@ pub struct Membership {
     kick: Arc<Kick>,
 }
 
+impl Membership {
+    /// The client's number in the hub (`--shared=ids` prefixes its lines with it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 impl Drop for Membership {
     fn drop(&mut self) {
         lock(&self.hub.members).map.remove(&self.id);

@@ -5,9 +5,13 @@
 //! logic, no I/O.
 //!
 //! Only the log sees the escapes: what is relayed to a client (`--passstderr`) stays the
-//! bytes the program wrote.
+//! bytes the program wrote. Message payloads (`--loglevel=trace`) are shown the same way,
+//! cut at [`PAYLOAD_BYTES`] ([`Payload`]).
 
 use std::fmt;
+
+/// The most of a message's payload a `--loglevel=trace` line shows.
+pub const PAYLOAD_BYTES: usize = 256;
 
 /// Displays a `&str` with every control character (`char::is_control`: C0, DEL and C1)
 /// escaped as [`char::escape_default`] writes it (`\t`, `\r`, `\n`, `\u{1b}`, `\u{7f}`,
@@ -31,9 +35,41 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Displays the first [`PAYLOAD_BYTES`] of a message payload (cut at a character
+/// boundary when it is UTF-8): UTF-8 as [`Escaped`], any other byte as `\xNN`, and `…`
+/// when the payload was longer.
+pub struct Payload<'a>(pub &'a [u8]);
+
+impl fmt::Display for Payload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        let mut end = b.len().min(PAYLOAD_BYTES);
+        // Back off to the start of a UTF-8 sequence cut by the bound (at most 3 bytes).
+        if end < b.len() {
+            let start = end;
+            while end > start.saturating_sub(3) && end > 0 && b[end] & 0xC0 == 0x80 {
+                end -= 1;
+            }
+            if b[end] & 0xC0 == 0x80 {
+                end = start; // not UTF-8 here: cut at the bound
+            }
+        }
+        for chunk in b[..end].utf8_chunks() {
+            Escaped(chunk.valid()).fmt(f)?;
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        if end < b.len() {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Escaped;
+    use super::{Escaped, Payload, PAYLOAD_BYTES};
 
     fn esc(s: &str) -> String {
         Escaped(s).to_string()
@@ -68,5 +104,19 @@ mod tests {
     #[test]
     fn printable_neighbours_of_controls_are_kept() {
         assert_eq!(esc(" ~\u{a0}\u{ff}"), " ~\u{a0}\u{ff}");
+    }
+
+    #[test]
+    fn payloads_are_escaped_and_cut() {
+        let p = |b: &[u8]| Payload(b).to_string();
+        assert_eq!(p(b"hi\x1b[0m"), r"hi\u{1b}[0m");
+        assert_eq!(p(b"\x00\xff ok"), r"\u{0}\xff ok");
+        let long = "x".repeat(PAYLOAD_BYTES + 10);
+        assert_eq!(p(long.as_bytes()), format!("{}…", "x".repeat(PAYLOAD_BYTES)));
+        // A cut inside a character backs off to its start.
+        let mut s = "x".repeat(PAYLOAD_BYTES - 1);
+        s.push('é');
+        assert_eq!(p(s.as_bytes()), format!("{}…", "x".repeat(PAYLOAD_BYTES - 1)));
+        assert_eq!(p(&[0x80; PAYLOAD_BYTES + 1]).matches(r"\x80").count(), PAYLOAD_BYTES);
     }
 }

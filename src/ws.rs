@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::child;
 use crate::config::{Program, Session};
 use crate::error::Refusal;
+use crate::session::Who;
 use crate::state::{Conn, Endpoint};
 use crate::{env, memory, reap, relay, session, shared, shebang, stats};
 
@@ -82,7 +83,8 @@ pub fn accept(
         .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     if let Err(refusal) = ep.serve.origin.check(origin.as_deref(), host, conn.tls) {
-        tracing::info!(origin = refusal.origin(), "origin refused");
+        // The access line of the refusal names the origin (crate::access).
+        tracing::debug!(origin = refusal.origin(), "origin refused");
         return Err(Refusal::new(StatusCode::FORBIDDEN, refusal.to_string()));
     }
     if ep.shutdown.is_cancelled() {
@@ -90,11 +92,32 @@ pub fn accept(
     }
     let client_slot = ep.client_slot(&conn)?;
     let permit = ep.fork_slot()?;
+    let who = Who {
+        conn: conn.id,
+        peer: conn.peer,
+        proxy: conn.proxy,
+        path: req.uri().path().to_owned(),
+        user: req
+            .extensions()
+            .get::<env::Identity>()
+            .map(|id| id.remote_user.clone())
+            .filter(|u| !u.is_empty()),
+    };
+    let started = Started {
+        who: &who,
+        query: req.uri().query(),
+        origin: origin.as_deref(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes())),
+        subprotocol: protocol.as_deref(),
+    };
 
     if let Some(hub) = &ep.hub {
         let member = hub
             .join(conn.id)
             .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        started.log(None, Some(member.id()));
         let on_upgrade = hyper::upgrade::on(&mut req);
         let ep2 = Arc::clone(ep);
         let live = memory::Live::count();
@@ -105,7 +128,7 @@ pub fn accept(
                 match upgrade(on_upgrade, &ep2.session).await {
                     Ok(ws) => {
                         let _counted = stats::Live::start(route);
-                        shared::run_client(ws, member, &ep2.session, &ep2.shutdown).await
+                        shared::run_client(ws, member, &ep2.session, &ep2.shutdown, &who).await
                     }
                     Err(why) => tracing::info!(reason = why.to_string(), "upgrade did not complete"),
                 }
@@ -163,26 +186,60 @@ pub fn accept(
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to start the program")
     })?;
     tracing::Span::current().record("pid", child.id());
-    tracing::debug!(pid = child.id(), "program started");
+    started.log(Some(child.id()), None);
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ep2 = Arc::clone(ep);
     let live = memory::Live::count();
     let route = stats::route(target.script_name);
+    let accepted = std::time::Instant::now();
     ep.sessions.spawn(
         async move {
             let (_permit, _client, _live) = (permit, client_slot, live);
             let ws = match upgrade(on_upgrade, &ep2.session).await {
                 Ok(ws) => ws,
-                Err(why) => return abandon(child, stdio, &ep2.session, &why).await,
+                Err(why) => return abandon(child, stdio, &ep2.session, &why, (&who, accepted)).await,
             };
             let _counted = stats::Live::start(route);
-            session::run(ws, child, stdio, &ep2.session, &ep2.shutdown).await
+            session::run(ws, child, stdio, &ep2.session, &ep2.shutdown, &who).await
         }
         .in_current_span(),
     );
 
     Ok(switching(&key, protocol))
+}
+
+/// The facts of the `session started` access line.
+struct Started<'a> {
+    who: &'a Who,
+    query: Option<&'a str>,
+    origin: Option<&'a str>,
+    user_agent: Option<std::borrow::Cow<'a, str>>,
+    subprotocol: Option<&'a str>,
+}
+
+impl Started<'_> {
+    /// Logs the line: with the program's `pid`, or the `--shared` client's number.
+    fn log(&self, pid: Option<u32>, client: Option<u64>) {
+        let who = self.who;
+        tracing::info!(
+            target: "wsbridge::access",
+            parent: None,
+            conn = who.conn,
+            peer = %who.peer,
+            proxy = who.proxy.map(tracing::field::display),
+            user = who.user.as_deref(),
+            path = who.path.as_str(),
+            query = self.query,
+            origin = self.origin,
+            user_agent = self.user_agent.as_deref(),
+            subprotocol = self.subprotocol,
+            pid,
+            shared = client.map(|_| true),
+            client,
+            "session started"
+        );
+    }
 }
 
 /// The 101 answer for a client's key and the negotiated subprotocol.
@@ -257,13 +314,34 @@ fn negotiate(headers: &HeaderMap, ours: &[String]) -> Result<Option<String>, Ref
     }
 }
 
-async fn abandon(child: child::Child, stdio: session::ProgramIo<'_>, config: &Session, why: &UpgradeError) {
+/// The 101 was sent but the connection never came: stop the program, and end the
+/// session's access lines (the start was logged) as `vanished`.
+async fn abandon(
+    child: child::Child,
+    stdio: session::ProgramIo<'_>,
+    config: &Session,
+    why: &UpgradeError,
+    (who, started): (&Who, std::time::Instant),
+) {
     tracing::info!(
         reason = why.to_string(),
         "upgrade did not complete; stopping the program"
     );
     drop(stdio);
-    reap::stop(child, config.close_grace).await;
+    let stopped = reap::stop(child, config.close_grace).await;
+    let none = relay::Counters::default();
+    session::Summary {
+        who: Some(who),
+        started,
+        received: &none,
+        sent: &none,
+        client: None,
+        ended_by: session::EndedBy::Vanished,
+        exit: Some(&stopped.status),
+        signalled: stopped.signalled,
+        close: &session::Exchanged::default(),
+    }
+    .log();
 }
 
 pub(crate) fn ws_config(config: &Session) -> WebSocketConfig {

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::summary::{CloseSeen, Exchanged};
 use crate::child;
 use crate::limit::Held;
 use crate::relay::InEnd;
@@ -23,8 +24,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) enum Closing {
     /// Send this Close and wait (briefly) for the client's.
     Send(CloseCode, String),
-    /// The client sent Close (with this code); flush our automatic answer.
-    Answer(Option<CloseCode>),
+    /// The client sent this Close; flush our automatic answer (its echo).
+    Answer(Option<CloseFrame>),
     /// The connection is already broken: just drop it.
     Drop,
 }
@@ -56,14 +57,14 @@ pub(crate) fn log_held(held: Held) {
 /// How to close after the client's side ended the relay.
 pub(crate) fn closing_for_input(end: InEnd) -> Closing {
     match end {
-        InEnd::Closed(frame) => Closing::Answer(frame.map(|f| f.code)),
+        InEnd::Closed(frame) => Closing::Answer(frame),
         InEnd::Gone => {
             tracing::debug!(target: "wsbridge::session", "client went away without a Close frame");
             Closing::Drop
         }
         InEnd::Refused(code, reason) => {
-            tracing::info!(target: "wsbridge::session", code = u16::from(code), reason, "closing: client broke a rule");
-            Closing::Send(code, reason.into())
+            tracing::info!(target: "wsbridge::session", code = u16::from(code), reason = reason.as_ref(), "closing: client broke a rule");
+            Closing::Send(code, reason.into_owned())
         }
         InEnd::Error(e) => {
             tracing::warn!(target: "wsbridge::session", error = %e, "websocket error");
@@ -81,29 +82,54 @@ pub(crate) fn close_for_exit(status: &io::Result<ExitStatus>) -> (CloseCode, Str
     }
 }
 
-/// Ends the WebSocket as `how` says, then drops it; returns the close code that was
-/// exchanged, if any.
-pub(crate) async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Option<u16>
+/// Ends the WebSocket as `how` says, then drops it; returns what was exchanged.
+pub(crate) async fn close<S>(mut sink: S, mut stream: impl WsStream, how: Closing) -> Exchanged
 where
     S: futures_util::Sink<Message> + Unpin,
 {
     match how {
-        Closing::Drop => None,
-        Closing::Answer(code) => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
-            code.map(u16::from)
+        Closing::Drop => Exchanged::default(),
+        Closing::Answer(frame) => {
+            let flushed = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+            let received = seen(frame.as_ref());
+            Exchanged {
+                code: Some(received.code),
+                sent: matches!(flushed, Ok(Ok(()))).then(|| received.clone()),
+                received: Some(received),
+            }
         }
         Closing::Send(code, reason) => {
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from(reason),
             };
+            let ours = seen(Some(&frame));
             let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-            if matches!(sent, Ok(Ok(()))) {
-                await_client_close(&mut stream).await;
+            let sent = matches!(sent, Ok(Ok(())));
+            let received = match sent {
+                true => await_client_close(&mut stream).await,
+                false => None,
+            };
+            Exchanged {
+                code: Some(ours.code),
+                sent: sent.then_some(ours),
+                received,
             }
-            Some(u16::from(code))
         }
+    }
+}
+
+/// A Close frame as the access line reports it (1005 when it has no code).
+fn seen(frame: Option<&CloseFrame>) -> CloseSeen {
+    match frame {
+        Some(f) => CloseSeen {
+            code: u16::from(f.code),
+            reason: f.reason.to_string(),
+        },
+        None => CloseSeen {
+            code: u16::from(CloseCode::Status),
+            reason: String::new(),
+        },
     }
 }
 
@@ -115,13 +141,18 @@ pub(crate) trait WsStream:
 impl<T: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin> WsStream for T {}
 
 /// After our Close: read until the client's Close (or EOF) so that unread data does not
-/// turn our close into a TCP reset, for at most [`CLOSE_TIMEOUT`].
-async fn await_client_close(stream: &mut impl WsStream) {
+/// turn our close into a TCP reset, for at most [`CLOSE_TIMEOUT`]; returns the client's
+/// Close if it came.
+async fn await_client_close(stream: &mut impl WsStream) -> Option<CloseSeen> {
     let mut late = 0u64;
+    let mut theirs = None;
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(msg)) = stream.next().await {
             match msg {
-                Message::Close(_) => break,
+                Message::Close(frame) => {
+                    theirs = Some(seen(frame.as_ref()));
+                    break;
+                }
                 Message::Text(_) | Message::Binary(_) => late += 1,
                 _ => {}
             }
@@ -134,4 +165,5 @@ async fn await_client_close(stream: &mut impl WsStream) {
             "client messages arrived after the session ended; discarded"
         );
     }
+    theirs
 }

@@ -23,7 +23,7 @@ use super::Membership;
 use crate::config::Session;
 use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
-use crate::session::{self, Closing};
+use crate::session::{self, Closing, EndedBy, Who};
 use crate::stats;
 
 /// Messages sent to one client before one flush.
@@ -82,7 +82,13 @@ enum Ending {
 }
 
 /// One client's session with the shared program, to its end; logs a summary line.
-pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Session, shutdown: &CancellationToken) {
+pub async fn run_client(
+    ws: session::Socket,
+    mut member: Membership,
+    config: &Session,
+    shutdown: &CancellationToken,
+    who: &Who,
+) {
     let started = Instant::now();
     let hub = Arc::clone(&member.hub);
     let (mut sink, stream) = ws.split();
@@ -125,6 +131,15 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Se
     let reason = member.kick.reason.get().cloned();
     let id = member.id;
     drop(member); // leave the hub: no more output is queued for this client
+    let ended_by = match &ending {
+        Ending::HubEnded => EndedBy::Program,
+        Ending::Shutdown => EndedBy::Shutdown,
+        Ending::Socket(e) => EndedBy::for_send_error(e),
+        Ending::Input(end) => EndedBy::for_input(end),
+        Ending::Dropped => EndedBy::Dropped,
+        Ending::PingTimeout => EndedBy::Ping,
+        Ending::Idle => EndedBy::Idle,
+    };
     let closing = match ending {
         Ending::HubEnded | Ending::Shutdown => match hub.ended() {
             Some((code, reason)) => Closing::Send(code, reason),
@@ -141,13 +156,15 @@ pub async fn run_client(ws: session::Socket, mut member: Membership, config: &Se
     };
     let close = session::close(sink, stream, closing).await;
     session::Summary {
+        who: Some(who),
         started,
         received: &received,
         sent: &sent,
         client: Some(id),
+        ended_by,
         exit: None,
         signalled: None,
-        close,
+        close: &close,
     }
     .log();
 }
@@ -181,6 +198,7 @@ where
         loop {
             let len = msg.len();
             sent.add(len);
+            relay::log_message("out", None, &msg);
             sink.feed(msg).await?;
             queued.fetch_sub(len, Ordering::AcqRel);
             n += 1;

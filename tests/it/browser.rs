@@ -364,7 +364,7 @@ async fn page_from_another_port_needs_origin() {
     let seen = eval_in_page(&page("refused"), OUT, "closed:").await;
     assert!(!seen.contains("reply:"), "a refused origin got through: {seen:?}");
     assert!(seen.contains("error") && seen.contains("closed:1006"), "{seen:?}");
-    assert!(refused.log().contains("origin refused"), "{}", refused.log());
+    assert!(refused.log().contains("upgrade refused"), "{}", refused.log());
     pager.abort();
 }
 

@@ -39,8 +39,8 @@ async fn trusted_proxy_headers_name_the_client() {
     let r = report(&mut ws).await;
     assert_eq!(r[..3], ["2001:db8::5", "4711", "off"], "{r:?}");
     drop(ws);
-    // The session's access line (logged as it ends) names the client.
-    p.wait_log("client=[2001:db8::5]:4711").await;
+    // The session's access lines name the client.
+    p.wait_log("peer=[2001:db8::5]:4711").await;
 }
 
 #[tokio::test]
@@ -307,6 +307,14 @@ async fn redirport_redirects_to_the_main_port_keeping_path_and_query() {
         Some(format!("http://127.0.0.1:{port}/q?z").as_str())
     );
     assert_eq!(location(&bad_host), Some(format!("http://127.0.0.1:{port}/").as_str()));
+    // Each redirect has its access line, with the path and query it was asked for.
+    p.wait_log(r#"handler=redirect status=301"#).await;
+    assert!(
+        p.log()
+            .contains(r#"method=GET path="/a/b%20c" query="x=1&y=2" handler=redirect status=301 bytes="#),
+        "{}",
+        p.log()
+    );
     // The main port still speaks WebSocket.
     let mut ws = ws_tcp(main, &[]).await;
     echo(&mut ws, "main").await;
@@ -522,5 +530,5 @@ async fn threads_1_runs_the_stop_ladder_beside_a_live_session() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     echo(&mut live, "after the ladder").await;
-    p.wait_log("exit=killed by signal SIGKILL").await;
+    p.wait_log("exit=SIGKILL").await;
 }

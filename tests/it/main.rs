@@ -5,6 +5,7 @@
 
 mod common;
 
+mod access_log;
 #[cfg(feature = "auth")]
 mod auth;
 mod browser;

@@ -398,8 +398,12 @@ async fn client_program_exit_status_is_sent_as_1011_and_returned() {
     let url = format!("--connect={}", server.url("/"));
     let run = client(&[&url, "sh", "-c", "echo last; exit 3"], &[], None, STEP).await;
     assert_eq!(run.code, Some(3), "{}", run.stderr);
-    wait_log(&server, "close=1011").await;
-    assert!(run.stderr.contains("exit=exit status 3 close=1011"), "{}", run.stderr);
+    wait_log(&server, "close_received=1011").await;
+    assert!(
+        run.stderr.contains("ended_by=program exit=3 close_sent=1011"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -456,8 +460,8 @@ async fn reconnect_backs_off_until_the_server_is_back_and_sigterm_ends_it() {
     client.signal(nix::sys::signal::Signal::SIGTERM);
     let status = client.wait_exit(STEP).await;
     assert!(status.code().is_some(), "exited, not killed: {status:?}");
-    server.wait_log("close=1001").await;
-    assert!(client.log().contains("close=1001"), "{}", client.log());
+    server.wait_log("close_received=1001").await;
+    assert!(client.log().contains("close_sent=1001"), "{}", client.log());
 }
 
 #[tokio::test]

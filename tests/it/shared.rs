@@ -87,7 +87,8 @@ async fn a_stalled_client_is_dropped_while_the_others_keep_every_line() {
     )
     .await;
     log_shows(&server, "client too slow").await;
-    log_shows(&server, "close=1008").await;
+    // Its Close 1008 cannot get through a socket it does not read, so none is logged as sent.
+    log_shows(&server, "ended_by=dropped").await;
     // The stalled client's connection is closed: reading it now reaches EOF.
     let mut sink = vec![0u8; 1 << 16];
     within(STEP, async {
