@@ -36,6 +36,7 @@ use crate::access::Record;
 use crate::body::{empty, text, Body};
 use crate::config::Program;
 use crate::error::Refusal;
+use crate::limit::ClientSlot;
 use crate::route;
 use crate::state::{Conn, Endpoint};
 use crate::stats;
@@ -85,24 +86,35 @@ async fn answer(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Respon
     } else {
         let is_upgrade = ws::is_upgrade(req.headers());
         let kind = if is_upgrade { &extra.ws } else { &extra.http };
-        let resp = match auth::check(&req, &ep, conn, is_upgrade).await {
-            Err(refused) => {
-                if is_upgrade {
-                    record.refused_upgrade(origin_of(req.headers()).as_deref());
-                }
-                refused
+        // A client over --maxperclient is refused before any access check runs for it.
+        let client_slot = match is_upgrade {
+            true => ep.client_slot(&conn),
+            false => Ok(None),
+        };
+        let resp = match client_slot {
+            Err(refusal) => {
+                record.refused_upgrade(origin_of(req.headers()).as_deref());
+                refusal_response(refusal)
             }
-            Ok(id) => {
-                let mut req = req;
-                if let Some(id) = id {
-                    record.user(&id.remote_user);
-                    req.extensions_mut().insert(id);
+            Ok(client_slot) => match auth::check(&req, &ep, conn, is_upgrade).await {
+                Err(refused) => {
+                    if is_upgrade {
+                        record.refused_upgrade(origin_of(req.headers()).as_deref());
+                    }
+                    refused
                 }
-                match is_upgrade {
-                    true => upgrade(req, &ep, conn, &record),
-                    false => plain(req, &ep, conn, &record).await,
+                Ok(id) => {
+                    let mut req = req;
+                    if let Some(id) = id {
+                        record.user(&id.remote_user);
+                        req.extensions_mut().insert(id);
+                    }
+                    match is_upgrade {
+                        true => upgrade(req, &ep, conn, &record, client_slot),
+                        false => plain(req, &ep, conn, &record).await,
+                    }
                 }
-            }
+            },
         };
         with_headers(resp, &[&extra.all, kind])
     };
@@ -183,7 +195,13 @@ pub fn valid_host(value: &[u8]) -> bool {
     host_ok && port.iter().all(u8::is_ascii_digit)
 }
 
-fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn, record: &Record) -> Response<Body> {
+fn upgrade(
+    req: Request<Incoming>,
+    ep: &Arc<Endpoint>,
+    conn: Conn,
+    record: &Record,
+    client_slot: Option<ClientSlot>,
+) -> Response<Body> {
     let origin = origin_of(req.headers());
     let accepted = match (&ep.session.program, &ep.serve.script_dir) {
         (Some(program), _) => ws::accept(
@@ -194,6 +212,7 @@ fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn, record: &Reco
                 program,
                 script_name: "/",
             },
+            client_slot,
         ),
         (None, Some(dir)) => match find_script(dir, req.uri().path()) {
             Some((program, script_name)) => ws::accept(
@@ -204,6 +223,7 @@ fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn, record: &Reco
                     program: &program,
                     script_name: &script_name,
                 },
+                client_slot,
             ),
             None => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
@@ -219,11 +239,16 @@ fn upgrade(req: Request<Incoming>, ep: &Arc<Endpoint>, conn: Conn, record: &Reco
         Ok(resp) => resp.map(|()| empty()),
         Err(refusal) => {
             record.refused_upgrade(origin.as_deref());
-            let mut resp = text(refusal.status, &refusal.message);
-            resp.headers_mut().extend(refusal.headers);
-            resp
+            refusal_response(refusal)
         }
     }
+}
+
+/// The answer that carries a refusal.
+fn refusal_response(refusal: Refusal) -> Response<Body> {
+    let mut resp = text(refusal.status, &refusal.message);
+    resp.headers_mut().extend(refusal.headers);
+    resp
 }
 
 /// The `Origin` a request sent, kept for the access line of a refused upgrade (escaped

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::child;
 use crate::config::{Program, Session};
 use crate::error::Refusal;
+use crate::limit::ClientSlot;
 use crate::session::Who;
 use crate::state::{Conn, Endpoint};
 use crate::{env, memory, reap, relay, session, shared, shebang, stats};
@@ -61,12 +62,14 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 /// Checks the handshake, starts the program and the session task, and returns the 101
-/// answer; or says why not.
+/// answer; or says why not. `client_slot` is the client's `--maxperclient` place, taken by
+/// [`crate::http`] before any access check ran; the session holds it to its end.
 pub fn accept(
     mut req: Request<Incoming>,
     ep: &Arc<Endpoint>,
     conn: Conn,
     target: Target<'_>,
+    client_slot: Option<ClientSlot>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
     let protocol = negotiate(req.headers(), ep.session.subprotocols.for_path(target.script_name))?;
@@ -90,7 +93,6 @@ pub fn accept(
     if ep.shutdown.is_cancelled() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
-    let client_slot = ep.client_slot(&conn)?;
     let permit = ep.fork_slot()?;
     let who = Who {
         conn: conn.id,

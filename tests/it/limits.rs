@@ -266,3 +266,21 @@ async fn behind_a_trusted_proxy_each_forwarded_client_counts_alone() {
         .wait_log("--maxperclient reached; upgrade refused client=2001:db8:5:6::/64")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_maxperclient_is_refused_before_the_auth_hook_runs() {
+    let dir = crate::common::deploy::TempDir::new("limits-hook");
+    let runs = dir.path("runs");
+    let hook = dir.path("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\necho run >> {}\n", runs.display())).expect("write hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let authcmd = format!("--authcmd={}", hook.display());
+    let server = BinServer::start(&["--maxperclient=1", &authcmd, "cat"]);
+    let mut first = ws_from(server.addr, "127.0.0.1").await.expect("the first session");
+    echo(&mut first, "in").await;
+    for _ in 0..5 {
+        assert_eq!(ws_from(server.addr, "127.0.0.1").await.err(), Some(429));
+    }
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 1, "the hook ran for refused clients: {ran:?}");
+}
