@@ -10,7 +10,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::common::deploy::{make_ca, openssl, Proc, TempDir};
+#[cfg(feature = "tls")]
+use crate::common::deploy::{make_ca, openssl};
+use crate::common::deploy::{Proc, TempDir};
 use crate::common::rawhttp::send;
 use crate::common::{assert_usage_error, within, BinServer, STEP};
 
@@ -139,6 +141,7 @@ async fn a_dir_script_whose_interpreter_is_missing_gets_500_and_a_log_line_namin
 }
 
 /// No Rust debug dump in a line a user reads.
+#[cfg(feature = "tls")]
 fn assert_plain(text: &str) {
     for dump in [
         "Other(",
