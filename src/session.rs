@@ -37,9 +37,7 @@ use crate::{pipesize, pty, reap, stats};
 mod close;
 mod summary;
 pub use close::CLOSE_TIMEOUT;
-pub(crate) use close::{
-    close, close_for_exit, closing_for_idle, closing_for_input, closing_for_ping_timeout, log_held, Closing,
-};
+pub(crate) use close::{close, close_for_exit, closing_for_idle, closing_for_input, closing_for_ping_timeout, Closing};
 pub(crate) use summary::Summary;
 pub use summary::{CloseSeen, EndedBy, Exchanged, Who};
 
@@ -268,7 +266,7 @@ async fn session(
     let output_done = matches!(ending, Ending::Output(OutEnd::Eof | OutEnd::ReadError(_)));
     let was_shutdown = matches!(ending, Ending::Shutdown);
     let failed = !was_shutdown && !matches!(ending, Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)));
-    log_held(stream.held());
+    let held = stream.held();
     let ended_by = match &ending {
         Ending::Output(end) => EndedBy::for_output(end),
         Ending::Input(end) => EndedBy::for_input(end),
@@ -348,6 +346,7 @@ async fn session(
         exit: status.as_ref(),
         signalled,
         close: &exchanged,
+        held,
     }
     .log();
     Outcome {

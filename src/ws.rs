@@ -342,6 +342,7 @@ async fn abandon(
         exit: Some(&stopped.status),
         signalled: stopped.signalled,
         close: &session::Exchanged::default(),
+        held: Default::default(),
     }
     .log();
 }

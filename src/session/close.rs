@@ -14,7 +14,6 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::summary::{CloseSeen, Exchanged};
 use crate::child;
-use crate::limit::Held;
 use crate::relay::InEnd;
 
 /// How long a Close frame may take to send, and the client's Close reply to arrive.
@@ -41,17 +40,6 @@ pub(crate) fn closing_for_idle(limit: Option<Duration>) -> Closing {
     let ms = limit.map_or(0, |d| d.as_millis() as u64);
     tracing::info!(target: "wsbridge::session", idle_ms = ms, "no message either way for --idletimeout; closing");
     Closing::Send(CloseCode::Away, "idle timeout".into())
-}
-
-/// `--ratelimit`: one line at the end of a session that the limit slowed down.
-pub(crate) fn log_held(held: Held) {
-    if held.waits > 0 {
-        tracing::info!(target: "wsbridge::session",
-            waits = held.waits,
-            waited_ms = held.waited.as_millis() as u64,
-            "the client sent faster than --ratelimit; its messages were read more slowly"
-        );
-    }
 }
 
 /// How to close after the client's side ended the relay.

@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use crate::child;
+use crate::limit::Held;
 use crate::net::Peer;
 use crate::relay::{Counters, InEnd, OutEnd};
 
@@ -136,6 +137,8 @@ pub(crate) struct Summary<'a> {
     /// The last signal the stop ladder had to send.
     pub signalled: Option<Signal>,
     pub close: &'a Exchanged,
+    /// How much `--ratelimit` held the client back.
+    pub held: Held,
 }
 
 impl Summary<'_> {
@@ -165,6 +168,8 @@ impl Summary<'_> {
             bytes_in = self.received.bytes(),
             msgs_out = self.sent.messages(),
             bytes_out = self.sent.bytes(),
+            ratelimited = (self.held.waits > 0).then_some(self.held.waits),
+            ratelimited_ms = (self.held.waits > 0).then_some(self.held.waited.as_millis() as u64),
             "session ended"
         );
     }

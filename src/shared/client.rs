@@ -127,7 +127,7 @@ pub async fn run_client(
         true => Ending::Dropped,
         false => ending,
     };
-    session::log_held(stream.held());
+    let held = stream.held();
     let reason = member.kick.reason.get().cloned();
     let id = member.id;
     drop(member); // leave the hub: no more output is queued for this client
@@ -165,6 +165,7 @@ pub async fn run_client(
         exit: None,
         signalled: None,
         close: &close,
+        held,
     }
     .log();
 }

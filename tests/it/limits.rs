@@ -124,8 +124,26 @@ async fn ratelimit_reads_a_flooding_client_at_the_rate() {
     assert!(took < Duration::from_secs(20), "far slower than the rate: {took:?}");
     within(STEP, ws.close(None)).await.expect("close");
     while within(STEP, ws.next()).await.is_some() {}
-    // Forty data messages waited for a token (the Close may have waited once more).
-    server.wait_log("its messages were read more slowly waits=4").await;
+    // Forty data messages waited for a token (the Close may have waited once more), for
+    // about two seconds in all.
+    server.wait_log("session ended").await;
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("session ended"))
+        .expect("the access line");
+    let field = |name: &str| -> u64 {
+        let v = line
+            .split(&format!(" {name}="))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name}= in {line}"));
+        v.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    };
+    assert!((40..=41).contains(&field("ratelimited")), "{line}");
+    assert!(field("ratelimited_ms") >= 1900, "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +222,7 @@ async fn idletimeout_closes_a_quiet_session_with_1001_but_not_a_busy_one() {
     server
         .wait_log("no message either way for --idletimeout; closing")
         .await;
+    server.wait_log("ended_by=idle").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
