@@ -49,7 +49,7 @@ false\t''"
 complete -c wsbridge -l insecure -d 'Do not check the server\'s certificate' -r -f -a "true\t''
 false\t''"
 complete -c wsbridge -l connect-timeout -d 'Seconds each step of connecting may take' -r
-complete -c wsbridge -l loglevel -d 'Log level, most verbose first: trace, debug, access, info, error, fatal, none' -r -f -a "trace\t''
+complete -c wsbridge -l loglevel -d 'Log level (RUST_LOG overrides)' -r -f -a "trace\t''
 debug\t''
 access\t''
 info\t''

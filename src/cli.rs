@@ -354,9 +354,9 @@ pub struct Cli {
     pub connect_timeout: u64,
 
     // ---- Logging and metrics
-    /// Log level, most verbose first: trace, debug, access, info, error, fatal, none
+    /// Log level (RUST_LOG overrides)
     ///
-    /// trace: debug plus message payloads (their first 256 bytes); debug: one line per
+    /// Most verbose first: trace, debug, access, info, error, fatal, none. trace: debug plus message payloads (their first 256 bytes); debug: one line per
     /// message (direction, size, framing); access: lifecycle and one line per request or
     /// session; info: the same without the access lines. RUST_LOG, if set, overrides it.
     #[arg(long, value_name = "LEVEL", help_heading = "Logging and metrics", default_value = "access",
