@@ -177,6 +177,35 @@ fn unsupported_password_formats_are_refused_at_startup() {
     assert!(err.contains("cannot read --htpasswd=/no/such/file"), "{err}");
 }
 
+/// A verification slower than --authtimeout answers 503 at the deadline, like a slow
+/// hook, instead of keeping the client waiting as long as the hash takes; and a hash
+/// whose cost would hold a thread for days is refused at startup, naming the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_password_check_answers_503_at_authtimeout() {
+    let dir = TempDir::new("slowhash");
+    let f = dir.path("users");
+    // Well-formed bcrypt at cost 14 (allowed), made up so no password matches: about
+    // four seconds per check in a debug build (cost 12 takes 0.9 s).
+    let slow = "slow:$2y$14$oHDoqjaahT.px2fSebrXqO5p7t/DaCduttAW9RWkUUixAg.RP7M.y\n";
+    std::fs::write(&f, slow).expect("write");
+    let s = BinServer::start(&[&format!("--htpasswd={}", f.display()), "--authtimeout=300ms", "cat"]);
+    let raw = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        b64("slow:guess")
+    );
+    let start = std::time::Instant::now();
+    let r = rawhttp::send(s.addr, raw.as_bytes(), false).await;
+    let took = start.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    s.wait_log("password check did not finish within --authtimeout").await;
+
+    std::fs::write(&f, slow.replacen("$14$", "$31$", 1)).expect("write");
+    let (code, err) = run_to_exit(&[&format!("--htpasswd={}", f.display()), "cat"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("line 1") && err.contains("bcrypt cost 31"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rereads_the_password_file() {
     let dir = TempDir::new("hup");
