@@ -304,6 +304,38 @@ async fn sh_hook_allows_denies_and_sets_only_auth_variables() {
     assert!(s.log().contains("auth hook timed out"), "{}", s.log());
 }
 
+/// A hook that prints more than the pipe holds is answered (503) as soon as it is over
+/// the bound, not after --authtimeout with the hook stuck writing; one that prints a
+/// lot of allowed output under the bound is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_prints_too_much_is_refused_at_once() {
+    let dir = TempDir::new("loudhook");
+    let hook = dir.path("hook.sh");
+    write_exec(
+        &hook,
+        "#!/bin/sh
+         case \"$QUERY_STRING\" in
+         loud) head -c 200000 /dev/zero | tr '\\0' a; echo; exit 0;;
+         *) i=0; while [ $i -lt 300 ]; do echo \"AUTH_PAD=$i.........................\"; i=$((i+1)); done; echo AUTH_USER=alice;;
+         esac
+",
+    );
+    let s = BinServer::start(&[
+        &format!("--authcmd={}", hook.display()),
+        "--authtimeout=12s",
+        "sh",
+        "-c",
+        SHOW,
+    ]);
+    let started = std::time::Instant::now();
+    assert_eq!(py_ws(&s.url("/?loud"), None).await, "STATUS 503");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    s.wait_log("printed more than").await;
+    let got = py_ws(&s.url("/?quiet"), None).await;
+    assert!(got.starts_with("OPEN ||alice|"), "{got}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_hook_reads_cookies_and_guards_plain_http_with_authcmd_http() {
     let dir = TempDir::new("pyhook");
