@@ -336,6 +336,42 @@ async fn a_hook_that_prints_too_much_is_refused_at_once() {
     assert!(got.starts_with("OPEN ||alice|"), "{got}");
 }
 
+/// An upgrade the handshake checks refuse anyway (another site's Origin, a bad
+/// version) is refused before the hook runs: a hostile page cannot have its visitors'
+/// browsers run the hook with their cookies, nor spend --authmax slots on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_does_not_run_for_an_upgrade_refused_anyway() {
+    let dir = TempDir::new("hookorder");
+    let hook = dir.path("hook.sh");
+    let runs = dir.path("runs");
+    write_exec(
+        &hook,
+        &format!("#!/bin/sh\necho run >> {}\necho AUTH_USER=alice\n", runs.display()),
+    );
+    let s = BinServer::start(&[&format!("--authcmd={}", hook.display()), "sh", "-c", SHOW]);
+    let upgrade = |extra: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+            s.addr
+        )
+    };
+    let r = rawhttp::send(
+        s.addr,
+        upgrade("Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n").as_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = rawhttp::send(s.addr, upgrade("Sec-WebSocket-Version: 8\r\n").as_bytes(), false).await;
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert!(!runs.exists(), "the hook ran for an upgrade refused anyway");
+    // A same-origin upgrade still runs it.
+    let got = py_ws(&s.url("/"), None).await;
+    assert!(got.starts_with("OPEN ||alice|"), "{got}");
+    assert!(runs.exists(), "the hook did not run for a good upgrade");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_hook_reads_cookies_and_guards_plain_http_with_authcmd_http() {
     let dir = TempDir::new("pyhook");
