@@ -27,6 +27,13 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 /// How many users' successful checks are remembered at once.
 pub const CACHE_USERS: usize = 1024;
+/// Highest bcrypt cost loaded (`htpasswd -C` takes 4 to 17): each step doubles the time
+/// of a check, and a check holds a blocking thread and an `--authmax` slot until it ends
+/// (no timeout can stop it), so a cost of 31 would hold them for days.
+pub const MAX_BCRYPT_COST: u32 = 17;
+/// Highest SHA-crypt `rounds=` loaded (the format allows 999999999): about as slow as
+/// bcrypt at [`MAX_BCRYPT_COST`].
+pub const MAX_SHA_CRYPT_ROUNDS: u64 = 10_000_000;
 
 /// Why a password file cannot be used: one line naming the file (and the line).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,10 @@ pub enum LineProblem {
     Unsupported { user: String, kind: &'static str },
     #[error("user {0:?}: malformed hash")]
     Malformed(String),
+    #[error(
+        "user {user:?}: {what} makes every check too slow (at most bcrypt cost {MAX_BCRYPT_COST} or {MAX_SHA_CRYPT_ROUNDS} SHA-crypt rounds)"
+    )]
+    TooSlow { user: String, what: String },
 }
 
 /// The kind of a stored hash, from its prefix.
@@ -126,6 +137,12 @@ impl Users {
             if !well_formed(hash) {
                 return Err(bad(LineProblem::Malformed(user.to_owned())));
             }
+            if let Some(what) = too_slow(hash) {
+                return Err(bad(LineProblem::TooSlow {
+                    user: user.to_owned(),
+                    what,
+                }));
+            }
             if users.hashes.contains_key(user) {
                 return Err(bad(LineProblem::Duplicate(user.to_owned())));
             }
@@ -165,6 +182,29 @@ fn well_formed(hash: &str) -> bool {
         Ok(Scheme::Bcrypt) => hash.len() == 60 && hash[4..6].parse::<u32>().is_ok_and(|c| (4..=31).contains(&c)),
         Ok(Scheme::ShaCrypt) => hash.split('$').count() >= 4,
         Err(_) => false,
+    }
+}
+
+/// The work factor of a well-formed hash when it is over the bounds
+/// ([`MAX_BCRYPT_COST`], [`MAX_SHA_CRYPT_ROUNDS`]), named for the error.
+fn too_slow(hash: &str) -> Option<String> {
+    match scheme(hash) {
+        Ok(Scheme::Bcrypt) => {
+            // well_formed checked the two digits.
+            let cost = hash[4..6].parse::<u32>().unwrap_or(u32::MAX);
+            (cost > MAX_BCRYPT_COST).then(|| format!("bcrypt cost {cost}"))
+        }
+        Ok(Scheme::ShaCrypt) => {
+            let rounds = hash.split('$').nth(2)?.strip_prefix("rounds=")?;
+            if !rounds.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            match rounds.parse::<u64>() {
+                Ok(n) if n <= MAX_SHA_CRYPT_ROUNDS => None,
+                _ => Some(format!("rounds={rounds}")),
+            }
+        }
+        Err(_) => None,
     }
 }
 
@@ -445,6 +485,34 @@ mod tests {
             Users::parse(twice).unwrap_err(),
             (2, LineProblem::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn hashes_too_slow_to_verify_are_refused_at_load() {
+        // A bcrypt cost of 31 or a billion SHA-crypt rounds would hold a blocking thread
+        // and an --authmax slot for hours on every attempt (an unknown user is checked
+        // against the first line's hash, so anyone could start one).
+        let alice = "$2y$05$oHDoqjaahT.px2fSebrXqO5p7t/DaCduttAW9RWkUUixAg.RP7M.y";
+        for cost in ["18", "31"] {
+            let line = format!("a:{}", alice.replacen("05", cost, 1));
+            assert!(
+                matches!(Users::parse(&line).unwrap_err(), (1, LineProblem::TooSlow { .. })),
+                "{line}"
+            );
+        }
+        let line = format!("a:{}", alice.replacen("05", "17", 1));
+        assert!(Users::parse(&line).is_ok(), "htpasswd -C takes up to 17");
+        for rounds in ["10000001", "999999999", "99999999999999999999"] {
+            let line = format!("a:$6$rounds={rounds}$salt$hash");
+            assert!(
+                matches!(Users::parse(&line).unwrap_err(), (1, LineProblem::TooSlow { .. })),
+                "{line}"
+            );
+        }
+        let msg = Users::parse("a:$5$rounds=999999999$s$h").unwrap_err().1.to_string();
+        assert!(msg.contains("\"a\"") && msg.contains("rounds"), "{msg}");
+        assert!(Users::parse("a:$5$rounds=10000000$s$h").is_ok());
+        assert!(Users::parse("a:$5$rounds=5000$s$h").is_ok());
     }
 
     #[test]

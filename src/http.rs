@@ -11,6 +11,8 @@
 //!
 //! Access: when `--htpasswd`, `--authcmd` or `--authurl` is given, [`crate::auth`] checks
 //! every request first and answers the refusals; who it found travels with the request.
+//! An upgrade meets `--maxperclient` and [`ws::precheck`] (handshake, origin) before it,
+//! so what would be refused anyway costs no hook run and no password check.
 //!
 //! Dispatch: a WebSocket upgrade goes to [`crate::ws`] (PROGRAM, or with `--dir` the
 //! script its path names; no script there is a 404 before any upgrade). Any other request
@@ -86,9 +88,13 @@ async fn answer(req: Request<Incoming>, ep: Arc<Endpoint>, conn: Conn) -> Respon
     } else {
         let is_upgrade = ws::is_upgrade(req.headers());
         let kind = if is_upgrade { &extra.ws } else { &extra.http };
-        // A client over --maxperclient is refused before any access check runs for it.
+        // A client over --maxperclient, or an upgrade the handshake or origin checks
+        // refuse, is refused before any access check runs for it (cheap checks first:
+        // no hook run or bcrypt for what would be refused anyway).
         let client_slot = match is_upgrade {
-            true => ep.client_slot(&conn),
+            true => ep
+                .client_slot(&conn)
+                .and_then(|slot| ws::precheck(&req, &ep, conn).map(|()| slot)),
             false => Ok(None),
         };
         let resp = match client_slot {

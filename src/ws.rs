@@ -80,16 +80,11 @@ pub fn accept(
         ),
         false => None,
     };
+    check_origin(&req, ep, conn)?;
     let headers = req.headers();
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if let Err(refusal) = ep.serve.origin.check(origin.as_deref(), host, conn.tls) {
-        // The access line of the refusal names the origin (crate::access).
-        tracing::debug!(origin = refusal.origin(), "origin refused");
-        return Err(Refusal::new(StatusCode::FORBIDDEN, refusal.to_string()));
-    }
     if ep.shutdown.is_cancelled() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
@@ -357,6 +352,30 @@ pub(crate) fn ws_config(config: &Session) -> WebSocketConfig {
 }
 
 /// RFC 6455 §4.2.1 checks; returns the client's key.
+/// The checks of an upgrade that need neither the program nor who the client is: the
+/// handshake and the origin policy. [`crate::http`] runs them before the access checks,
+/// so an upgrade refused anyway never runs the auth hook (with a visitor's cookies, if
+/// another site's page opened it) nor a password check; [`accept`] makes them again.
+pub fn precheck(req: &Request<Incoming>, ep: &Endpoint, conn: Conn) -> Result<(), Refusal> {
+    check_handshake(req)?;
+    check_origin(req, ep, conn)
+}
+
+/// The `--origin` policy for this request (403 when it refuses).
+fn check_origin(req: &Request<Incoming>, ep: &Endpoint, conn: Conn) -> Result<(), Refusal> {
+    let headers = req.headers();
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Err(refusal) = ep.serve.origin.check(origin.as_deref(), host, conn.tls) {
+        // The access line of the refusal names the origin (crate::access).
+        tracing::debug!(origin = refusal.origin(), "origin refused");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, refusal.to_string()));
+    }
+    Ok(())
+}
+
 fn check_handshake(req: &Request<Incoming>) -> Result<String, Refusal> {
     if req.method() != Method::GET {
         let mut r = Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must use GET");

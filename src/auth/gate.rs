@@ -62,7 +62,15 @@ pub(super) async fn checks(
                 drop(permit);
                 ok
             });
-            verified.await.unwrap_or(false)
+            // The answer comes by the deadline like every check's; a verification that
+            // outlives it still holds its slot until it ends, so the work stays bounded.
+            match tokio::time::timeout_at(deadline, verified).await {
+                Ok(done) => done.unwrap_or(false),
+                Err(_) => {
+                    tracing::warn!(target: "wsbridge::auth", user, "password check did not finish within --authtimeout; answering 503");
+                    return Err(unfinished());
+                }
+            }
         };
         if !ok {
             tracing::info!(target: "wsbridge::auth", user, reason = "wrong user name or password", "basic auth refused");
@@ -113,12 +121,16 @@ pub(super) async fn checks(
         }
         Verdict::Fail(why) => {
             tracing::warn!(target: "wsbridge::auth", reason = why, "auth hook failed; answering 503");
-            Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service unavailable: the access check did not finish",
-            ))
+            Err(unfinished())
         }
     }
+}
+
+fn unfinished() -> Response<Body> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service unavailable: the access check did not finish",
+    )
 }
 
 /// One `--authmax` slot, waiting until `deadline` at most.

@@ -1,8 +1,9 @@
 //! `--authcmd`: one run of the auth hook program. It starts with the request's CGI
 //! environment in its own process group, stdin closed, stderr logged like a program's;
-//! its stdout is read (at most [`MAX_OUTPUT`] bytes) once it has exited. Exit 0 allows,
-//! and its `NAME=value` lines (names [`super::gate::allowed_var`] accepts; others are logged
-//! and ignored) go to the endpoint's environment. Any other exit denies: 403, or the
+//! its stdout is read while it runs (at most [`MAX_OUTPUT`] bytes: past that it is
+//! stopped at once and the answer is 503). Exit 0 allows, and its `NAME=value` lines
+//! (names [`super::gate::allowed_var`] accepts; others are logged and ignored) go to the
+//! endpoint's environment. Any other exit denies: 403, or the
 //! `Status: N` line it printed (3xx to 5xx), with its `WWW-Authenticate`, `Location` and
 //! `Retry-After` lines as headers. Past the deadline the answer is 503 and the stop
 //! ladder ([`crate::reap`]) takes the whole group down in the background, holding the
@@ -60,13 +61,32 @@ pub(super) async fn run(
     } = stdio;
     drop(stdin);
     ep.sessions.spawn(child::log_stderr(stderr, None).in_current_span());
-    // Output up to the pipe's size is buffered by the kernel, so waiting for the exit
-    // first cannot deadlock a hook that prints less than MAX_OUTPUT.
-    if timeout_at(deadline, child.exited()).await.is_err() {
-        tracing::warn!(
-            pid = child.id(),
-            "auth hook timed out (--authtimeout); stopping its process group"
-        );
+    // Read while waiting for the exit: a pipe may hold less than MAX_OUTPUT (one or two
+    // pages once the user's pipe-user-pages-soft is used up), and a hook that printed
+    // too much would otherwise sit blocked on a full pipe until the deadline.
+    let mut out = Vec::new();
+    let early = timeout_at(deadline, read_until_exit(&mut child, &mut stdout, &mut out))
+        .await
+        .unwrap_or(Early::TimedOut);
+    let why = match &early {
+        Early::Exited => None,
+        Early::TimedOut => Some("the hook timed out".to_owned()),
+        Early::TooMuch => Some(format!("the hook printed more than {MAX_OUTPUT} bytes")),
+        Early::ReadFailed(e) => Some(format!("cannot read the hook's output: {e}")),
+    };
+    if let Some(why) = why {
+        if matches!(early, Early::TimedOut) {
+            tracing::warn!(
+                pid = child.id(),
+                "auth hook timed out (--authtimeout); stopping its process group"
+            );
+        } else {
+            tracing::warn!(
+                pid = child.id(),
+                reason = why,
+                "auth hook output refused; stopping its process group"
+            );
+        }
         let grace = ep.session.close_grace;
         ep.sessions.spawn(
             async move {
@@ -76,12 +96,12 @@ pub(super) async fn run(
             }
             .in_current_span(),
         );
-        return Verdict::Fail("the hook timed out".into());
+        return Verdict::Fail(why);
     }
     // Kills whatever the hook left in its group, so its stdout reaches EOF.
     let status = reap::collect(child);
-    let mut out = Vec::new();
-    let mut limited = (&mut stdout).take(MAX_OUTPUT as u64 + 1);
+    let rest = (MAX_OUTPUT + 1).saturating_sub(out.len()) as u64;
+    let mut limited = (&mut stdout).take(rest);
     let read = timeout_at(deadline, limited.read_to_end(&mut out)).await;
     drop(permit);
     let status = match status {
@@ -105,6 +125,40 @@ pub(super) async fn run(
     Verdict::Deny {
         status: parsed.status.unwrap_or(StatusCode::FORBIDDEN),
         headers: parsed.headers,
+    }
+}
+
+/// How reading a hook's output while it runs ended.
+enum Early {
+    Exited,
+    TimedOut,
+    TooMuch,
+    ReadFailed(std::io::Error),
+}
+
+/// Reads the hook's stdout into `out` until the hook exits, or until it has printed
+/// more than [`MAX_OUTPUT`].
+async fn read_until_exit(
+    child: &mut child::Child,
+    stdout: &mut tokio::net::unix::pipe::Receiver,
+    out: &mut Vec<u8>,
+) -> Early {
+    let mut chunk = [0u8; 4096];
+    let mut open = true;
+    loop {
+        tokio::select! {
+            () = child.exited() => return Early::Exited,
+            n = stdout.read(&mut chunk), if open => match n {
+                Ok(0) => open = false,
+                Ok(n) => {
+                    out.extend_from_slice(&chunk[..n]);
+                    if out.len() > MAX_OUTPUT {
+                        return Early::TooMuch;
+                    }
+                }
+                Err(e) => return Early::ReadFailed(e),
+            },
+        }
     }
 }
 

@@ -177,6 +177,35 @@ fn unsupported_password_formats_are_refused_at_startup() {
     assert!(err.contains("cannot read --htpasswd=/no/such/file"), "{err}");
 }
 
+/// A verification slower than --authtimeout answers 503 at the deadline, like a slow
+/// hook, instead of keeping the client waiting as long as the hash takes; and a hash
+/// whose cost would hold a thread for days is refused at startup, naming the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_password_check_answers_503_at_authtimeout() {
+    let dir = TempDir::new("slowhash");
+    let f = dir.path("users");
+    // Well-formed bcrypt at cost 14 (allowed), made up so no password matches: about
+    // four seconds per check in a debug build (cost 12 takes 0.9 s).
+    let slow = "slow:$2y$14$oHDoqjaahT.px2fSebrXqO5p7t/DaCduttAW9RWkUUixAg.RP7M.y\n";
+    std::fs::write(&f, slow).expect("write");
+    let s = BinServer::start(&[&format!("--htpasswd={}", f.display()), "--authtimeout=300ms", "cat"]);
+    let raw = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        b64("slow:guess")
+    );
+    let start = std::time::Instant::now();
+    let r = rawhttp::send(s.addr, raw.as_bytes(), false).await;
+    let took = start.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    s.wait_log("password check did not finish within --authtimeout").await;
+
+    std::fs::write(&f, slow.replacen("$14$", "$31$", 1)).expect("write");
+    let (code, err) = run_to_exit(&[&format!("--htpasswd={}", f.display()), "cat"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("line 1") && err.contains("bcrypt cost 31"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rereads_the_password_file() {
     let dir = TempDir::new("hup");
@@ -273,6 +302,74 @@ async fn sh_hook_allows_denies_and_sets_only_auth_variables() {
         "the hook's child outlived it"
     );
     assert!(s.log().contains("auth hook timed out"), "{}", s.log());
+}
+
+/// A hook that prints more than the pipe holds is answered (503) as soon as it is over
+/// the bound, not after --authtimeout with the hook stuck writing; one that prints a
+/// lot of allowed output under the bound is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_prints_too_much_is_refused_at_once() {
+    let dir = TempDir::new("loudhook");
+    let hook = dir.path("hook.sh");
+    write_exec(
+        &hook,
+        "#!/bin/sh
+         case \"$QUERY_STRING\" in
+         loud) head -c 200000 /dev/zero | tr '\\0' a; echo; exit 0;;
+         *) i=0; while [ $i -lt 300 ]; do echo \"AUTH_PAD=$i.........................\"; i=$((i+1)); done; echo AUTH_USER=alice;;
+         esac
+",
+    );
+    let s = BinServer::start(&[
+        &format!("--authcmd={}", hook.display()),
+        "--authtimeout=12s",
+        "sh",
+        "-c",
+        SHOW,
+    ]);
+    let started = std::time::Instant::now();
+    assert_eq!(py_ws(&s.url("/?loud"), None).await, "STATUS 503");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    s.wait_log("printed more than").await;
+    let got = py_ws(&s.url("/?quiet"), None).await;
+    assert!(got.starts_with("OPEN ||alice|"), "{got}");
+}
+
+/// An upgrade the handshake checks refuse anyway (another site's Origin, a bad
+/// version) is refused before the hook runs: a hostile page cannot have its visitors'
+/// browsers run the hook with their cookies, nor spend --authmax slots on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_does_not_run_for_an_upgrade_refused_anyway() {
+    let dir = TempDir::new("hookorder");
+    let hook = dir.path("hook.sh");
+    let runs = dir.path("runs");
+    write_exec(
+        &hook,
+        &format!("#!/bin/sh\necho run >> {}\necho AUTH_USER=alice\n", runs.display()),
+    );
+    let s = BinServer::start(&[&format!("--authcmd={}", hook.display()), "sh", "-c", SHOW]);
+    let upgrade = |extra: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+            s.addr
+        )
+    };
+    let r = rawhttp::send(
+        s.addr,
+        upgrade("Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n").as_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = rawhttp::send(s.addr, upgrade("Sec-WebSocket-Version: 8\r\n").as_bytes(), false).await;
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert!(!runs.exists(), "the hook ran for an upgrade refused anyway");
+    // A same-origin upgrade still runs it.
+    let got = py_ws(&s.url("/"), None).await;
+    assert!(got.starts_with("OPEN ||alice|"), "{got}");
+    assert!(runs.exists(), "the hook did not run for a good upgrade");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
