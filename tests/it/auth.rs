@@ -611,6 +611,11 @@ fn access_flags_that_cannot_work_are_usage_errors() {
     assert_usage_error(code, &err, "--authurl");
     let (code, err) = run_to_exit(&["--realm=x", "cat"]);
     assert_usage_error(code, &err, "--realm");
+    // Bounds with nothing to bound would be accepted and do nothing.
+    let (code, err) = run_to_exit(&["--authtimeout=1s", "cat"]);
+    assert_usage_error(code, &err, "--authtimeout bounds the access checks");
+    let (code, err) = run_to_exit(&["--authmax=3", "cat"]);
+    assert_usage_error(code, &err, "--authmax bounds the access checks");
 }
 
 /// The hook recipe of README.md ("Who may connect"), run as it is written: the holder
