@@ -582,6 +582,8 @@ async fn authurl_asks_a_real_http_service() {
     // The client's own X-Forwarded-For is not believed (no --trusted-proxy).
     assert!(got.ends_with("|127.0.0.1|/room?x=1 /check?from=wsbridge"), "{got}");
     assert_eq!(ws("token=expired", "/").await, r#"STATUS 401 Bearer error="expired""#);
+    // The log names the check that refused: the service, not a hook.
+    s.wait_log(r#"access check refused by="--authurl" status=401"#).await;
     assert_eq!(ws("token=other", "/").await, "STATUS 503 ");
     assert_eq!(ws("token=slow", "/").await, "STATUS 503 ");
     let _ = service.kill().await;
