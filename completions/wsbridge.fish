@@ -39,7 +39,7 @@ complete -c wsbridge -l devconsole -d 'A page for trying the endpoint in a brows
 false\t''"
 complete -c wsbridge -l header -d 'Extra header on every response; repeatable' -r
 complete -c wsbridge -l header-ws -d 'Extra header on upgrade responses; repeatable' -r
-complete -c wsbridge -l header-http -d 'Extra header on plain HTTP responses' -r
+complete -c wsbridge -l header-http -d 'Extra header on plain HTTP responses; repeatable' -r
 complete -c wsbridge -l trusted-proxy -d 'Trust forwarding headers from CIDR' -r
 complete -c wsbridge -l upstream -d 'Forward other plain HTTP to this server' -r
 complete -c wsbridge -l connect -d 'Connect out to a ws:// or wss:// URL' -r

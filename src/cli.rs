@@ -296,9 +296,7 @@ pub struct Cli {
     #[arg(long = "header-ws", value_name = "HEADER", help_heading = "HTTP serving")]
     pub header_ws: Vec<String>,
 
-    /// Extra header on plain HTTP responses
-    ///
-    /// Repeatable.
+    /// Extra header on plain HTTP responses; repeatable
     #[arg(long = "header-http", value_name = "HEADER", help_heading = "HTTP serving")]
     pub header_http: Vec<String>,
 

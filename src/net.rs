@@ -59,10 +59,12 @@ impl std::str::FromStr for Peer {
 }
 
 impl fmt::Display for Peer {
+    /// As the logs show it: IPv4-mapped IPv6 as IPv4, as in `REMOTE_ADDR` (on the default
+    /// dual-stack `[::]` listener every IPv4 client arrives mapped).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Peer::Addr(a) => write!(f, "{a}"),
-            Peer::Ip(ip) => write!(f, "{ip}"),
+            Peer::Addr(a) => write!(f, "{}", SocketAddr::new(a.ip().to_canonical(), a.port())),
+            Peer::Ip(ip) => write!(f, "{}", ip.to_canonical()),
             Peer::Unix => f.write_str("unix-socket"),
         }
     }
@@ -137,6 +139,12 @@ mod tests {
         assert_eq!("unix-socket".parse::<Peer>().unwrap(), Peer::Unix);
         let p: Peer = "[::ffff:192.0.2.1]:9".parse().unwrap();
         assert_eq!((p.addr_string(), p.port()), ("192.0.2.1".to_owned(), Some(9)));
+        assert_eq!(p.to_string(), "192.0.2.1:9");
+        assert_eq!(Peer::Ip("::ffff:192.0.2.1".parse().unwrap()).to_string(), "192.0.2.1");
+        assert_eq!(
+            "[2001:db8::1]:9".parse::<Peer>().unwrap().to_string(),
+            "[2001:db8::1]:9"
+        );
         let p: Peer = "2001:db8::1".parse().unwrap();
         assert_eq!((p.addr_string(), p.port()), ("2001:db8::1".to_owned(), None));
     }

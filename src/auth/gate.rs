@@ -86,6 +86,12 @@ pub(super) async fn checks(
     let Some(permit) = slot(ep, deadline).await else {
         return Err(busy());
     };
+    // Which check answered, in its log lines: a refusal from --authurl's service is not
+    // the hook's.
+    let by = match hook {
+        Hook::Cmd(_) => "--authcmd",
+        Hook::Url(_) => "--authurl",
+    };
     let verdict = match hook {
         Hook::Cmd(program) => {
             let vars = hook_environment(req, ep, conn, &id).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
@@ -109,18 +115,18 @@ pub(super) async fn checks(
             Ok(Some(id))
         }
         Verdict::Deny { status, headers } => {
-            tracing::info!(target: "wsbridge::auth", status = status.as_u16(), "auth hook refused");
+            tracing::info!(target: "wsbridge::auth", by, status = status.as_u16(), "access check refused");
             let why = match status {
                 StatusCode::UNAUTHORIZED => "unauthorized",
                 StatusCode::FORBIDDEN => "forbidden",
-                _ => "refused by the auth hook",
+                _ => "refused by the access check",
             };
             let mut resp = text(status, why);
             resp.headers_mut().extend(headers);
             Err(resp)
         }
         Verdict::Fail(why) => {
-            tracing::warn!(target: "wsbridge::auth", reason = why, "auth hook failed; answering 503");
+            tracing::warn!(target: "wsbridge::auth", by, reason = why, "access check failed; answering 503");
             Err(unfinished())
         }
     }

@@ -113,6 +113,15 @@ pub(super) fn check(cli: &Cli) -> Result<Checked<'_>, UsageError> {
     if cli.realm != "wsbridge" && cli.htpasswd.is_none() {
         return Err(UsageError::RealmWithoutHtpasswd);
     }
+    // Like --realm: a value other than the default, with no check to apply it to, is a
+    // flag the user thinks works but does nothing.
+    let checked = cli.htpasswd.is_some() || hooked;
+    if !checked && cli.authtimeout != "5s" {
+        return Err(UsageError::AuthTuningWithoutCheck("--authtimeout"));
+    }
+    if !checked && cli.authmax != 16 {
+        return Err(UsageError::AuthTuningWithoutCheck("--authmax"));
+    }
     if cli.realm.contains(['"', '\\']) || cli.realm.chars().any(char::is_control) {
         return Err(UsageError::Realm(cli.realm.clone()));
     }

@@ -120,6 +120,9 @@ pub enum UsageError {
     AuthHttpWithoutHook,
     #[error("--realm is named in --htpasswd's 401 answers: it needs --htpasswd")]
     RealmWithoutHtpasswd,
+    /// `--authtimeout` or `--authmax` given without a check for it to bound.
+    #[error("{0} bounds the access checks: it needs --htpasswd, --authcmd or --authurl")]
+    AuthTuningWithoutCheck(&'static str),
     #[error("invalid --realm={0:?}: no quotes, backslashes or control characters")]
     Realm(String),
     /// The whole message, naming `--authurl` and the value.

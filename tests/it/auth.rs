@@ -582,6 +582,8 @@ async fn authurl_asks_a_real_http_service() {
     // The client's own X-Forwarded-For is not believed (no --trusted-proxy).
     assert!(got.ends_with("|127.0.0.1|/room?x=1 /check?from=wsbridge"), "{got}");
     assert_eq!(ws("token=expired", "/").await, r#"STATUS 401 Bearer error="expired""#);
+    // The log names the check that refused: the service, not a hook.
+    s.wait_log(r#"access check refused by="--authurl" status=401"#).await;
     assert_eq!(ws("token=other", "/").await, "STATUS 503 ");
     assert_eq!(ws("token=slow", "/").await, "STATUS 503 ");
     let _ = service.kill().await;
@@ -611,6 +613,11 @@ fn access_flags_that_cannot_work_are_usage_errors() {
     assert_usage_error(code, &err, "--authurl");
     let (code, err) = run_to_exit(&["--realm=x", "cat"]);
     assert_usage_error(code, &err, "--realm");
+    // Bounds with nothing to bound would be accepted and do nothing.
+    let (code, err) = run_to_exit(&["--authtimeout=1s", "cat"]);
+    assert_usage_error(code, &err, "--authtimeout bounds the access checks");
+    let (code, err) = run_to_exit(&["--authmax=3", "cat"]);
+    assert_usage_error(code, &err, "--authmax bounds the access checks");
 }
 
 /// The hook recipe of README.md ("Who may connect"), run as it is written: the holder

@@ -377,3 +377,19 @@ fn a_bad_metrics_address_is_a_usage_error_and_a_taken_one_exits_3() {
         "{stderr}"
     );
 }
+
+/// A program killed by a signal is counted under `signal=` with the signal's name, not
+/// as an exit code (issue 23: "child exits by code/signal").
+#[tokio::test]
+async fn a_program_killed_by_a_signal_is_counted_by_its_name() {
+    let server = start(&["sh", "-c", "echo up; kill -KILL $$"]);
+    let metrics = server.metrics_addr();
+    let mut ws = connect(&server.url("/")).await;
+    let (data, code, _) = recv_until_close(&mut ws).await;
+    assert_eq!((data.len(), code), (1, CloseCode::Error));
+    let m = scrape_until(metrics, "wsbridge_child_exits_total{signal=\"SIGKILL\"}", 1.0).await;
+    assert!(
+        !m.keys().any(|k| k.starts_with("wsbridge_child_exits_total{code=")),
+        "a killed program is no exit code: {m:?}"
+    );
+}
