@@ -210,7 +210,10 @@ pub(crate) fn parse_output(out: &[u8]) -> Output {
         };
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("status") {
-            let code = value.get(..3).and_then(|c| c.parse::<u16>().ok());
+            // Three digits, then the end or a space before the reason ("401 Unauthorized"):
+            // "4011" or "401x" is not a status.
+            let digits = value.split(' ').next().unwrap_or_default();
+            let code = (digits.len() == 3).then(|| digits.parse::<u16>().ok()).flatten();
             match code.and_then(|c| StatusCode::from_u16(c).ok()) {
                 Some(s) if (300..600).contains(&s.as_u16()) => o.status = Some(s),
                 _ => o.ignored.push("Status".into()),
@@ -258,6 +261,13 @@ mod tests {
         assert!(o.ignored.contains(&"Set-Cookie".to_owned()));
         assert_eq!(parse_output(b"Status: 200\n").status, None, "a deny cannot be a 2xx");
         assert_eq!(parse_output(b"Status: abc\n").status, None);
+        assert_eq!(
+            parse_output(b"Status: 4011\n").status,
+            None,
+            "four digits are not a status"
+        );
+        assert_eq!(parse_output(b"Status: 401x\n").status, None);
+        assert_eq!(parse_output(b"Status: 401\n").status, Some(StatusCode::UNAUTHORIZED));
     }
 
     proptest::proptest! {
