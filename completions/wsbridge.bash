@@ -23,7 +23,7 @@ _wsbridge() {
 
     case "${cmd}" in
         wsbridge)
-            opts="-h -V --port --address --unixsocket --unixsocket-mode --unixsocket-group --redirport --threads --dir --framing --binary --passenv --passstderr --pty --subprotocol --shared --sharedqueue --closems --origin --sameorigin --maxforks --maxframesize --pingms --ssl --sslcert --sslkey --sslca --staticdir --cgidir --cgitimeout --devconsole --header --header-ws --header-http --trusted-proxy --upstream --connect --proxy --reconnect --insecure --connect-timeout --loglevel --metrics --htpasswd --realm --authcmd --authurl --authcmd-http --authtimeout --authmax --maxperclient --ratelimit --idletimeout --logformat --help --version"
+            opts="-h -V --port --address --unixsocket --unixsocket-mode --unixsocket-group --redirport --threads --dir --framing --binary --passenv --passstderr --pty --subprotocol --shared --sharedqueue --closems --origin --sameorigin --maxforks --maxframesize --pingms --ssl --sslcert --sslkey --sslca --staticdir --cgidir --cgitimeout --devconsole --header --header-ws --header-http --trusted-proxy --upstream --connect --proxy --reconnect --insecure --connect-timeout --loglevel --logformat --metrics --htpasswd --realm --authcmd --authurl --authcmd-http --authtimeout --authmax --maxperclient --ratelimit --idletimeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,6 +193,10 @@ _wsbridge() {
                     COMPREPLY=($(compgen -W "trace debug access info error fatal none" -- "${cur}"))
                     return 0
                     ;;
+                --logformat)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -235,10 +239,6 @@ _wsbridge() {
                     ;;
                 --idletimeout)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --logformat)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -56,6 +56,8 @@ info\t''
 error\t''
 fatal\t''
 none\t''"
+complete -c wsbridge -l logformat -d 'Log line format: text or json' -r -f -a "text\t''
+json\t''"
 complete -c wsbridge -l metrics -d 'Serve Prometheus metrics on ADDR (IP:PORT)' -r
 complete -c wsbridge -l htpasswd -d 'Basic auth with the users of FILE' -r -F
 complete -c wsbridge -l realm -d 'Realm of --htpasswd\'s 401 answers' -r
@@ -68,7 +70,5 @@ complete -c wsbridge -l authmax -d 'Most auth checks at once' -r
 complete -c wsbridge -l maxperclient -d 'Most sessions one client may have at once' -r
 complete -c wsbridge -l ratelimit -d 'Messages a second read from each client' -r
 complete -c wsbridge -l idletimeout -d 'Close a session idle for DURATION' -r
-complete -c wsbridge -l logformat -d 'Log line format: text or json' -r -f -a "text\t''
-json\t''"
 complete -c wsbridge -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c wsbridge -s V -l version -d 'Print version'

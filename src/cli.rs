@@ -361,6 +361,13 @@ pub struct Cli {
           value_parser = ["trace", "debug", "access", "info", "error", "fatal", "none"])]
     pub loglevel: String,
 
+    /// Log line format: text or json
+    ///
+    /// json: one JSON object per line; LOGGING in the man page lists the field names.
+    #[arg(long, value_name = "FORMAT", help_heading = "Logging and metrics", default_value = "text",
+          value_parser = ["text", "json"])]
+    pub logformat: String,
+
     /// Serve Prometheus metrics on ADDR (IP:PORT)
     ///
     /// At http://ADDR/metrics, on a listener of their own, never the public port (e.g.
@@ -447,13 +454,6 @@ pub struct Cli {
     /// 1h; a bare number is seconds). Pings do not count. [default: no limit]
     #[arg(long, value_name = "DURATION", help_heading = "Access control")]
     pub idletimeout: Option<String>,
-
-    /// Log line format: text or json
-    ///
-    /// json: one JSON object per line; LOGGING in the man page lists the field names.
-    #[arg(long, value_name = "FORMAT", help_heading = "Logging and metrics", default_value = "text",
-          value_parser = ["text", "json"])]
-    pub logformat: String,
 
     // ---- New flags go here, each with its help_heading; a number takes value::number.
     /// The program to run for each connection
