@@ -207,6 +207,12 @@ impl<S> Paced<S> {
     pub fn held(&self) -> Held {
         self.bucket.as_ref().map_or_else(Held::default, |b| b.held)
     }
+
+    /// The stream without the limit: for the closing handshake, which must not wait for
+    /// a token (the client's Close would otherwise be read up to a token's time late).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S> Stream for Paced<S>

@@ -267,6 +267,7 @@ async fn session(
     let was_shutdown = matches!(ending, Ending::Shutdown);
     let failed = !was_shutdown && !matches!(ending, Ending::Output(OutEnd::Eof) | Ending::Input(InEnd::Closed(_)));
     let held = stream.held();
+    let stream = stream.into_inner();
     let ended_by = match &ending {
         Ending::Output(end) => EndedBy::for_output(end),
         Ending::Input(end) => EndedBy::for_input(end),

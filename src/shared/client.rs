@@ -128,6 +128,7 @@ pub async fn run_client(
         false => ending,
     };
     let held = stream.held();
+    let stream = stream.into_inner();
     let reason = member.kick.reason.get().cloned();
     let id = member.id;
     drop(member); // leave the hub: no more output is queued for this client
