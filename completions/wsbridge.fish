@@ -70,5 +70,10 @@ complete -c wsbridge -l authmax -d 'Most auth checks at once' -r
 complete -c wsbridge -l maxperclient -d 'Most sessions one client may have at once' -r
 complete -c wsbridge -l ratelimit -d 'Messages a second read from each client' -r
 complete -c wsbridge -l idletimeout -d 'Close a session idle for DURATION' -r
+complete -c wsbridge -l compress -d 'Use permessage-deflate' -r -f -a "true\t''
+false\t''"
+complete -c wsbridge -l compress-window-bits -d 'Largest window, in bits' -r
+complete -c wsbridge -l compress-no-context-takeover -d 'Compress each message on its own' -r -f -a "true\t''
+false\t''"
 complete -c wsbridge -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c wsbridge -s V -l version -d 'Print version'

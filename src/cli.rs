@@ -42,6 +42,7 @@ pub const HEADINGS: &[&str] = &[
     "Outbound",
     "Logging and metrics",
     "Access control",
+    "Compression",
 ];
 
 /// Turn any program that reads stdin and writes stdout into a WebSocket endpoint.
@@ -454,6 +455,30 @@ pub struct Cli {
     /// 1h; a bare number is seconds). Pings do not count. [default: no limit]
     #[arg(long, value_name = "DURATION", help_heading = "Access control")]
     pub idletimeout: Option<String>,
+
+    /// Use permessage-deflate
+    ///
+    /// Accept a client's permessage-deflate offer (with --connect: offer it). Costs CPU per
+    /// message and memory per connection (about 300 KiB with a 15-bit window and context
+    /// takeover), so it is off unless asked for. Messages under 32 bytes go uncompressed.
+    #[arg(long, value_name = "BOOL", help_heading = "Compression", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub compress: bool,
+
+    /// Largest window, in bits
+    ///
+    /// The LZ77 window we compress with and ask the peer to use: 9 (512 bytes) to 15 (32
+    /// KiB). Smaller saves memory per connection and compresses less. 8 is not offered:
+    /// zlib cannot compress with it.
+    #[arg(long, value_name = "N", help_heading = "Compression", default_value_t = 15,
+          value_parser = number::<u8>(9, 15), requires = "compress")]
+    pub compress_window_bits: u8,
+
+    /// Compress each message on its own
+    ///
+    /// Both ways: no compression state is kept between messages, so an idle connection holds
+    /// none (less memory, somewhat bigger messages).
+    #[arg(long, value_name = "BOOL", help_heading = "Compression", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", requires = "compress")]
+    pub compress_no_context_takeover: bool,
 
     // ---- New flags go here, each with its help_heading; a number takes value::number.
     /// The program to run for each connection

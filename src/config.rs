@@ -90,6 +90,20 @@ pub struct Session {
     pub rate_limit: Option<RateLimit>,
     /// `--idletimeout`: close when no message went either way for this long.
     pub idle_timeout: Option<Duration>,
+    /// `--compress`: permessage-deflate within these limits (`None`: not offered, and
+    /// declined when a client offers it).
+    pub compress: Option<Compress>,
+}
+
+/// The operator's limits for permessage-deflate (`--compress-window-bits`,
+/// `--compress-no-context-takeover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compress {
+    /// The largest LZ77 window we compress with (and ask the peer to use), 9 to 15.
+    pub window_bits: u8,
+    /// Start every message with an empty window both ways, so no compression state is
+    /// kept between messages.
+    pub no_context_takeover: bool,
 }
 
 /// `--subprotocol` lists: one for every endpoint, and with `--dir` one per script path.
@@ -176,6 +190,10 @@ impl TryFrom<Cli> for Config {
             subprotocols,
             rate_limit,
             idle_timeout,
+            compress: cli.compress.then_some(Compress {
+                window_bits: cli.compress_window_bits,
+                no_context_takeover: cli.compress_no_context_takeover,
+            }),
         };
         Ok(Config {
             session,

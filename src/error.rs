@@ -23,3 +23,16 @@ impl Refusal {
         }
     }
 }
+
+/// Why a compressed (permessage-deflate) message from the peer was refused: carried to
+/// [`crate::relay`] inside an `io::Error` from the transport under tungstenite, and
+/// answered with 1009 or 1007.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InflateError {
+    /// The inflated message passed `--maxframesize` (checked while inflating).
+    #[error("compressed message inflates past --maxframesize {max}")]
+    TooBig { max: usize },
+    /// The payload is not a valid DEFLATE stream.
+    #[error("compressed message does not inflate: {0}")]
+    Corrupt(String),
+}

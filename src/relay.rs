@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::error::InflateError;
 use crate::framing::{self, Decoder, FrameError};
 pub use crate::framing::{Framing, LineFramer};
 use crate::stats;
@@ -472,7 +473,17 @@ fn log_message_at_debug(dir: &'static str, framing: Option<Framing>, msg: &Messa
 fn end_for(e: WsError) -> InEnd {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => InEnd::Gone,
-        WsError::Io(_) => InEnd::Gone,
+        // permessage-deflate's errors come up from the transport under tungstenite.
+        WsError::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<InflateError>()) {
+            Some(InflateError::TooBig { max }) => InEnd::Refused(
+                CloseCode::Size,
+                format!("compressed message inflates past --maxframesize {max}").into(),
+            ),
+            Some(InflateError::Corrupt(_)) => {
+                InEnd::Refused(CloseCode::Invalid, "compressed message does not inflate".into())
+            }
+            None => InEnd::Gone,
+        },
         WsError::Protocol(tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
             InEnd::Gone
         }

@@ -29,6 +29,8 @@ use crate::session::Who;
 use crate::state::{Conn, Endpoint};
 use crate::{env, memory, reap, relay, session, shared, shebang, stats};
 
+pub mod deflate;
+
 /// The read buffer each connection starts with; tungstenite grows it for big frames.
 /// Small, because it is paid per idle connection: 2 KiB instead of 4 KiB took 12.0 to
 /// 10.0 KiB per idle connection with echo 1 KiB and 64 KiB throughput unchanged within
@@ -72,6 +74,7 @@ pub fn accept(
     client_slot: Option<ClientSlot>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
+    let (agreed, answer) = extensions(req.headers(), &ep.session);
     let protocol = negotiate(req.headers(), ep.session.subprotocols.for_path(target.script_name))?;
     let size = match ep.session.pty {
         true => Some(
@@ -122,7 +125,7 @@ pub fn accept(
         let tracked = hub.track(
             async move {
                 let (_permit, _client, _live) = (permit, client_slot, live);
-                match upgrade(on_upgrade, &ep2.session).await {
+                match upgrade(on_upgrade, &ep2.session, agreed).await {
                     Ok(ws) => {
                         let _counted = stats::Live::start(route);
                         shared::run_client(ws, member, &ep2.session, &ep2.shutdown, &who).await
@@ -133,7 +136,7 @@ pub fn accept(
             .in_current_span(),
         );
         ep.sessions.spawn(tracked);
-        return Ok(switching(&key, protocol));
+        return Ok(switching(&key, protocol, answer));
     }
 
     let built = env::build(
@@ -193,7 +196,7 @@ pub fn accept(
     ep.sessions.spawn(
         async move {
             let (_permit, _client, _live) = (permit, client_slot, live);
-            let ws = match upgrade(on_upgrade, &ep2.session).await {
+            let ws = match upgrade(on_upgrade, &ep2.session, agreed).await {
                 Ok(ws) => ws,
                 Err(why) => return abandon(child, stdio, &ep2.session, &why, (&who, accepted)).await,
             };
@@ -203,7 +206,26 @@ pub fn accept(
         .in_current_span(),
     );
 
-    Ok(switching(&key, protocol))
+    Ok(switching(&key, protocol, answer))
+}
+
+/// `--compress`: what we agree to from the client's `Sec-WebSocket-Extensions` offers,
+/// and the answer header (see [`deflate::accept`]).
+fn extensions(headers: &HeaderMap, config: &Session) -> (Option<deflate::Agreed>, Option<String>) {
+    let Some(ours) = &config.compress else {
+        return (None, None);
+    };
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    match deflate::accept(offers, ours) {
+        Some((agreed, answer)) => {
+            tracing::debug!(extensions = answer.as_str(), "permessage-deflate agreed");
+            (Some(agreed), Some(answer))
+        }
+        None => (None, None),
+    }
 }
 
 /// The facts of the `session started` access line.
@@ -239,8 +261,8 @@ impl Started<'_> {
     }
 }
 
-/// The 101 answer for a client's key and the negotiated subprotocol.
-fn switching(key: &str, protocol: Option<String>) -> Response<()> {
+/// The 101 answer for a client's key, the negotiated subprotocol and extensions.
+fn switching(key: &str, protocol: Option<String>, extensions: Option<String>) -> Response<()> {
     let accept_key = derive_accept_key(key.as_bytes());
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -259,6 +281,9 @@ fn switching(key: &str, protocol: Option<String>) -> Response<()> {
             HeaderValue::from_str(&p).expect("a token is a valid header value"),
         );
     }
+    if let Some(e) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, e);
+    }
     resp
 }
 
@@ -272,13 +297,21 @@ enum UpgradeError {
 }
 
 /// Waits for hyper to hand over the upgraded connection and wraps it as a WebSocket.
-async fn upgrade(on_upgrade: hyper::upgrade::OnUpgrade, config: &Session) -> Result<session::Socket, UpgradeError> {
+async fn upgrade(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    config: &Session,
+    deflate: Option<deflate::Agreed>,
+) -> Result<session::Socket, UpgradeError> {
     let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => return Err(UpgradeError::Failed(e)),
         Err(_) => return Err(UpgradeError::TimedOut),
     };
-    let transport: Box<dyn session::Transport> = Box::new(TokioIo::new(upgraded));
+    let io = TokioIo::new(upgraded);
+    let transport: Box<dyn session::Transport> = match deflate {
+        Some(agreed) => Box::new(deflate::Deflating::server(io, agreed, config.max_message)),
+        None => Box::new(io),
+    };
     Ok(WebSocketStream::from_raw_socket(transport, Role::Server, Some(ws_config(config))).await)
 }
 

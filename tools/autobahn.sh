@@ -4,9 +4,12 @@
 #  - text mode, without the binary-message groups (1.2, 9.2, 9.4, 9.6, 9.8: text mode
 #    refuses binary messages by design);
 #  - --framing=lenprefix (boundaries and types kept both ways), the whole suite.
-# Compression (12, 13) is excluded until permessage-deflate exists.
+#  - --compress --framing=lenprefix: the compression groups 12 and 13, all their cases
+#    (kosoku offers permessage-deflate with every parameter combination of 13.x).
+# The first two exclude 12 and 13 (without --compress they only report UNIMPLEMENTED).
+# AUTOBAHN_ONLY=NAME runs one suite (text, lenprefix or compress).
 # Fails on any FAILED or UNCLEAN case and on any NON-STRICT case not listed below.
-# Reports are kept in target/autobahn/{text,lenprefix}/ (index.json, a page per case).
+# Reports are kept in target/autobahn/{text,lenprefix,compress}/ (index.json, a page per case).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +54,7 @@ trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$serve
 suite() { # suite NAME MIN_CASES WSBRIDGE_FLAGS -- KOSOKU_EXCLUDES...
   local name=$1 min=$2 flags=$3
   shift 4
+  if [ -n "${AUTOBAHN_ONLY:-}" ] && [ "$AUTOBAHN_ONLY" != "$name" ]; then return 0; fi
   local out=target/autobahn/$name
   rm -rf "$out"
   mkdir -p "$out"
@@ -76,3 +80,5 @@ suite() { # suite NAME MIN_CASES WSBRIDGE_FLAGS -- KOSOKU_EXCLUDES...
 suite text 250 "" -- -x '1.2.*' -x '9.2.*' -x '9.4.*' -x '9.6.*' -x '9.8.*' -x '12.*' -x '13.*'
 # Length-prefixed framing keeps boundaries and types: the whole suite but compression.
 suite lenprefix 300 "--framing=lenprefix" -- -x '12.*' -x '13.*'
+# permessage-deflate: groups 12 and 13 only (the rest is the lenprefix suite's).
+suite compress 216 "--compress --framing=lenprefix" -- -i '12.*' -i '13.*'

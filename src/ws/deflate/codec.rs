@@ -1,0 +1,255 @@
+//! The DEFLATE side of permessage-deflate (RFC 7692 §7.2): one message at a time, sync
+//! flush with the trailing `00 00 ff ff` removed on the way out and added back on the
+//! way in. Inflating is bounded while it runs: it stops as soon as the output passes the
+//! limit, so a small message that would inflate to gigabytes costs about the limit in
+//! memory and work.
+//!
+//! With no context takeover the state is dropped after each message (a compressor costs
+//! about 256 KiB at a 15-bit window, an inflater 32 KiB plus its window) and built again
+//! for the next one; otherwise it lives as long as the connection. Either way it is built
+//! on first use, so a connection that sends nothing pays nothing.
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::Direction;
+use crate::error::InflateError;
+
+/// What every message ends with before the sender strips it (RFC 7692 §7.2.1).
+const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+/// Messages shorter than this go out uncompressed (RSV1 clear): below it DEFLATE's own
+/// block overhead (3 to 5 bytes plus the Huffman table) outweighs what it saves
+/// (measured in the unit test `tiny_messages_do_not_pay`).
+pub const MIN_COMPRESSED: usize = 32;
+/// zlib level 1: the fastest; a level above it saved little on 1 KiB JSON-like messages
+/// and cost more CPU (see BENCHMARKS.md).
+const LEVEL: u32 = 1;
+/// Inflated output grows by at most this much per step, so the bound is checked often.
+const INFLATE_STEP: usize = 64 * 1024;
+
+/// Our outgoing direction's compressor.
+pub struct Deflater {
+    params: Direction,
+    state: Option<Box<Compress>>,
+}
+
+impl Deflater {
+    pub fn new(params: Direction) -> Self {
+        Deflater { params, state: None }
+    }
+
+    /// Appends `input` compressed as one message to `out` (without the tail).
+    pub fn message(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let bits = self.params.window_bits.max(super::MIN_BITS);
+        let c = self
+            .state
+            .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(Compression::new(LEVEL), false, bits)));
+        let start_len = out.len();
+        let start_in = c.total_in();
+        loop {
+            let used = (c.total_in() - start_in) as usize;
+            out.reserve((input.len() - used) / 2 + 64);
+            // compress_vec only fails on a stream error, which a sync flush of a live
+            // stream cannot produce; treat it as "no more output" all the same.
+            if c.compress_vec(&input[used..], out, FlushCompress::Sync).is_err() {
+                break;
+            }
+            let done = (c.total_in() - start_in) as usize == input.len();
+            if done && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out.len() >= start_len + 4 && out.ends_with(&TAIL) {
+            out.truncate(out.len() - 4);
+        }
+        if self.params.no_context_takeover {
+            self.state = None;
+        }
+    }
+}
+
+/// The peer's direction's decompressor.
+pub struct Inflater {
+    params: Direction,
+    state: Option<Box<Decompress>>,
+}
+
+impl Inflater {
+    pub fn new(params: Direction) -> Self {
+        Inflater { params, state: None }
+    }
+
+    /// Inflates one frame's payload of a compressed message onto `out`, which must not
+    /// pass `limit` bytes; `fin` ends the message.
+    pub fn frame(&mut self, input: &[u8], fin: bool, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+        let ended = self.feed(input, out, limit)?;
+        if fin {
+            // After a final block the tail would be read as the start of a new stream.
+            if !ended {
+                self.feed(&TAIL, out, limit)?;
+            }
+            if self.params.no_context_takeover {
+                self.state = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inflates `input`; `true` when it ended with a block that has BFINAL set.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, InflateError> {
+        let bits = self.params.window_bits.max(super::MIN_BITS);
+        let d = self
+            .state
+            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, bits)));
+        let mut used = 0;
+        loop {
+            if out.len() > limit {
+                return Err(InflateError::TooBig { max: limit });
+            }
+            let room = (limit + 1 - out.len()).min(INFLATE_STEP);
+            let want = room.min(((input.len() - used) * 4).max(1024));
+            if out.capacity() - out.len() < want {
+                out.reserve_exact(want);
+            }
+            let (in0, out0) = (d.total_in(), d.total_out());
+            let status = d
+                .decompress_vec(&input[used..], out, FlushDecompress::None)
+                .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+            used += (d.total_in() - in0) as usize;
+            let made = d.total_out() - out0;
+            if status == Status::StreamEnd {
+                // A block with BFINAL set ends the stream (RFC 7692 §7.2.3.4): start a new
+                // one for what follows, unless that is only the tail.
+                **d = Decompress::new_with_window_bits(false, bits);
+                if used == input.len() {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if out.len() > limit {
+                return Err(InflateError::TooBig { max: limit });
+            }
+            if used == input.len() && out.len() < out.capacity() {
+                break;
+            }
+            if made == 0 && (d.total_in() - in0) == 0 && out.len() < out.capacity() {
+                return Err(InflateError::Corrupt("no progress".into()));
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(no_context_takeover: bool, window_bits: u8) -> Direction {
+        Direction {
+            no_context_takeover,
+            window_bits,
+        }
+    }
+
+    fn round(d: &mut Deflater, i: &mut Inflater, msg: &[u8]) -> Vec<u8> {
+        let mut z = Vec::new();
+        d.message(msg, &mut z);
+        let mut out = Vec::new();
+        i.frame(&z, true, &mut out, 1 << 20).unwrap();
+        out
+    }
+
+    #[test]
+    fn messages_round_trip_with_and_without_context_takeover() {
+        for (nct, bits) in [(false, 15), (true, 15), (false, 9), (true, 9), (false, 8)] {
+            let mut d = Deflater::new(dir(nct, bits));
+            let mut i = Inflater::new(dir(nct, bits));
+            for n in [0, 1, 100, 5000, 70_000] {
+                let msg: Vec<u8> = (0..n).map(|k| (k % 251) as u8 ^ (k / 7) as u8).collect();
+                assert_eq!(round(&mut d, &mut i, &msg), msg, "nct={nct} bits={bits} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn context_takeover_makes_a_repeat_smaller() {
+        let msg = br#"{"id":12345,"name":"sensor-7","temperature":21.5,"humidity":40}"#;
+        let mut keep = Deflater::new(dir(false, 15));
+        let mut reset = Deflater::new(dir(true, 15));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        keep.message(msg, &mut a);
+        a.clear();
+        keep.message(msg, &mut a);
+        reset.message(msg, &mut b);
+        b.clear();
+        reset.message(msg, &mut b);
+        assert!(a.len() < b.len() / 2, "{} vs {}", a.len(), b.len());
+        assert!(reset.state.is_none());
+    }
+
+    #[test]
+    fn empty_message_is_one_byte() {
+        let mut z = Vec::new();
+        Deflater::new(dir(true, 15)).message(b"", &mut z);
+        assert_eq!(z, [0]);
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let mut c = Compress::new(Compression::best(), false);
+        let mut z = Vec::with_capacity(64 << 10);
+        c.compress_vec(&vec![b'a'; 10 << 20], &mut z, FlushCompress::Sync)
+            .unwrap();
+        assert!(z.len() < 20_000, "{}", z.len());
+        let mut out = Vec::new();
+        let e = Inflater::new(dir(true, 15))
+            .frame(&z, true, &mut out, 100_000)
+            .unwrap_err();
+        assert!(matches!(e, InflateError::TooBig { max: 100_000 }));
+        assert!(out.capacity() < 100_000 + 2 * INFLATE_STEP, "{}", out.capacity());
+    }
+
+    #[test]
+    fn garbage_does_not_inflate() {
+        let mut out = Vec::new();
+        let e = Inflater::new(dir(false, 15)).frame(&[0xff, 0xff, 0xff, 0xff], true, &mut out, 1000);
+        assert!(matches!(e, Err(InflateError::Corrupt(_))), "{e:?}");
+    }
+
+    #[test]
+    fn fragments_inflate_across_frames() {
+        let msg = b"hello hello hello hello, fragmented world".repeat(20);
+        let mut z = Vec::new();
+        Deflater::new(dir(false, 15)).message(&msg, &mut z);
+        let mut i = Inflater::new(dir(false, 15));
+        let mut out = Vec::new();
+        let mut chunks = z.chunks(7).peekable();
+        while let Some(c) = chunks.next() {
+            i.frame(c, chunks.peek().is_none(), &mut out, 1 << 20).unwrap();
+        }
+        assert_eq!(out, msg);
+    }
+
+    #[test]
+    fn a_final_block_ends_the_stream_and_the_next_message_inflates() {
+        // "a" as one fixed-Huffman block with BFINAL set (what some senders do).
+        let mut c = Compress::new(Compression::fast(), false);
+        let mut z = Vec::with_capacity(64);
+        c.compress_vec(b"abc", &mut z, FlushCompress::Finish).unwrap();
+        let mut i = Inflater::new(dir(false, 15));
+        let mut out = Vec::new();
+        i.frame(&z, true, &mut out, 100).unwrap();
+        assert_eq!(out, b"abc");
+        let mut d = Deflater::new(dir(true, 15));
+        assert_eq!(round(&mut d, &mut i, b"next"), b"next");
+    }
+
+    #[test]
+    fn tiny_messages_do_not_pay() {
+        for n in [1, 8, 16, 31] {
+            let msg: Vec<u8> = (0..n as u8).collect();
+            let mut z = Vec::new();
+            Deflater::new(dir(true, 15)).message(&msg, &mut z);
+            assert!(z.len() + 2 >= msg.len(), "{n}: {}", z.len());
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! [`Deflating`]: a transport under tungstenite that speaks permessage-deflate on the
+//! wire and plain RFC 6455 frames to tungstenite.
+//!
+//! Reading, it parses the frame headers of the raw stream. Frames that are not part of a
+//! compressed message pass through untouched (RSV1 on a control frame or a continuation
+//! frame too, so tungstenite refuses them: 1002). A compressed message's frames are read
+//! whole, unmasked, inflated within `--maxframesize` for the whole message, and handed on
+//! with RSV1 clear (a server hands them masked with a zero key, so tungstenite's mask rule
+//! still holds). An inflate failure is an `io::Error` carrying [`InflateError`], which the
+//! relay maps to 1009 or 1007; the write side keeps working, so the Close still goes out.
+//!
+//! Writing, it parses the frames tungstenite writes: a whole text or binary message of at
+//! least [`MIN_COMPRESSED`] bytes is compressed and sent with RSV1; everything else (control
+//! frames, fragments, frames that already carry RSV1) passes through.
+//!
+//! For `--connect` it is put under tungstenite's client handshake ([`Deflating::client`]):
+//! it passes the request through and hands tungstenite the response head and nothing after
+//! it, then takes the negotiated parameters from [`Handshake`] before the first frame.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::codec::{Deflater, Inflater, MIN_COMPRESSED};
+use super::Agreed;
+use crate::error::InflateError;
+
+/// The raw read buffer starts this big and is trimmed back to it when empty.
+const READ_CHUNK: usize = 4 * 1024;
+/// Bytes waiting for the socket above which writes push back.
+const WRITE_HIGH: usize = 64 * 1024;
+/// A response head longer than this is handed over as it is (tungstenite refuses it).
+const MAX_HEAD: usize = 16 * 1024;
+
+const OP_CONT: u8 = 0;
+const OP_TEXT: u8 = 1;
+const OP_BINARY: u8 = 2;
+
+/// A frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Head {
+    pub fin: bool,
+    pub rsv1: bool,
+    pub opcode: u8,
+    pub mask: Option<[u8; 4]>,
+    pub len: u64,
+    /// Bytes of the header itself.
+    pub size: usize,
+}
+
+/// Parses the header at the start of `b`; `None` until it is all there.
+pub(super) fn parse_head(b: &[u8]) -> Option<Head> {
+    let (b0, b1) = (*b.first()?, *b.get(1)?);
+    let (len, mut size) = match b1 & 0x7f {
+        126 => (u16::from_be_bytes(b.get(2..4)?.try_into().ok()?) as u64, 4),
+        127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?), 10),
+        n => (n as u64, 2),
+    };
+    let mask = match b1 & 0x80 != 0 {
+        true => {
+            let m: [u8; 4] = b.get(size..size + 4)?.try_into().ok()?;
+            size += 4;
+            Some(m)
+        }
+        false => None,
+    };
+    Some(Head {
+        fin: b0 & 0x80 != 0,
+        rsv1: b0 & 0x40 != 0,
+        opcode: b0 & 0x0f,
+        mask,
+        len,
+        size,
+    })
+}
+
+/// Appends a header (RSV2 and RSV3 clear).
+pub(super) fn put_head(out: &mut Vec<u8>, fin: bool, rsv1: bool, opcode: u8, mask: Option<[u8; 4]>, len: usize) {
+    out.push(u8::from(fin) << 7 | u8::from(rsv1) << 6 | opcode);
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match len {
+        0..=125 => out.push(m | len as u8),
+        126..=0xffff => {
+            out.push(m | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    if let Some(m) = mask {
+        out.extend_from_slice(&m);
+    }
+}
+
+fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+/// A byte buffer filled at the back and read from the front. `data` stays initialised
+/// up to its length, so reads go straight into it.
+#[derive(Default)]
+struct Buf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // Keep a small buffer; a burst of big messages gives its memory back.
+            if self.data.len() > 4 * READ_CHUNK {
+                self.data = Vec::new();
+            }
+        }
+    }
+    /// Room for at least `n` more bytes after `end`.
+    fn make_room(&mut self, n: usize) {
+        if self.data.len() - self.end >= n {
+            return;
+        }
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() - self.end < n {
+            self.data.resize(self.end + n, 0);
+        }
+    }
+    fn push(&mut self, b: &[u8]) {
+        self.make_room(b.len());
+        self.data[self.end..self.end + b.len()].copy_from_slice(b);
+        self.end += b.len();
+    }
+    /// The free space after `end`; [`Buf::filled`] says how much of it was written.
+    fn spare(&mut self) -> &mut [u8] {
+        &mut self.data[self.end..]
+    }
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+}
+
+/// Where a [`Deflating::client`] transport is in the HTTP handshake.
+enum Phase {
+    /// Handing tungstenite the response head.
+    Head(Arc<Handshake>),
+    /// The head went up; the next poll takes the negotiated parameters.
+    Switching(Arc<Handshake>),
+    Frames,
+}
+
+/// The result of `--connect`'s negotiation, set between tungstenite's handshake and the
+/// first frame: `Some` when the server accepted the offer.
+#[derive(Default)]
+pub struct Handshake(OnceLock<Option<Agreed>>);
+
+impl Handshake {
+    pub fn settle(&self, agreed: Option<Agreed>) {
+        // Set once per connection; a second call changes nothing.
+        let _ = self.0.set(agreed);
+    }
+}
+
+/// See the module documentation.
+pub struct Deflating<T> {
+    inner: T,
+    phase: Phase,
+    /// No extension: pass everything (a `--connect` whose server declined).
+    off: bool,
+    server: bool,
+    max: usize,
+    // Read side.
+    raw: Buf,
+    ready: Buf,
+    pass_in: u64,
+    eof: bool,
+    /// Inside a compressed message: its inflated bytes so far.
+    inflating: Option<usize>,
+    failed: Option<InflateError>,
+    inflater: Inflater,
+    scratch: Vec<u8>,
+    // Write side.
+    wraw: Buf,
+    wout: Buf,
+    pass_out: u64,
+    fragmented: bool,
+    deflater: Deflater,
+}
+
+impl<T> Deflating<T> {
+    fn new(inner: T, server: bool, agreed: Agreed, max: usize, phase: Phase) -> Self {
+        Deflating {
+            inner,
+            phase,
+            off: false,
+            server,
+            max,
+            raw: Buf::default(),
+            ready: Buf::default(),
+            pass_in: 0,
+            eof: false,
+            inflating: None,
+            failed: None,
+            inflater: Inflater::new(agreed.theirs),
+            scratch: Vec::new(),
+            wraw: Buf::default(),
+            wout: Buf::default(),
+            pass_out: 0,
+            fragmented: false,
+            deflater: Deflater::new(agreed.ours),
+        }
+    }
+
+    /// A server's transport once the 101 with the extension was sent.
+    pub fn server(inner: T, agreed: Agreed, max: usize) -> Self {
+        Self::new(inner, true, agreed, max, Phase::Frames)
+    }
+
+    /// A client's transport before its handshake: `shake` gets the negotiated parameters
+    /// once the response is checked (`agreed` until then is a placeholder).
+    pub fn client(inner: T, max: usize, shake: Arc<Handshake>) -> Self {
+        let placeholder = super::Direction {
+            no_context_takeover: true,
+            window_bits: 15,
+        };
+        let agreed = Agreed {
+            ours: placeholder,
+            theirs: placeholder,
+        };
+        Self::new(inner, false, agreed, max, Phase::Head(shake))
+    }
+
+    /// After the response head went up: take what the handshake settled.
+    fn switch(&mut self) {
+        if let Phase::Switching(shake) = &self.phase {
+            match shake.0.get().copied().flatten() {
+                Some(agreed) => {
+                    self.inflater = Inflater::new(agreed.theirs);
+                    self.deflater = Deflater::new(agreed.ours);
+                }
+                None => self.off = true,
+            }
+            self.phase = Phase::Frames;
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> Deflating<T> {
+    /// Reads more raw bytes; `false` at EOF.
+    fn fill(&mut self, cx: &mut Context<'_>, at_least: usize) -> Poll<io::Result<bool>> {
+        self.raw.make_room(at_least.max(READ_CHUNK));
+        let mut rb = ReadBuf::new(self.raw.spare());
+        let r = Pin::new(&mut self.inner).poll_read(cx, &mut rb);
+        let n = rb.filled().len();
+        self.raw.filled(n);
+        ready!(r)?;
+        Poll::Ready(Ok(n > 0))
+    }
+
+    /// Inflates the compressed frame at the front of `raw` (all there) into `ready`.
+    fn inflate_frame(&mut self, head: Head) -> Result<(), InflateError> {
+        let so_far = self.inflating.unwrap_or(0);
+        let end = head.size + head.len as usize;
+        let start = self.raw.start;
+        let payload = &mut self.raw.data[start + head.size..start + end];
+        if let Some(m) = head.mask {
+            apply_mask(payload, m);
+        }
+        self.scratch.clear();
+        let r = self
+            .inflater
+            .frame(payload, head.fin, &mut self.scratch, self.max - so_far);
+        self.raw.consume(end);
+        r?;
+        let n = self.scratch.len();
+        let mask = self.server.then_some([0; 4]);
+        let opcode = if self.inflating.is_some() { OP_CONT } else { head.opcode };
+        let mut h = Vec::with_capacity(14);
+        put_head(&mut h, head.fin, false, opcode, mask, n);
+        self.ready.push(&h);
+        self.ready.push(&self.scratch);
+        if self.scratch.capacity() > 4 * READ_CHUNK {
+            self.scratch = Vec::new();
+        }
+        self.inflating = (!head.fin).then_some(so_far + n);
+        Ok(())
+    }
+}
+
+fn fail(e: &InflateError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.clone())
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Deflating<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.switch();
+        loop {
+            if this.ready.len() > 0 {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready.bytes()[..n]);
+                this.ready.consume(n);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = &this.failed {
+                return Poll::Ready(Err(fail(e)));
+            }
+            if let Phase::Head(shake) = &this.phase {
+                if let Some(end) = this.raw.bytes().windows(4).position(|w| w == b"\r\n\r\n") {
+                    let Deflating { raw, ready, .. } = this;
+                    ready.push(&raw.bytes()[..end + 4]);
+                    raw.consume(end + 4);
+                    this.phase = Phase::Switching(Arc::clone(shake));
+                    continue;
+                }
+                if this.raw.len() > MAX_HEAD || this.eof {
+                    let n = this.raw.len();
+                    let Deflating { raw, ready, .. } = this;
+                    ready.push(raw.bytes());
+                    raw.consume(n);
+                    this.phase = Phase::Frames;
+                    this.off = true;
+                    if n > 0 {
+                        continue;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                this.eof = !ready!(this.fill(cx, 0))?;
+                continue;
+            }
+            if this.pass_in > 0 || this.off {
+                if this.raw.len() > 0 {
+                    let n = this.raw.len().min(buf.remaining());
+                    let n = if this.off { n } else { n.min(this.pass_in as usize) };
+                    buf.put_slice(&this.raw.bytes()[..n]);
+                    this.raw.consume(n);
+                    this.pass_in = this.pass_in.saturating_sub(n as u64);
+                    return Poll::Ready(Ok(()));
+                }
+                if this.eof {
+                    return Poll::Ready(Ok(()));
+                }
+                this.eof = !ready!(this.fill(cx, 0))?;
+                continue;
+            }
+            let head = match parse_head(this.raw.bytes()) {
+                Some(h) => h,
+                None if this.eof => {
+                    // A cut-off header: hand it over as it is, then EOF.
+                    this.pass_in = this.raw.len() as u64;
+                    if this.pass_in == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    continue;
+                }
+                None => {
+                    this.eof = !ready!(this.fill(cx, 0))?;
+                    continue;
+                }
+            };
+            let data_start = matches!(head.opcode, OP_TEXT | OP_BINARY) && head.rsv1 && this.inflating.is_none();
+            let data_more = head.opcode == OP_CONT && !head.rsv1 && this.inflating.is_some();
+            if !(data_start || data_more) {
+                this.pass_in = head.size as u64 + head.len;
+                continue;
+            }
+            if head.len > (this.max - this.inflating.unwrap_or(0)) as u64 {
+                let e = InflateError::TooBig { max: this.max };
+                this.failed = Some(e.clone());
+                return Poll::Ready(Err(fail(&e)));
+            }
+            let whole = head.size + head.len as usize;
+            if this.raw.len() < whole {
+                if this.eof {
+                    this.pass_in = this.raw.len() as u64;
+                    continue;
+                }
+                let missing = whole - this.raw.len();
+                this.eof = !ready!(this.fill(cx, missing))?;
+                continue;
+            }
+            if let Err(e) = this.inflate_frame(head) {
+                this.failed = Some(e.clone());
+                return Poll::Ready(Err(fail(&e)));
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Deflating<T> {
+    /// Writes what is queued; `Pending` until all of it went.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wout.len() > 0 {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, self.wout.bytes()))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wout.consume(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Moves the complete frames in `wraw` to `wout`, compressing whole data messages.
+    fn process(&mut self) {
+        loop {
+            if self.pass_out > 0 {
+                let n = (self.pass_out.min(self.wraw.len() as u64)) as usize;
+                if n == 0 {
+                    return;
+                }
+                self.wout.push(&self.wraw.bytes()[..n]);
+                self.wraw.consume(n);
+                self.pass_out -= n as u64;
+                continue;
+            }
+            let Some(head) = parse_head(self.wraw.bytes()) else {
+                return;
+            };
+            let whole = head.size as u64 + head.len;
+            let message = matches!(head.opcode, OP_TEXT | OP_BINARY);
+            let compress = message && head.fin && !head.rsv1 && !self.fragmented && head.len >= MIN_COMPRESSED as u64;
+            if message && !head.fin {
+                self.fragmented = true;
+            } else if head.opcode == OP_CONT && head.fin {
+                self.fragmented = false;
+            }
+            if !compress {
+                self.pass_out = whole;
+                continue;
+            }
+            if (self.wraw.len() as u64) < whole {
+                return;
+            }
+            let start = self.wraw.start;
+            let payload = &mut self.wraw.data[start + head.size..start + whole as usize];
+            if let Some(m) = head.mask {
+                apply_mask(payload, m);
+            }
+            self.scratch_out(head, whole as usize);
+        }
+    }
+
+    fn scratch_out(&mut self, head: Head, whole: usize) {
+        let start = self.wraw.start;
+        let mut z = Vec::with_capacity(head.len as usize / 2 + 64);
+        self.deflater
+            .message(&self.wraw.data[start + head.size..start + whole], &mut z);
+        if let Some(m) = head.mask {
+            apply_mask(&mut z, m);
+        }
+        let mut h = Vec::with_capacity(14);
+        put_head(&mut h, true, true, head.opcode, head.mask, z.len());
+        self.wout.push(&h);
+        self.wout.push(&z);
+        self.wraw.consume(whole);
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deflating<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.switch();
+        if !matches!(this.phase, Phase::Frames) || this.off {
+            // The handshake request, or no extension: straight through.
+            ready!(this.drain(cx))?;
+            return Pin::new(&mut this.inner).poll_write(cx, data);
+        }
+        if this.wout.len() >= WRITE_HIGH {
+            ready!(this.drain(cx))?;
+        }
+        this.wraw.push(data);
+        this.process();
+        // Start sending now; whatever is left goes on the next write or flush.
+        if let Poll::Ready(Err(e)) = this.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
