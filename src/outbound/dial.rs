@@ -16,6 +16,7 @@ use super::proxy::{lower, ProxyError};
 use crate::config::connect::{Connect, Target};
 use crate::config::Session;
 use crate::session::{Socket, Transport};
+use crate::ws::deflate::{self, AnswerError, Deflating, Negotiated};
 
 /// Why a connection attempt (or, for TLS files, the client's setup) failed: one line a
 /// user reads.
@@ -54,6 +55,9 @@ pub enum DialError {
     Handshake { url: String, cause: WsError },
     #[error("WebSocket handshake with {url} timed out after {after:?}")]
     HandshakeTimeout { url: String, after: Duration },
+    /// `--compress`: the server's `Sec-WebSocket-Extensions` answer cannot be used.
+    #[error("WebSocket handshake with {url} failed: {cause}")]
+    Extension { url: String, cause: AnswerError },
 }
 
 /// `URL refused the WebSocket upgrade: CODE REASON` (no trailing space without a reason).
@@ -147,9 +151,9 @@ impl Client {
                 }
                 Err(_) => return Err(DialError::TlsTimeout { server: t.shown() }),
             };
-            return handshake(request, Box::new(tls), ws_config, t, step).await;
+            return handshake(request, Box::new(tls), (ws_config, config), t, step).await;
         }
-        handshake(request, Box::new(tcp), ws_config, t, step).await
+        handshake(request, Box::new(tcp), (ws_config, config), t, step).await
     }
 
     fn request(&self, config: &Session) -> Result<Request, DialError> {
@@ -176,6 +180,12 @@ impl Client {
                 HeaderValue::from_str(&config.subprotocols.all.join(", ")).map_err(|_| DialError::Subprotocols)?;
             h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, list);
         }
+        if let Some(ours) = &config.compress {
+            // The offer is ASCII tokens and digits.
+            if let Ok(v) = HeaderValue::from_str(&deflate::offer(ours)) {
+                h.insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, v);
+            }
+        }
         for (name, _) in &s.headers {
             h.remove(name);
         }
@@ -189,11 +199,21 @@ impl Client {
 async fn handshake(
     request: Request,
     stream: Box<dyn Transport>,
-    ws_config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+    (ws_config, config): (
+        Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+        &Session,
+    ),
     t: &Target,
     step: Duration,
 ) -> Result<(Socket, Option<String>), DialError> {
     let url = t.url();
+    // With --compress the handshake runs over the deflate layer, which learns the
+    // outcome before the first frame (see Deflating::client).
+    let settled = config.compress.map(|_| std::sync::Arc::new(Negotiated::default()));
+    let stream: Box<dyn Transport> = match &settled {
+        Some(s) => Box::new(Deflating::client(stream, config.max_message, std::sync::Arc::clone(s))),
+        None => stream,
+    };
     let shake = tokio_tungstenite::client_async_with_config(request, stream, ws_config);
     let (ws, response) = match tokio::time::timeout(step, shake).await {
         Ok(Ok(r)) => r,
@@ -206,6 +226,25 @@ async fn handshake(
         Ok(Err(cause)) => return Err(DialError::Handshake { url, cause }),
         Err(_) => return Err(DialError::HandshakeTimeout { url, after: step }),
     };
+    let answers = response
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    match (&settled, &config.compress) {
+        (Some(settled), Some(ours)) => match deflate::check_answer(answers, ours) {
+            Ok(agreed) => settled.settle(agreed),
+            Err(cause) => return Err(DialError::Extension { url, cause }),
+        },
+        // RFC 6455 §4.1: an extension we did not offer fails the connection.
+        _ => {
+            let answered: Vec<&str> = answers.collect();
+            if !answered.is_empty() {
+                let cause = AnswerError::NotOffered(answered.join(", "));
+                return Err(DialError::Extension { url, cause });
+            }
+        }
+    }
     let protocol = response
         .headers()
         .get(hyper::header::SEC_WEBSOCKET_PROTOCOL)

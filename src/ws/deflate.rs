@@ -16,7 +16,7 @@ mod codec;
 mod stream;
 
 pub use codec::{Deflater, Inflater, MIN_COMPRESSED};
-pub use stream::Deflating;
+pub use stream::{Deflating, Negotiated};
 
 use crate::config::Compress;
 

@@ -15,7 +15,7 @@
 //!
 //! For `--connect` it is put under tungstenite's client handshake ([`Deflating::client`]):
 //! it passes the request through and hands tungstenite the response head and nothing after
-//! it, then takes the negotiated parameters from [`Handshake`] before the first frame.
+//! it, then takes the negotiated parameters from [`Negotiated`] before the first frame.
 
 use std::io;
 use std::pin::Pin;
@@ -161,18 +161,18 @@ impl Buf {
 /// Where a [`Deflating::client`] transport is in the HTTP handshake.
 enum Phase {
     /// Handing tungstenite the response head.
-    Head(Arc<Handshake>),
+    Head(Arc<Negotiated>),
     /// The head went up; the next poll takes the negotiated parameters.
-    Switching(Arc<Handshake>),
+    Switching(Arc<Negotiated>),
     Frames,
 }
 
 /// The result of `--connect`'s negotiation, set between tungstenite's handshake and the
 /// first frame: `Some` when the server accepted the offer.
 #[derive(Default)]
-pub struct Handshake(OnceLock<Option<Agreed>>);
+pub struct Negotiated(OnceLock<Option<Agreed>>);
 
-impl Handshake {
+impl Negotiated {
     pub fn settle(&self, agreed: Option<Agreed>) {
         // Set once per connection; a second call changes nothing.
         let _ = self.0.set(agreed);
@@ -236,7 +236,7 @@ impl<T> Deflating<T> {
 
     /// A client's transport before its handshake: `shake` gets the negotiated parameters
     /// once the response is checked (`agreed` until then is a placeholder).
-    pub fn client(inner: T, max: usize, shake: Arc<Handshake>) -> Self {
+    pub fn client(inner: T, max: usize, shake: Arc<Negotiated>) -> Self {
         let placeholder = super::Direction {
             no_context_takeover: true,
             window_bits: 15,
