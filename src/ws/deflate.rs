@@ -74,7 +74,7 @@ pub enum AnswerError {
     NotOffered(String),
     #[error("the server's permessage-deflate answer is malformed: {0:?}")]
     Malformed(String),
-    #[error("the server's permessage-deflate answer has a {cause}: {answer:?}")]
+    #[error("the server's permessage-deflate answer {answer:?} is unusable: {cause}")]
     Param { answer: String, cause: ParamError },
     #[error("the server asked for a {0}-bit window, which this client cannot honour (9 to 15)")]
     Window(u8),

@@ -12,6 +12,7 @@ mod browser;
 mod cgi;
 mod cli;
 mod completions;
+mod compress;
 mod confinement;
 mod deploy;
 mod env;
