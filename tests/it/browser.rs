@@ -2,7 +2,8 @@
 //! `--devconsole` page, used as a person would (clicks and typing through DevTools),
 //! talks to an echo program, and a page on another site that sends the browser to the
 //! console cannot make it connect or send; a page served from another port reaches
-//! wsbridge only when `--origin` allows that page. What the page shows, read through
+//! wsbridge only when `--origin` allows that page; with `--compress` the page sees
+//! permessage-deflate answered (`ws.extensions`). What the page shows, read through
 //! DevTools, is the evidence. The test fails (it does not skip) when Chromium is missing:
 //! tools/test.sh installs it.
 
@@ -431,4 +432,31 @@ async fn chromium_passes_basic_auth_to_the_page_and_its_socket() {
     );
     // The browser sent nothing until it was challenged: the credentials came from the 401.
     assert!(server.log().contains("credentials needed"), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_negotiates_permessage_deflate_with_compress() {
+    chromium();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page server");
+    let page_port = listener.local_addr().expect("addr").port();
+    let server = BinServer::start(&["--compress", "--origin=127.0.0.1", "cat"]);
+    let page = format!(
+        r#"<!doctype html><html><body><pre id="out"></pre><script>
+const out = document.getElementById("out");
+const ws = new WebSocket("ws://{}/");
+const msg = JSON.stringify({{sensor: "t1", readings: Array(50).fill(21.5)}});
+ws.onopen = () => {{ out.textContent += "ext:" + ws.extensions + "\n"; ws.send(msg); }};
+ws.onmessage = (e) => {{ out.textContent += (e.data === msg ? "echo:same" : "echo:different") + "\n"; ws.close(1000); }};
+ws.onclose = (e) => {{ out.textContent += "closed:" + e.code + "\n"; }};
+</script></body></html>"#,
+        server.addr
+    );
+    let pager = tokio::spawn(serve_pages(listener, vec![("deflate".to_owned(), page)]));
+    let seen = eval_in_page(&format!("http://127.0.0.1:{page_port}/deflate"), OUT, "closed:").await;
+    assert!(
+        seen.contains("ext:permessage-deflate") && seen.contains("echo:same") && seen.contains("closed:1000"),
+        "{seen:?}\nlog:\n{}",
+        server.log()
+    );
+    pager.abort();
 }
