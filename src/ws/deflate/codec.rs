@@ -22,25 +22,47 @@ const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 /// (unit test `tiny_messages_do_not_pay`). 16 and up are compressed: Autobahn 12.x.1 and
 /// 13.x.1 send 16-byte messages and its kosoku driver expects them compressed.
 pub const MIN_COMPRESSED: usize = 16;
-/// zlib level 1: the fastest; a level above it saved little on 1 KiB JSON-like messages
-/// and cost more CPU (see BENCHMARKS.md).
+/// zlib level 1 (zlib-rs's "quick" strategy). Level 2 made 1 KiB JSON-like echoes 15%
+/// smaller on the wire (125 instead of 146 bytes) for 1.6x the server CPU per message, and
+/// random bytes 1.7x (see BENCHMARKS.md).
 const LEVEL: u32 = 1;
 /// Inflated output grows by at most this much per step, so the bound is checked often.
 const INFLATE_STEP: usize = 64 * 1024;
+
+/// After a message that did not pay, this many next messages at most are sent without
+/// trying (doubling from 1 while they keep not paying): a stream of incompressible
+/// messages then costs one try in 64, not a compression and a reset of the window (a
+/// 128 KiB memset) each. Skipping is free: neither window sees the skipped bytes.
+const MAX_SKIP: u32 = 64;
 
 /// Our outgoing direction's compressor.
 pub struct Deflater {
     params: Direction,
     state: Option<Box<Compress>>,
+    /// Messages still to send without trying, and the next such run's length.
+    skip: u32,
+    backoff: u32,
 }
 
 impl Deflater {
     pub fn new(params: Direction) -> Self {
-        Deflater { params, state: None }
+        Deflater {
+            params,
+            state: None,
+            skip: 0,
+            backoff: 0,
+        }
     }
 
-    /// Appends `input` compressed as one message to `out` (without the tail).
-    pub fn message(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    /// Appends `input` compressed as one message to `out` (without the tail); `false` when
+    /// that did not pay (random bytes: level 1 has no stored-block fallback), and `out`
+    /// must not be sent: the caller sends `input` uncompressed. The compressor starts
+    /// afresh then, since the peer's window will not have `input`.
+    pub fn message(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
         let bits = self.params.window_bits.max(super::MIN_BITS);
         let c = self
             .state
@@ -63,9 +85,28 @@ impl Deflater {
         if out.len() >= start_len + 4 && out.ends_with(&TAIL) {
             out.truncate(out.len() - 4);
         }
+        // With context takeover a message that is about its own size still pays: it puts
+        // its bytes into both windows, and the next similar message refers back to them
+        // (64-byte JSON lines go from ~65 bytes to ~20). Past a few percent of growth it is
+        // noise (level 1 sends random bytes 6% bigger) and goes uncompressed.
+        let grown = out.len() - start_len;
+        let paid = match self.params.no_context_takeover {
+            true => grown < input.len(),
+            false => grown <= input.len() + input.len() / 32 + 8,
+        };
         if self.params.no_context_takeover {
             self.state = None;
+        } else if !paid {
+            c.reset();
         }
+        match paid {
+            true => self.backoff = 0,
+            false => {
+                self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
+                self.skip = self.backoff;
+            }
+        }
+        paid
     }
 }
 
@@ -154,7 +195,9 @@ mod tests {
 
     fn round(d: &mut Deflater, i: &mut Inflater, msg: &[u8]) -> Vec<u8> {
         let mut z = Vec::new();
-        d.message(msg, &mut z);
+        if !d.message(msg, &mut z) {
+            return msg.to_vec(); // sent as it is
+        }
         let mut out = Vec::new();
         i.frame(&z, true, &mut out, 1 << 20).unwrap();
         out
@@ -174,16 +217,16 @@ mod tests {
 
     #[test]
     fn context_takeover_makes_a_repeat_smaller() {
-        let msg = br#"{"id":12345,"name":"sensor-7","temperature":21.5,"humidity":40}"#;
+        let msg = &br#"{"id":12345,"name":"sensor-7","temperature":21.5,"humidity":40}"#.repeat(2);
         let mut keep = Deflater::new(dir(false, 15));
         let mut reset = Deflater::new(dir(true, 15));
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        keep.message(msg, &mut a);
+        assert!(keep.message(msg, &mut a));
         a.clear();
-        keep.message(msg, &mut a);
-        reset.message(msg, &mut b);
+        assert!(keep.message(msg, &mut a));
+        assert!(reset.message(msg, &mut b));
         b.clear();
-        reset.message(msg, &mut b);
+        assert!(reset.message(msg, &mut b));
         assert!(a.len() < b.len() / 2, "{} vs {}", a.len(), b.len());
         assert!(reset.state.is_none());
     }
@@ -191,7 +234,7 @@ mod tests {
     #[test]
     fn empty_message_is_one_byte() {
         let mut z = Vec::new();
-        Deflater::new(dir(true, 15)).message(b"", &mut z);
+        assert!(!Deflater::new(dir(true, 15)).message(b"", &mut z));
         assert_eq!(z, [0]);
     }
 
@@ -221,7 +264,7 @@ mod tests {
     fn fragments_inflate_across_frames() {
         let msg = b"hello hello hello hello, fragmented world".repeat(20);
         let mut z = Vec::new();
-        Deflater::new(dir(false, 15)).message(&msg, &mut z);
+        assert!(Deflater::new(dir(false, 15)).message(&msg, &mut z));
         let mut i = Inflater::new(dir(false, 15));
         let mut out = Vec::new();
         let mut chunks = z.chunks(7).peekable();
@@ -253,5 +296,32 @@ mod tests {
             Deflater::new(dir(true, 15)).message(&msg, &mut z);
             assert!(z.len() + 2 >= msg.len(), "{n}: {}", z.len());
         }
+    }
+
+    #[test]
+    fn incompressible_messages_go_as_they_are_and_the_window_restarts() {
+        let mut d = Deflater::new(dir(false, 15));
+        let mut i = Inflater::new(dir(false, 15));
+        let text = b"some text that repeats, some text that repeats, some text".to_vec();
+        assert_eq!(round(&mut d, &mut i, &text), text);
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let mut z = Vec::new();
+        assert!(!d.message(&noise, &mut z));
+        // The next one is not even tried (and goes as it is, so neither window has it).
+        assert!(!d.message(&text, &mut Vec::new()));
+        // The peer never saw `noise`; the next message must not refer back to it.
+        let mut again = noise[..500].to_vec();
+        again.extend_from_slice(&text.repeat(10));
+        let mut z = Vec::new();
+        assert!(d.message(&again, &mut z));
+        let mut out = Vec::new();
+        i.frame(&z, true, &mut out, 1 << 20).unwrap();
+        assert_eq!(out, again);
     }
 }

@@ -28,7 +28,7 @@ use super::codec::{Deflater, Inflater, MIN_COMPRESSED};
 use super::Agreed;
 use crate::error::InflateError;
 
-/// The raw read buffer starts this big and is trimmed back to it when empty.
+/// Raw bytes read at a time (buffers are freed whenever they empty).
 const READ_CHUNK: usize = 4 * 1024;
 /// Bytes waiting for the socket above which writes push back.
 const WRITE_HIGH: usize = 64 * 1024;
@@ -122,12 +122,8 @@ impl Buf {
     fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            // Keep a small buffer; a burst of big messages gives its memory back.
-            if self.data.len() > 4 * READ_CHUNK {
-                self.data = Vec::new();
-            }
+            // Nothing kept between messages: an idle connection holds no buffer here.
+            *self = Buf::default();
         }
     }
     /// Room for at least `n` more bytes after `end`.
@@ -145,9 +141,10 @@ impl Buf {
         }
     }
     fn push(&mut self, b: &[u8]) {
-        self.make_room(b.len());
-        self.data[self.end..self.end + b.len()].copy_from_slice(b);
-        self.end += b.len();
+        // Appending, not zero-filling and then copying: the bytes after `end` are spare.
+        self.data.truncate(self.end);
+        self.data.extend_from_slice(b);
+        self.end = self.data.len();
     }
     /// The free space after `end`; [`Buf::filled`] says how much of it was written.
     fn spare(&mut self) -> &mut [u8] {
@@ -264,8 +261,16 @@ impl<T> Deflating<T> {
 }
 
 impl<T: AsyncRead + Unpin> Deflating<T> {
-    /// Reads more raw bytes; `false` at EOF.
+    /// Reads more raw bytes; `false` at EOF. With nothing buffered it reads onto the
+    /// stack first, so a connection waiting for its next frame holds no buffer.
     fn fill(&mut self, cx: &mut Context<'_>, at_least: usize) -> Poll<io::Result<bool>> {
+        if self.raw.len() == 0 && at_least <= READ_CHUNK {
+            let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut rb = ReadBuf::uninit(&mut stack);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            self.raw.push(rb.filled());
+            return Poll::Ready(Ok(!rb.filled().is_empty()));
+        }
         self.raw.make_room(at_least.max(READ_CHUNK));
         let mut rb = ReadBuf::new(self.raw.spare());
         let r = Pin::new(&mut self.inner).poll_read(cx, &mut rb);
@@ -297,9 +302,7 @@ impl<T: AsyncRead + Unpin> Deflating<T> {
         put_head(&mut h, head.fin, false, opcode, mask, n);
         self.ready.push(&h);
         self.ready.push(&self.scratch);
-        if self.scratch.capacity() > 4 * READ_CHUNK {
-            self.scratch = Vec::new();
-        }
+        self.scratch = Vec::new();
         self.inflating = (!head.fin).then_some(so_far + n);
         Ok(())
     }
@@ -458,18 +461,24 @@ impl<T: AsyncWrite + Unpin> Deflating<T> {
         }
     }
 
+    /// Sends the (unmasked) whole frame at the front of `wraw` compressed, or as it was
+    /// when compressing does not pay.
     fn scratch_out(&mut self, head: Head, whole: usize) {
         let start = self.wraw.start;
         let mut z = Vec::with_capacity(head.len as usize / 2 + 64);
-        self.deflater
-            .message(&self.wraw.data[start + head.size..start + whole], &mut z);
+        let payload = &mut self.wraw.data[start + head.size..start + whole];
+        let paid = self.deflater.message(payload, &mut z);
+        let body = match paid {
+            true => &mut z[..],
+            false => payload,
+        };
         if let Some(m) = head.mask {
-            apply_mask(&mut z, m);
+            apply_mask(body, m);
         }
         let mut h = Vec::with_capacity(14);
-        put_head(&mut h, true, true, head.opcode, head.mask, z.len());
+        put_head(&mut h, true, paid, head.opcode, head.mask, body.len());
         self.wout.push(&h);
-        self.wout.push(&z);
+        self.wout.push(body);
         self.wraw.consume(whole);
     }
 }
