@@ -459,7 +459,7 @@ pub struct Cli {
     /// Use permessage-deflate
     ///
     /// Accept a client's permessage-deflate offer (with --connect: offer it). Costs CPU per
-    /// message and memory per connection (about 300 KiB with a 15-bit window and context
+    /// message and memory per connection (about 350 KiB with a 15-bit window and context
     /// takeover), so it is off unless asked for. Messages under 16 bytes go uncompressed.
     #[arg(long, value_name = "BOOL", help_heading = "Compression", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub compress: bool,

@@ -13,6 +13,7 @@
 //! inflate); inflating always works with a window at least as big as the sender's.
 
 mod codec;
+mod frame;
 mod stream;
 
 pub use codec::{Deflater, Inflater, MIN_COMPRESSED};
