@@ -126,10 +126,12 @@ impl<T> Deflating<T> {
         Self::new(inner, false, agreed, max, Phase::Head(shake))
     }
 
-    /// After the response head went up: take what the handshake settled.
+    /// After the response head went up: take what the handshake settled (not yet
+    /// settled: stay, and keep what arrives until it is).
     fn switch(&mut self) {
         if let Phase::Switching(shake) = &self.phase {
-            match shake.0.get().copied().flatten() {
+            let Some(settled) = shake.0.get() else { return };
+            match *settled {
                 Some(agreed) => {
                     self.inflater = Inflater::new(agreed.theirs);
                     self.deflater = Deflater::new(agreed.ours);
@@ -206,6 +208,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Deflating<T> {
             }
             if let Some(e) = &this.failed {
                 return Poll::Ready(Err(fail(e)));
+            }
+            if matches!(this.phase, Phase::Switching(_)) {
+                // tungstenite read on before the outcome was settled: buffer, hand nothing.
+                if this.eof {
+                    return Poll::Ready(Ok(()));
+                }
+                this.eof = !ready!(this.fill(cx, 0))?;
+                this.switch();
+                continue;
             }
             if let Phase::Head(shake) = &this.phase {
                 if let Some(end) = this.raw.bytes().windows(4).position(|w| w == b"\r\n\r\n") {

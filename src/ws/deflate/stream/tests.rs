@@ -172,3 +172,50 @@ async fn tiny_and_precompressed_frames_go_out_as_they_are() {
     assert_eq!(head[0], 0xc1, "FIN, RSV1, text");
     assert!(head[1] < 20, "{} bytes for 100 x", head[1]);
 }
+
+#[tokio::test]
+async fn a_client_keeps_a_compressed_frame_sent_with_the_101() {
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let shake = Arc::new(Negotiated::default());
+    let transport = Deflating::client(a, MAX, Arc::clone(&shake));
+    let server = tokio::spawn(async move {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            b.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("sec-websocket-key: ")
+                    .or_else(|| l.strip_prefix("Sec-WebSocket-Key: "))
+            })
+            .unwrap()
+            .trim()
+            .to_owned();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+        .into_bytes();
+        // The first message in the same write as the 101, compressed.
+        let mut z = Vec::new();
+        assert!(
+            Deflater::new(agreed(false).ours).message(&b"sent at once, sent at once, sent at once".repeat(3), &mut z)
+        );
+        put_head(&mut answer, true, true, OP_TEXT, None, z.len());
+        answer.extend_from_slice(&z);
+        b.write_all(&answer).await.unwrap();
+        let _ = b.read(&mut [0; 64]).await;
+    });
+    let (mut ws, _) = within(tokio_tungstenite::client_async("ws://localhost/", transport))
+        .await
+        .unwrap();
+    shake.settle(Some(agreed(false)));
+    let got = within(ws.next()).await.unwrap().unwrap();
+    assert_eq!(got, Message::text("sent at once, sent at once, sent at once".repeat(3)));
+    server.abort();
+}
