@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes wsbridge's pure parsers with cargo-fuzz (libFuzzer): the output line framer, the
-# lenprefix decoder, the origin policy, the CGI environment and percent-decoding (targets
+# lenprefix decoder, the origin policy, the CGI environment, percent-decoding and the
+# permessage-deflate negotiation (targets
 # in fuzz/fuzz_targets/).
 #
 #   tools/fuzz.sh [SECONDS]     # total fuzzing budget, default 60, split evenly over targets
@@ -25,7 +26,7 @@ if ! [[ $budget =~ ^[0-9]+$ ]]; then
   echo "usage: tools/fuzz.sh [SECONDS]" >&2
   exit 2
 fi
-targets=(line_framer lenprefix origin env_build percent_decode route)
+targets=(line_framer lenprefix origin env_build percent_decode route deflate_offer)
 per=$((budget / ${#targets[@]}))
 ((per >= 1)) || per=1
 say() { echo "tools/fuzz.sh: $*"; }

@@ -29,11 +29,30 @@ const LEVEL: u32 = 1;
 /// Inflated output grows by at most this much per step, so the bound is checked often.
 const INFLATE_STEP: usize = 64 * 1024;
 
-/// After a message that did not pay, this many next messages at most are sent without
-/// trying (doubling from 1 while they keep not paying): a stream of incompressible
-/// messages then costs one try in 64, not a compression and a reset of the window (a
-/// 128 KiB memset) each. Skipping is free: neither window sees the skipped bytes.
+/// After a message that did not pay, this many next messages at most are sent as
+/// [`stored`] blocks without trying (doubling from 1 while they keep not paying): a stream
+/// of incompressible messages then costs one try in 64, not a compression and a reset of
+/// the window (a 128 KiB memset) each. Skipping is safe: the compressor was restarted at
+/// the miss and refers to nothing sent before its next message.
 const MAX_SKIP: u32 = 64;
+
+/// Appends `input` as DEFLATE stored blocks, ready to send as a compressed message:
+/// each block is a header byte (not final, stored), LEN and its complement, the bytes;
+/// then the header byte of the empty stored block whose `00 00 ff ff` the receiver
+/// appends: 5 bytes per 64 KiB and one more. Used for what does not compress, so
+/// that once the extension is agreed every message of 16 bytes or more carries RSV1
+/// (kosoku, the Autobahn driver, fails an uncompressed echo then) at almost no cost.
+pub fn stored(input: &[u8], out: &mut Vec<u8>) {
+    out.reserve(input.len() + 6 * (input.len() / 0xffff + 1));
+    for chunk in input.chunks(0xffff) {
+        let len = chunk.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out.push(0);
+}
 
 /// Our outgoing direction's compressor.
 pub struct Deflater {
@@ -56,8 +75,9 @@ impl Deflater {
 
     /// Appends `input` compressed as one message to `out` (without the tail); `false` when
     /// that did not pay (random bytes: level 1 has no stored-block fallback), and `out`
-    /// must not be sent: the caller sends `input` uncompressed. The compressor starts
-    /// afresh then, since the peer's window will not have `input`.
+    /// must not be sent: the caller sends `input` as [`stored`] blocks instead. The
+    /// compressor starts afresh then, since its window has `input` in a form the peer
+    /// never saw.
     pub fn message(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
         if self.skip > 0 {
             self.skip -= 1;
@@ -196,7 +216,8 @@ mod tests {
     fn round(d: &mut Deflater, i: &mut Inflater, msg: &[u8]) -> Vec<u8> {
         let mut z = Vec::new();
         if !d.message(msg, &mut z) {
-            return msg.to_vec(); // sent as it is
+            z.clear();
+            stored(msg, &mut z);
         }
         let mut out = Vec::new();
         i.frame(&z, true, &mut out, 1 << 20).unwrap();
@@ -229,6 +250,28 @@ mod tests {
         assert!(reset.message(msg, &mut b));
         assert!(a.len() < b.len() / 2, "{} vs {}", a.len(), b.len());
         assert!(reset.state.is_none());
+    }
+
+    #[test]
+    fn stored_blocks_inflate_in_any_window_state() {
+        let mut d = Deflater::new(dir(false, 15));
+        let mut i = Inflater::new(dir(false, 15));
+        let text = b"context first, context first, context first".to_vec();
+        assert_eq!(round(&mut d, &mut i, &text), text);
+        for n in [0usize, 1, 1000, 0xffff, 0x10000, 200_000] {
+            let data: Vec<u8> = (0..n).map(|k| (k * 7 + k / 3) as u8).collect();
+            let mut z = Vec::new();
+            stored(&data, &mut z);
+            assert_eq!(z.len(), n + 5 * n.div_ceil(0xffff) + 1, "{n}");
+            let mut out = Vec::new();
+            i.frame(&z, true, &mut out, 1 << 20).unwrap();
+            assert_eq!(out, data, "{n}");
+        }
+        // A compressor that starts afresh (as one does after a message that did not pay)
+        // is understood after them; one that kept its window would refer to the wrong
+        // bytes, which is why `message` restarts it when it returns false.
+        let mut fresh = Deflater::new(dir(false, 15));
+        assert_eq!(round(&mut fresh, &mut i, &text), text);
     }
 
     #[test]
@@ -313,7 +356,7 @@ mod tests {
             .collect();
         let mut z = Vec::new();
         assert!(!d.message(&noise, &mut z));
-        // The next one is not even tried (and goes as it is, so neither window has it).
+        // The next one is not even tried (it goes in stored blocks).
         assert!(!d.message(&text, &mut Vec::new()));
         // The peer never saw `noise`; the next message must not refer back to it.
         let mut again = noise[..500].to_vec();

@@ -10,7 +10,8 @@
 //! relay maps to 1009 or 1007; the write side keeps working, so the Close still goes out.
 //!
 //! Writing, it parses the frames tungstenite writes: a whole text or binary message of at
-//! least [`MIN_COMPRESSED`] bytes is compressed and sent with RSV1; everything else (control
+//! least [`MIN_COMPRESSED`] bytes is compressed (or put in stored blocks when that does not
+//! pay) and sent with RSV1; everything else (control
 //! frames, fragments, frames that already carry RSV1) passes through.
 //!
 //! For `--connect` it is put under tungstenite's client handshake ([`Deflating::client`]):
@@ -24,7 +25,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::codec::{Deflater, Inflater, MIN_COMPRESSED};
+use super::codec::{stored, Deflater, Inflater, MIN_COMPRESSED};
 use super::frame::{apply_mask, parse_head, put_head, Buf, Head, OP_BINARY, OP_CONT, OP_TEXT};
 use super::Agreed;
 use crate::error::InflateError;
@@ -353,24 +354,23 @@ impl<T: AsyncWrite + Unpin> Deflating<T> {
         }
     }
 
-    /// Sends the (unmasked) whole frame at the front of `wraw` compressed, or as it was
-    /// when compressing does not pay.
+    /// Sends the (unmasked) whole frame at the front of `wraw` compressed, or in stored
+    /// blocks when compressing does not pay.
     fn scratch_out(&mut self, head: Head, whole: usize) {
         let start = self.wraw.start;
         let mut z = Vec::with_capacity(head.len as usize / 2 + 64);
-        let payload = &mut self.wraw.data[start + head.size..start + whole];
-        let paid = self.deflater.message(payload, &mut z);
-        let body = match paid {
-            true => &mut z[..],
-            false => payload,
-        };
+        let payload = &self.wraw.data[start + head.size..start + whole];
+        if !self.deflater.message(payload, &mut z) {
+            z.clear();
+            stored(payload, &mut z);
+        }
         if let Some(m) = head.mask {
-            apply_mask(body, m);
+            apply_mask(&mut z, m);
         }
         let mut h = Vec::with_capacity(14);
-        put_head(&mut h, true, paid, head.opcode, head.mask, body.len());
+        put_head(&mut h, true, true, head.opcode, head.mask, z.len());
         self.wout.push(&h);
-        self.wout.push(body);
+        self.wout.push(&z);
         self.wraw.consume(whole);
     }
 }
