@@ -176,6 +176,7 @@ impl TryFrom<Cli> for Config {
             true => connect_mode(&cli)?,
             false => Mode::Serve(serve::settings(&cli, framing)?),
         };
+        let compress = compress(&cli)?;
         let passenv = read_passenv(&cli.passenv);
         let child_path = passenv.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_ref());
         let session = Session {
@@ -190,10 +191,7 @@ impl TryFrom<Cli> for Config {
             subprotocols,
             rate_limit,
             idle_timeout,
-            compress: cli.compress.then_some(Compress {
-                window_bits: cli.compress_window_bits,
-                no_context_takeover: cli.compress_no_context_takeover,
-            }),
+            compress,
         };
         Ok(Config {
             session,
@@ -206,6 +204,20 @@ impl TryFrom<Cli> for Config {
             mode,
         })
     }
+}
+
+/// `--compress` and its limits; a build without the `compress` feature refuses it.
+fn compress(cli: &Cli) -> Result<Option<Compress>, ConfigError> {
+    if !cli.compress {
+        return Ok(None);
+    }
+    #[cfg(not(feature = "compress"))]
+    return Err(ResolveError::NoCompress.into());
+    #[cfg(feature = "compress")]
+    Ok(Some(Compress {
+        window_bits: cli.compress_window_bits,
+        no_context_takeover: cli.compress_no_context_takeover,
+    }))
 }
 
 #[cfg(feature = "connect")]

@@ -309,8 +309,10 @@ async fn upgrade(
     };
     let io = TokioIo::new(upgraded);
     let transport: Box<dyn session::Transport> = match deflate {
+        #[cfg(feature = "compress")]
         Some(agreed) => Box::new(deflate::Deflating::server(io, agreed, config.max_message)),
-        None => Box::new(io),
+        // Without the feature Config refused --compress, so nothing was agreed.
+        _ => Box::new(io),
     };
     Ok(WebSocketStream::from_raw_socket(transport, Role::Server, Some(ws_config(config))).await)
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The minimal build (`--no-default-features`: no TLS, no --connect, no access control, no
-# JSON logs), for small boards: it passes clippy, serves a WebSocket, and refuses the
+# JSON logs, no compression), for small boards: it passes clippy, serves a WebSocket, and refuses the
 # flags it was built without with one line and exit 1. Called by tools/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ expect_refusal "cargo feature \`tls\`" --ssl --sslcert=x.pem --sslkey=y.pem --po
 expect_refusal "cargo feature \`auth\`" --htpasswd=users --port=0 cat
 expect_refusal "cargo feature \`auth\`" --authcmd=/bin/true --port=0 cat
 expect_refusal "cargo feature \`json\`" --logformat=json --port=0 cat
+expect_refusal "cargo feature \`compress\`" --compress --port=0 cat
 
 # It still serves: one echo through cat.
 tools/smoke.sh "$bin" "minimal build"

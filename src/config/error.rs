@@ -211,6 +211,9 @@ pub enum ResolveError {
     #[cfg(not(feature = "connect"))]
     #[error("--connect: this wsbridge was built without it (cargo feature `connect`)")]
     NoConnect,
+    #[cfg(not(feature = "compress"))]
+    #[error("--compress: this wsbridge was built without it (cargo feature `compress`)")]
+    NoCompress,
     #[cfg(feature = "connect")]
     #[error("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)")]
     NoTlsForWss,

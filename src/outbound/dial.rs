@@ -16,7 +16,9 @@ use super::proxy::{lower, ProxyError};
 use crate::config::connect::{Connect, Target};
 use crate::config::Session;
 use crate::session::{Socket, Transport};
-use crate::ws::deflate::{self, AnswerError, Deflating, Negotiated};
+use crate::ws::deflate::{self, AnswerError};
+#[cfg(feature = "compress")]
+use crate::ws::deflate::{Deflating, Negotiated};
 
 /// Why a connection attempt (or, for TLS files, the client's setup) failed: one line a
 /// user reads.
@@ -209,7 +211,9 @@ async fn handshake(
     let url = t.url();
     // With --compress the handshake runs over the deflate layer, which learns the
     // outcome before the first frame (see Deflating::client).
+    #[cfg(feature = "compress")]
     let settled = config.compress.map(|_| std::sync::Arc::new(Negotiated::default()));
+    #[cfg(feature = "compress")]
     let stream: Box<dyn Transport> = match &settled {
         Some(s) => Box::new(Deflating::client(stream, config.max_message, std::sync::Arc::clone(s))),
         None => stream,
@@ -231,8 +235,14 @@ async fn handshake(
         .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
         .iter()
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    match (&settled, &config.compress) {
-        (Some(settled), Some(ours)) => match deflate::check_answer(answers, ours) {
+    #[cfg(feature = "compress")]
+    let offered = settled.as_ref().zip(config.compress.as_ref());
+    // Without the feature Config refused --compress: nothing was offered.
+    #[cfg(not(feature = "compress"))]
+    let offered: Option<(&(), &crate::config::Compress)> = config.compress.as_ref().and(None);
+    match offered {
+        #[cfg(feature = "compress")]
+        Some((settled, ours)) => match deflate::check_answer(answers, ours) {
             Ok(agreed) => settled.settle(agreed),
             Err(cause) => return Err(DialError::Extension { url, cause }),
         },

@@ -12,11 +12,16 @@
 //! gets its offer declined (zlib itself turns 8 into 9, which such a client cannot
 //! inflate); inflating always works with a window at least as big as the sender's.
 
+#[cfg(feature = "compress")]
 mod codec;
+#[cfg(feature = "compress")]
 mod frame;
+#[cfg(feature = "compress")]
 mod stream;
 
+#[cfg(feature = "compress")]
 pub use codec::{Deflater, Inflater, MIN_COMPRESSED};
+#[cfg(feature = "compress")]
 pub use stream::{Deflating, Negotiated};
 
 use crate::config::Compress;
@@ -26,6 +31,7 @@ const NAME: &str = "permessage-deflate";
 /// The largest LZ77 window, and the default of both directions.
 const MAX_BITS: u8 = 15;
 /// The smallest window zlib-rs deflates with.
+#[cfg_attr(not(feature = "compress"), allow(dead_code))]
 const MIN_BITS: u8 = 9;
 
 /// One direction's agreed parameters.

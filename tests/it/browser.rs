@@ -434,6 +434,7 @@ async fn chromium_passes_basic_auth_to_the_page_and_its_socket() {
     assert!(server.log().contains("credentials needed"), "{}", server.log());
 }
 
+#[cfg(feature = "compress")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_negotiates_permessage_deflate_with_compress() {
     chromium();

@@ -1,3 +1,4 @@
+#![cfg(feature = "compress")]
 //! permessage-deflate (`--compress`, RFC 7692) with real peers: Python `websockets` as the
 //! client (text, binary, TLS, pty, `--passstderr`, `--shared`) and as the server of
 //! `--connect`; raw frames for what no polite client sends (a compression bomb, RSV1 where
