@@ -354,6 +354,7 @@ pub(super) fn settings(cli: &Cli) -> Result<Connect, ConfigError> {
         ("--header-ws", !cli.header_ws.is_empty()),
         ("--header-http", !cli.header_http.is_empty()),
         ("--shared", cli.shared.as_deref().is_some_and(|m| m.trim() != "false")),
+        ("--broker", cli.broker.is_some()),
         ("--maxperclient", cli.maxperclient.is_some()),
         ("--metrics", cli.metrics.is_some()),
         ("--htpasswd", cli.htpasswd.is_some()),
