@@ -153,6 +153,16 @@ pub async fn run(hub: Arc<Hub>) {
     // What was published reaches the server before wsbridge exits (bounded: the server
     // may be gone).
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    let b = &STATS.broker;
+    tracing::info!(
+        broker = %settings.redacted(),
+        messages_in = b.received.messages.load(Ordering::Relaxed),
+        messages_out = b.published.messages.load(Ordering::Relaxed),
+        dropped = b.dropped.load(Ordering::Relaxed),
+        slow_consumer = b.slow_consumer.load(Ordering::Relaxed),
+        reconnects = b.reconnects.load(Ordering::Relaxed),
+        "broker connection ended"
+    );
 }
 
 async fn connect(settings: &Broker, instance: u32) -> Result<Client, async_nats::ConnectError> {

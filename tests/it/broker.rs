@@ -5,8 +5,9 @@
 //! stream and an edge's input reaches the program; `ids` answers reach a client on another
 //! instance; the broker stopped and restarted mid-stream (the stream resumes; what was
 //! lost is printed and bounded); an edge stopped with SIGTERM closes its clients with
-//! 1001 while the others keep receiving. The usage errors of half-configured command
-//! lines need no broker.
+//! 1001 while the others keep receiving; TLS with `--broker-ca`, credentials from the URL
+//! and from `--broker-creds`, never logged; the README's scale-out recipe through nginx
+//! (`recipe`). The usage errors of half-configured command lines need no broker.
 //!
 //! Without `nats-server` these tests skip with a note, or fail when `CI=true`;
 //! `tools/test.sh` installs it.

@@ -37,8 +37,14 @@ impl Nats {
 
     /// `-p PORT` (-1: any free port, read from its log).
     pub fn on_port(port: i32) -> Nats {
+        Self::with_args(port, &[])
+    }
+
+    /// [`Nats::on_port`] with more nats-server flags (TLS, users).
+    pub fn with_args(port: i32, extra: &[&str]) -> Nats {
         let mut child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -296,5 +302,72 @@ async fn an_edge_stopped_with_sigterm_closes_its_clients_with_1001_and_the_other
         for i in 1..=50 {
             assert_eq!(next_number(ws).await, start + i);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_credentials_from_the_url_or_a_file_and_never_logged() {
+    use crate::common::deploy::{make_ca, make_leaf, TempDir};
+    if Nats::start().is_none() {
+        return;
+    }
+    let dir = TempDir::new("nats-tls");
+    make_ca(&dir.0, "nats");
+    make_leaf(&dir.0, "nats", "server", false);
+    let (cert, key) = (dir.path("server.pem"), dir.path("server.key"));
+    let nats = Nats::with_args(
+        -1,
+        &[
+            "--tls",
+            "--tlscert",
+            cert.to_str().expect("utf-8"),
+            "--tlskey",
+            key.to_str().expect("utf-8"),
+            "--user",
+            "sensor",
+            "--pass",
+            "s3cret",
+        ],
+    );
+    let ca = format!("--broker-ca={}", dir.path("nats-ca.pem").display());
+    let creds = dir.path("creds");
+    std::fs::write(&creds, "# the edge's account\nsensor:s3cret\n").expect("creds");
+    let url = format!("tls://sensor:s3cret@127.0.0.1:{}", nats.port);
+    let p = BinServer::start(&[
+        "--shared",
+        &format!("--broker={url}"),
+        "--topic=tls",
+        &ca,
+        &fixture("shared.py"),
+    ]);
+    let a = BinServer::start(&[
+        &format!("--broker=tls://127.0.0.1:{}", nats.port),
+        "--topic=tls",
+        &ca,
+        &format!("--broker-creds={}", creds.display()),
+    ]);
+    p.wait_log("broker subscribed").await;
+    a.wait_log("broker subscribed").await;
+    let mut on_a = connect(&a.url("/")).await;
+    send_text(&mut on_a, "go 3").await;
+    for want in ["1", "2", "3"] {
+        assert_eq!(recv_text(&mut on_a).await, want);
+    }
+    // A wrong password: the broker's refusal is logged, the password is not.
+    let wrong = BinServer::start(&[
+        &format!("--broker=tls://sensor:wr0ng@127.0.0.1:{}", nats.port),
+        "--topic=tls",
+        &ca,
+    ]);
+    wrong.wait_log("authorization violation").await;
+    // Without the CA the server's certificate is not trusted.
+    let untrusted = BinServer::start(&[&format!("--broker=tls://127.0.0.1:{}", nats.port), "--topic=tls"]);
+    untrusted.wait_log("broker client error").await;
+    for (who, log) in [("producer", p.log()), ("edge", a.log()), ("wrong", wrong.log())] {
+        assert!(
+            !log.contains("s3cret") && !log.contains("wr0ng"),
+            "{who} logged a password:\n{log}"
+        );
+        assert!(log.contains("***@") || who == "edge", "{who}: {log}");
     }
 }
