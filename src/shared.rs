@@ -181,7 +181,7 @@ impl Hub {
     ) -> Arc<Self> {
         let program = config.program.clone();
         #[cfg(feature = "nats")]
-        let link = broker.map(broker::Link::new);
+        let link = broker.map(|b| broker::Link::new(b, settings.queue_bytes));
         #[cfg(feature = "nats")]
         let instance = link.as_ref().map_or(0, |l| u64::from(l.instance()) << 32);
         #[cfg(not(feature = "nats"))]

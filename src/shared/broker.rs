@@ -12,9 +12,10 @@
 //!
 //! A binary message carries the header `Wsbridge-Type: binary`; anything else is text.
 //!
-//! Bounds: the producer's output waits for the broker in a queue of [`PUBLISH_QUEUE`]
-//! messages, and is dropped (and counted) when it is full, so a broker outage never
-//! stalls the program or the local clients. The client's own command queue holds
+//! Bounds: the producer's output waits for the broker in a queue bounded like one
+//! client's, by `--sharedqueue` bytes and [`PUBLISH_QUEUE`] messages, and is dropped (and
+//! counted) when it is full, so a broker outage never stalls the program or the local
+//! clients. The client's own command queue holds
 //! [`CLIENT_CAPACITY`] commands; a subscription buffers [`SUBSCRIPTION_CAPACITY`]
 //! messages, beyond which async-nats drops them and reports a slow consumer (logged and
 //! counted). Input from an edge's clients waits for the broker like input for a program
@@ -23,7 +24,7 @@
 //! It owns the connection, the subjects and the counting; who receives what is the hub's.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,11 +39,11 @@ use crate::config::broker::{Broker, Credentials, Role};
 use crate::stats::STATS;
 
 /// Producer output waiting for the broker, in messages.
-pub const PUBLISH_QUEUE: usize = 4096;
+pub const PUBLISH_QUEUE: usize = super::QUEUE_MESSAGES;
 /// async-nats' queue of commands (publishes) to its connection task.
 pub const CLIENT_CAPACITY: usize = 1024;
 /// Messages one subscription may buffer before async-nats drops them (slow consumer).
-pub const SUBSCRIPTION_CAPACITY: usize = 8192;
+pub const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 /// Incoming messages handed to the fan-out at once.
 const BATCH: usize = 256;
 const HEADER_TYPE: &str = "Wsbridge-Type";
@@ -56,18 +57,24 @@ pub struct Link {
     instance: u32,
     out: mpsc::Sender<Outgoing>,
     out_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Payload bytes in `out`, at most `limit` (`--sharedqueue`).
+    queued: AtomicUsize,
+    limit: usize,
     /// Set while output is being dropped, so an outage is logged once, not per message.
     dropping: AtomicBool,
 }
 
 impl Link {
-    pub fn new(settings: Broker) -> Self {
+    /// A link whose publish queue holds at most `limit` bytes (`--sharedqueue`).
+    pub fn new(settings: Broker, limit: usize) -> Self {
         let (out, out_rx) = mpsc::channel(PUBLISH_QUEUE);
         Link {
             settings,
             instance: instance_number(),
             out,
             out_rx: Mutex::new(Some(out_rx)),
+            queued: AtomicUsize::new(0),
+            limit,
             dropping: AtomicBool::new(false),
         }
     }
@@ -80,17 +87,28 @@ impl Link {
 
     /// Queues `msg` for every edge (`to` = `None`) or for instance `to`; never waits.
     pub fn publish(&self, to: Option<u64>, msg: Message) {
-        match self.out.try_send((to, msg)) {
-            Ok(()) => {
+        let len = msg.len();
+        let room = self.queued.load(Ordering::Acquire) < self.limit;
+        // Counted before it is queued, so the publisher's subtraction never comes first.
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        let sent = match room {
+            true => self.out.try_send((to, msg)).is_ok(),
+            false => false,
+        };
+        if !sent {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+        }
+        match sent {
+            true => {
                 if self.dropping.swap(false, Ordering::Relaxed) {
                     tracing::info!("broker publish queue has room again; publishing output");
                 }
             }
-            Err(_) => {
+            false => {
                 STATS.broker.dropped.fetch_add(1, Ordering::Relaxed);
                 if !self.dropping.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        queue = PUBLISH_QUEUE,
+                        limit_bytes = self.limit,
                         "broker publish queue full (broker down or slow); dropping output for the other instances"
                     );
                 }
@@ -260,7 +278,9 @@ async fn producer(hub: &Hub, link: &Link, client: &Client, subjects: &Subjects) 
                 None => subjects.out.clone(),
                 Some(n) => Subject::from(format!("{}{n}", subjects.to)),
             };
+            let len = msg.len();
             publish(client, subject, msg).await;
+            link.queued.fetch_sub(len, Ordering::AcqRel);
         }
     };
     let receiving = async {

@@ -171,6 +171,26 @@ async fn a_hundred_clients_over_producer_and_two_edges_get_one_ordered_stream() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_twenty_thousand_lines_reaches_both_edges_whole() {
+    // One read of the program's output can hold thousands of lines, all queued for the
+    // broker at once: the publish queue is bounded in bytes (--sharedqueue), not by a
+    // small count.
+    let nats = need_nats!();
+    let _p = producer(&nats, "burst", "--shared", &[&fixture("shared.py")]).await;
+    let (a, b) = (edge(&nats, "burst").await, edge(&nats, "burst").await);
+    let mut on_a = connect(&a.url("/")).await;
+    let mut on_b = connect(&b.url("/")).await;
+    send_text(&mut on_a, "go 20000").await;
+    within(Duration::from_secs(60), async {
+        for want in 1..=20000 {
+            assert_eq!(recv_text(&mut on_a).await, want.to_string());
+            assert_eq!(recv_text(&mut on_b).await, want.to_string());
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_answers_reach_the_right_client_on_another_instance() {
     let nats = need_nats!();
     let p = producer(&nats, "ids", "--shared=ids", &[&fixture("shared.py")]).await;
