@@ -66,6 +66,8 @@ tools/fuzz.sh 60
 cargo bench --bench compare -- --quick
 # The per-message profiling client still runs (the build is a no-op after tools/autobahn.sh).
 cargo build --release --quiet --bin wsbridge
+# The --shared fan-out bench, tiny (local, through nats-server, and its floor).
+cargo bench --bench fanout -- --runs 1 --clients 100 --messages 200
 tools/permsg.py target/release/wsbridge --count 20 --size 1024
 tools/permsg.py target/release/wsbridge --churn --count 5
 tools/permsg.py "$(command -v websocketd)" --churn --count 5
