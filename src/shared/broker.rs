@@ -204,7 +204,7 @@ async fn connect(settings: &Broker, instance: u32) -> Result<Client, async_nats:
         // 0, 100 ms, 200 ms, ... up to 2 s between attempts.
         .reconnect_delay_callback(|n| match n {
             0 | 1 => Duration::ZERO,
-            n => Duration::from_millis(100u64 << (n - 2).min(4)).min(Duration::from_secs(2)),
+            n => Duration::from_millis(100u64 << (n - 2).min(5)).min(Duration::from_secs(2)),
         })
         .ping_interval(Duration::from_secs(20))
         .event_callback(move |event| {
