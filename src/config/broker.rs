@@ -94,22 +94,14 @@ impl Broker {
     }
 }
 
-/// `value` with the userinfo of each server replaced by `***`.
+/// `value` with everything from its scheme to its last `@` replaced by `***`: the
+/// userinfo, even when a password holds a `,` or a `@` that would split it elsewhere.
 pub fn redact(value: &str) -> String {
-    value
-        .split(',')
-        .map(|item| {
-            let (scheme, rest) = item.split_once("://").map_or(("", item), |(s, r)| (s, r));
-            let rest = rest
-                .rsplit_once('@')
-                .map_or(rest.to_owned(), |(_, host)| format!("***@{host}"));
-            match scheme {
-                "" => rest,
-                s => format!("{s}://{rest}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    let Some(at) = value.rfind('@') else {
+        return value.to_owned();
+    };
+    let start = value.find("://").map_or(0, |i| i + 3).min(at);
+    format!("{}***{}", &value[..start], &value[at..])
 }
 
 /// `--broker=URL`: the servers, whether TLS is required, and the userinfo if any.
@@ -336,6 +328,9 @@ mod tests {
         assert_eq!(redact("nats://u:secret@h:1,g:2"), "nats://***@h:1,g:2");
         assert_eq!(redact("tls://tok@h"), "tls://***@h");
         assert_eq!(redact("nats://h"), "nats://h");
+        // A comma or @ in the password (unencoded) must not leak any of it.
+        assert_eq!(redact("nats://u:pa,ss@w@h:1"), "nats://***@h:1");
+        assert_eq!(redact("u:x@h"), "***@h");
         let (servers, tls, credentials) = parse_url("nats://u:secret@h:1,g").unwrap();
         let b = Broker {
             servers,

@@ -42,6 +42,9 @@ fn half_configured_broker_command_lines_are_usage_errors() {
     let (code, stderr) = run_to_exit(&["--broker=nats://u:hunter2@h:1/x", "--topic=t"]);
     assert_usage_error(code, &stderr, "invalid --broker=nats://***@h:1/x");
     assert!(!stderr.contains("hunter2"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["--broker=nats://u:hunter,2@h", "--topic=t"]);
+    assert_usage_error(code, &stderr, "invalid --broker=nats://***@h");
+    assert!(!stderr.contains("hunter"), "{stderr}");
 }
 
 #[cfg(not(feature = "nats"))]
