@@ -194,7 +194,7 @@ async fn connect(settings: &Broker, instance: u32) -> Result<Client, async_nats:
         .filter_map(|s| ServerAddr::from_str(s).ok())
         .collect();
     let shown = settings.redacted();
-    let connects = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let mut options = ConnectOptions::new()
         .name(format!("wsbridge {role} {instance}"))
         .client_capacity(CLIENT_CAPACITY)
@@ -208,8 +208,8 @@ async fn connect(settings: &Broker, instance: u32) -> Result<Client, async_nats:
         })
         .ping_interval(Duration::from_secs(20))
         .event_callback(move |event| {
-            let (shown, connects) = (shown.clone(), Arc::clone(&connects));
-            async move { log_event(event, &shown, &connects) }
+            let (shown, counts) = (shown.clone(), Arc::clone(&counts));
+            async move { log_event(event, &shown, &counts) }
         });
     options = match &settings.credentials {
         Some(Credentials::UserPassword { user, password }) => {
@@ -228,12 +228,23 @@ async fn connect(settings: &Broker, instance: u32) -> Result<Client, async_nats:
     options.connect(servers).await
 }
 
-/// One log line per connection change; counts reconnects and slow consumers.
-fn log_event(event: Event, broker: &str, connects: &AtomicU64) {
+/// What [`log_event`] remembers between events.
+#[derive(Default)]
+struct Counts {
+    connects: AtomicU64,
+    /// Client errors (failed connection attempts) since the last connect.
+    failures: AtomicU64,
+}
+
+/// One log line per connection change; counts reconnects and slow consumers. A broker
+/// that stays away is retried every 2 s: its errors are logged 3 times, then once a
+/// minute or so (every 30th).
+fn log_event(event: Event, broker: &str, counts: &Counts) {
     let b = &STATS.broker;
     match event {
         Event::Connected => {
-            if connects.fetch_add(1, Ordering::Relaxed) > 0 {
+            counts.failures.store(0, Ordering::Relaxed);
+            if counts.connects.fetch_add(1, Ordering::Relaxed) > 0 {
                 b.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             b.connected.store(1, Ordering::Relaxed);
@@ -261,7 +272,12 @@ fn log_event(event: Event, broker: &str, connects: &AtomicU64) {
             );
         }
         Event::ServerError(e) => tracing::error!(broker, error = %e, "broker error"),
-        Event::ClientError(e) => tracing::warn!(broker, error = %e, "broker client error"),
+        Event::ClientError(e) => {
+            let n = counts.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n <= 3 || n % 30 == 0 {
+                tracing::warn!(broker, error = %e, failures = n, "broker client error");
+            }
+        }
         Event::LameDuckMode => tracing::warn!(broker, "broker entering lame duck mode"),
         Event::Draining | Event::Closed => tracing::info!(broker, event = %event, "broker connection"),
     }
