@@ -23,7 +23,7 @@ _wsbridge() {
 
     case "${cmd}" in
         wsbridge)
-            opts="-h -V --port --address --unixsocket --unixsocket-mode --unixsocket-group --redirport --threads --dir --framing --binary --passenv --passstderr --pty --subprotocol --shared --sharedqueue --closems --origin --sameorigin --maxforks --maxframesize --pingms --ssl --sslcert --sslkey --sslca --staticdir --cgidir --cgitimeout --devconsole --header --header-ws --header-http --trusted-proxy --upstream --connect --proxy --reconnect --insecure --connect-timeout --loglevel --logformat --metrics --htpasswd --realm --authcmd --authurl --authcmd-http --authtimeout --authmax --maxperclient --ratelimit --idletimeout --compress --compress-window-bits --compress-no-context-takeover --help --version"
+            opts="-h -V --port --address --unixsocket --unixsocket-mode --unixsocket-group --redirport --threads --dir --framing --binary --passenv --passstderr --pty --subprotocol --shared --sharedqueue --closems --origin --sameorigin --maxforks --maxframesize --pingms --ssl --sslcert --sslkey --sslca --staticdir --cgidir --cgitimeout --devconsole --header --header-ws --header-http --trusted-proxy --upstream --connect --proxy --reconnect --insecure --connect-timeout --loglevel --logformat --metrics --htpasswd --realm --authcmd --authurl --authcmd-http --authtimeout --authmax --maxperclient --ratelimit --idletimeout --broker --topic --broker-ca --broker-creds --compress --compress-window-bits --compress-no-context-takeover --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -238,6 +238,22 @@ _wsbridge() {
                     return 0
                     ;;
                 --idletimeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --topic)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker-creds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

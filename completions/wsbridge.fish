@@ -70,6 +70,10 @@ complete -c wsbridge -l authmax -d 'Most auth checks at once' -r
 complete -c wsbridge -l maxperclient -d 'Most sessions one client may have at once' -r
 complete -c wsbridge -l ratelimit -d 'Messages a second read from each client' -r
 complete -c wsbridge -l idletimeout -d 'Close a session idle for DURATION' -r
+complete -c wsbridge -l broker -d 'NATS servers for --shared across instances' -r
+complete -c wsbridge -l topic -d 'Topic that ties producer and edges together' -r
+complete -c wsbridge -l broker-ca -d 'CA certificates (PEM) for a tls:// broker' -r -F
+complete -c wsbridge -l broker-creds -d 'Broker credentials: USER:PASSWORD or TOKEN' -r -F
 complete -c wsbridge -l compress -d 'Use permessage-deflate' -r -f -a "true\t''
 false\t''"
 complete -c wsbridge -l compress-window-bits -d 'Largest window, in bits' -r

@@ -42,6 +42,7 @@ pub const HEADINGS: &[&str] = &[
     "Outbound",
     "Logging and metrics",
     "Access control",
+    "Broker",
     "Compression",
 ];
 
@@ -456,6 +457,36 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", help_heading = "Access control")]
     pub idletimeout: Option<String>,
 
+    // ---- Broker
+    /// NATS servers for --shared across instances
+    ///
+    /// nats://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...], or tls:// to require TLS. With
+    /// PROGRAM and --shared this instance is the producer: it also publishes the program's
+    /// output and feeds it its edges' input. Without PROGRAM it is an edge: it serves what
+    /// the producer publishes. Needs --topic. See SCALING OUT in the man page. [default:
+    /// none, --shared stays on this machine]
+    #[arg(long, value_name = "URL", help_heading = "Broker")]
+    pub broker: Option<String>,
+
+    /// Topic that ties producer and edges together
+    ///
+    /// One NATS subject token (no spaces, '.', '*' or '>'); the subjects are
+    /// wsbridge.NAME.out, wsbridge.NAME.in.ID and wsbridge.NAME.to.INSTANCE.
+    #[arg(long, value_name = "NAME", help_heading = "Broker")]
+    pub topic: Option<String>,
+
+    /// CA certificates (PEM) for a tls:// broker
+    ///
+    /// Trusted for the broker's certificate beside the system's. [default: the system's]
+    #[arg(long = "broker-ca", value_name = "FILE", help_heading = "Broker")]
+    pub broker_ca: Option<PathBuf>,
+
+    /// Broker credentials: USER:PASSWORD or TOKEN
+    ///
+    /// The first line of FILE that is not empty or a # comment: USER:PASSWORD, or a token
+    /// when it has no colon. Instead of credentials in the --broker URL; never logged.
+    #[arg(long = "broker-creds", value_name = "FILE", help_heading = "Broker")]
+    pub broker_creds: Option<PathBuf>,
     /// Use permessage-deflate
     ///
     /// Accept a client's permessage-deflate offer (with --connect: offer it). Costs CPU per
@@ -483,8 +514,8 @@ pub struct Cli {
     // ---- New flags go here, each with its help_heading; a number takes value::number.
     /// The program to run for each connection
     ///
-    /// Optional with --dir, --staticdir, --cgidir, --devconsole or --connect.
-    #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect"])]
+    /// Optional with --dir, --staticdir, --cgidir, --devconsole, --connect or --broker.
+    #[arg(value_name = "PROGRAM", required_unless_present_any = ["dir", "staticdir", "cgidir", "devconsole", "connect", "broker"])]
     pub program: Option<OsString>,
 
     /// Arguments for PROGRAM, passed as they are

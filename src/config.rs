@@ -18,6 +18,7 @@
 //! checks PROGRAM and the directories, `error` the error types.
 
 mod access;
+pub mod broker;
 #[cfg(feature = "connect")]
 pub mod connect;
 mod error;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use hyper::http::{HeaderName, HeaderValue};
 
 pub use self::access::{Access, AuthUrl, Hook};
+pub use self::broker::{Broker, Role};
 #[cfg(feature = "connect")]
 pub use self::connect::Connect;
 pub use self::error::{AddressProblem, ConfigError, HeaderProblem, PathProblem, ResolveError, UsageError};

@@ -236,6 +236,18 @@ fn upgrade(
                 "not found: no WebSocket endpoint at this path",
             )),
         },
+        // A `--broker` edge: its hub has no program (ws::accept joins the hub before it
+        // would look at one), so the target names the broker's.
+        (None, None) if ep.hub.is_some() => ws::accept(
+            req,
+            ep,
+            conn,
+            Target {
+                program: &EDGE,
+                script_name: "/",
+            },
+            client_slot,
+        ),
         (None, None) => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "not found: no WebSocket endpoint here",
@@ -289,9 +301,17 @@ fn is_endpoint(ep: &Endpoint, raw_path: &str) -> bool {
     match (&ep.session.program, &ep.serve.script_dir) {
         (Some(_), _) => true,
         (None, Some(dir)) => find_script(dir, raw_path).is_some(),
-        (None, None) => false,
+        (None, None) => ep.hub.is_some(),
     }
 }
+
+/// The stand-in program of a `--broker` edge's upgrades (never started).
+static EDGE: std::sync::LazyLock<Program> = std::sync::LazyLock::new(|| Program {
+    name: "(broker)".into(),
+    path: "(broker)".into(),
+    args: Vec::new(),
+    pinned: None,
+});
 
 /// How many `Location: /path` answers from CGI scripts one request may follow.
 const MAX_LOCAL_REDIRECTS: usize = 3;

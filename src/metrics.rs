@@ -243,6 +243,7 @@ pub fn render(forks: Option<(usize, usize)>) -> String {
         "wsbridge_shared_clients_dropped_total {}",
         load(&STATS.shared_dropped)
     );
+    broker(&mut o);
     family(
         &mut o,
         "wsbridge_tls_handshake_failures_total",
@@ -251,6 +252,71 @@ pub fn render(forks: Option<(usize, usize)>) -> String {
     );
     let _ = writeln!(o, "wsbridge_tls_handshake_failures_total {}", load(&STATS.tls_failures));
     o
+}
+
+/// `--broker`'s families (zero without a broker).
+fn broker(o: &mut String) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let b = &STATS.broker;
+    family(
+        o,
+        "wsbridge_broker_messages_total",
+        "counter",
+        "Messages received from (in) and published to (out) the --broker.",
+    );
+    let _ = writeln!(
+        o,
+        "wsbridge_broker_messages_total{{direction=\"in\"}} {}",
+        load(&b.received.messages)
+    );
+    let _ = writeln!(
+        o,
+        "wsbridge_broker_messages_total{{direction=\"out\"}} {}",
+        load(&b.published.messages)
+    );
+    family(
+        o,
+        "wsbridge_broker_bytes_total",
+        "counter",
+        "Payload bytes received from (in) and published to (out) the --broker.",
+    );
+    let _ = writeln!(
+        o,
+        "wsbridge_broker_bytes_total{{direction=\"in\"}} {}",
+        load(&b.received.bytes)
+    );
+    let _ = writeln!(
+        o,
+        "wsbridge_broker_bytes_total{{direction=\"out\"}} {}",
+        load(&b.published.bytes)
+    );
+    for (name, help, value) in [
+        (
+            "wsbridge_broker_dropped_total",
+            "Messages not published: the publish queue was full (broker down or slow) or refused.",
+            &b.dropped,
+        ),
+        (
+            "wsbridge_broker_slow_consumer_total",
+            "Times the broker client dropped incoming messages that wsbridge read too slowly.",
+            &b.slow_consumer,
+        ),
+        (
+            "wsbridge_broker_reconnects_total",
+            "Connections to the --broker after the first.",
+            &b.reconnects,
+        ),
+    ] {
+        family(o, name, "counter", help);
+        let _ = writeln!(o, "{name} {}", load(value));
+    }
+    family(
+        o,
+        "wsbridge_broker_connected",
+        "gauge",
+        "1 while connected to the --broker.",
+    );
+    let _ = writeln!(o, "wsbridge_broker_connected {}", load(&b.connected));
 }
 
 #[cfg(test)]

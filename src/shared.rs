@@ -14,25 +14,32 @@
 //! run of 10 s), and clients stay connected; with `once` every client gets the Close its
 //! exit status deserves (1000 or 1011), then wsbridge exits with that status.
 //!
-//! This file is the hub: the program, its restarts, the fan-out and the input writer.
-//! Each client's session is in `client` ([`run_client`]); it reuses [`crate::relay`]'s
-//! input pump and [`crate::session`]'s close, and neither of those knows `--shared`.
+//! With `--broker` (cargo feature `nats`) the hub also talks to a NATS broker, in `broker`:
+//! the producer publishes every output message and feeds the program what its edges'
+//! clients send; an edge has no program, and its "program" is the subscription. Client ids
+//! then carry the instance's number in their high 32 bits, so they are unique across the
+//! deployment and `@ID text` finds its client on any instance.
+//!
+//! This file is the hub: who is connected, the restarts and the fan-out. The program's
+//! runs and the input writer are in `program`; each client's session is in `client`
+//! ([`run_client`]); it reuses [`crate::relay`]'s input pump and [`crate::session`]'s
+//! close, and neither of those knows `--shared`.
 
+#[cfg(feature = "nats")]
+mod broker;
 mod client;
+mod program;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::pin::pin;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -41,10 +48,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::child;
-use crate::config::{Program, Session, Shared};
-use crate::framing::{Decoder, Framing};
-use crate::reap;
-use crate::relay;
+use crate::config::{Broker, Program, Session, Shared};
+use crate::framing::Framing;
 use crate::session;
 use crate::stats;
 
@@ -65,17 +70,43 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// With `once`: how long clients may take to receive the last output and close.
 const CLIENT_DRAIN: Duration = Duration::from_secs(3);
 
-/// The one program and everyone connected to it.
+/// Whole messages from one client for the program's stdin.
+struct Input {
+    /// The client's id (`ids` prefixes each line with it).
+    from: u64,
+    bytes: Bytes,
+}
+
+/// Where messages for the fan-out come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The local program: with `ids`, `@ID text` goes to client ID wherever it is; the
+    /// rest to everyone (and, with a broker, to every edge).
+    Program,
+    /// The producer through the broker, for every client here.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Broker,
+    /// The producer through the broker, `@ID text` for one client here.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Addressed,
+}
+
+/// The one program (or, on an edge, the broker) and everyone connected to it.
 pub struct Hub {
-    program: Program,
+    /// `None` on an edge (`--broker` without PROGRAM).
+    program: Option<Program>,
     env: Vec<(OsString, OsString)>,
     settings: Shared,
     framing: Framing,
     max_message: usize,
     close_grace: Duration,
     members: Mutex<Members>,
-    input: mpsc::Sender<Bytes>,
-    input_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    input: mpsc::Sender<Input>,
+    input_rx: Mutex<Option<mpsc::Receiver<Input>>>,
+    /// With `--broker`: the high 32 bits of every client id here (0 without).
+    instance: u64,
+    #[cfg(feature = "nats")]
+    link: Option<broker::Link>,
     started: AtomicBool,
     shutdown: CancellationToken,
     /// Where the supervisor runs, so the server's drain waits for the program's stop.
@@ -138,13 +169,27 @@ fn lock(m: &Mutex<Members>) -> std::sync::MutexGuard<'_, Members> {
 }
 
 impl Hub {
-    /// A hub for `config`'s PROGRAM (`--shared` is checked to come with one). With
-    /// `eager` the program starts now; call from within the runtime.
-    pub fn new(config: &Session, settings: Shared, shutdown: CancellationToken, tasks: TaskTracker) -> Arc<Self> {
-        let program = config
-            .program
-            .clone()
-            .expect("--shared is checked to come with PROGRAM");
+    /// A hub for `config`'s PROGRAM (`--shared` is checked to come with one unless
+    /// `broker` makes this an edge). With `eager` the program (or the broker connection)
+    /// starts now; call from within the runtime.
+    pub fn new(
+        config: &Session,
+        settings: Shared,
+        broker: Option<Broker>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
+        let program = config.program.clone();
+        #[cfg(feature = "nats")]
+        let link = broker.map(|b| broker::Link::new(b, settings.queue_bytes));
+        #[cfg(feature = "nats")]
+        let instance = link.as_ref().map_or(0, |l| u64::from(l.instance()) << 32);
+        #[cfg(not(feature = "nats"))]
+        let instance = {
+            // The config refuses --broker in a build without the `nats` feature.
+            debug_assert!(broker.is_none());
+            0
+        };
         let mut env: Vec<(OsString, OsString)> = config.passenv.iter().map(|(k, v)| (k.into(), v.into())).collect();
         env.push((
             "SERVER_SOFTWARE".into(),
@@ -161,6 +206,9 @@ impl Hub {
             members: Mutex::default(),
             input,
             input_rx: Mutex::new(Some(input_rx)),
+            instance,
+            #[cfg(feature = "nats")]
+            link,
             started: AtomicBool::new(false),
             shutdown,
             tasks,
@@ -178,9 +226,14 @@ impl Hub {
         self.exit.get().copied().unwrap_or(0)
     }
 
-    /// Adds client `id`; starts the program if it is not running yet. Refused once a
-    /// `once` program has ended.
-    pub fn join(self: &Arc<Self>, id: u64) -> Result<Membership, &'static str> {
+    /// Adds the client of connection `conn`; starts the program if it is not running
+    /// yet. Refused once a `once` program has ended. Its id is `conn`, with a broker in
+    /// the low 32 bits beside the instance's number.
+    pub fn join(self: &Arc<Self>, conn: u64) -> Result<Membership, &'static str> {
+        let id = match self.instance {
+            0 => conn,
+            instance => instance | (conn & 0xffff_ffff),
+        };
         let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
         let queued = Arc::new(AtomicUsize::new(0));
         let kick = Arc::new(Kick::default());
@@ -210,22 +263,38 @@ impl Hub {
     }
 
     fn start(self: &Arc<Self>) {
-        if !self.started.swap(true, Ordering::AcqRel) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        #[cfg(feature = "nats")]
+        if self.link.is_some() {
             let hub = Arc::clone(self);
             self.tasks
-                .spawn(async move { hub.supervise().await }.instrument(tracing::info_span!(parent: None, "shared")));
+                .spawn(async move { broker::run(hub).await }.instrument(tracing::info_span!(parent: None, "broker")));
+        }
+        if let Some(program) = self.program.clone() {
+            let hub = Arc::clone(self);
+            self.tasks.spawn(
+                async move { hub.supervise(program).await }.instrument(tracing::info_span!(parent: None, "shared")),
+            );
         }
     }
 
+    /// The receiving end of the clients' input: the program's writer takes it, or on an
+    /// edge the broker's forwarder.
+    fn take_input(&self) -> Option<mpsc::Receiver<Input>> {
+        self.input_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// Runs the program, again and again unless `once`, until shutdown.
-    async fn supervise(self: Arc<Self>) {
-        let Some(mut input) = self.input_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    async fn supervise(self: Arc<Self>, program: Program) {
+        let Some(mut input) = self.take_input() else {
             return;
         };
         let mut delay = RESTART_MIN;
         loop {
             let began = Instant::now();
-            let Some(status) = self.run_once(&mut input).await else {
+            let Some(status) = self.run_once(&program, &mut input).await else {
                 return; // shutdown
             };
             let exit = match &status {
@@ -249,109 +318,41 @@ impl Hub {
         }
     }
 
-    /// One run of the program; `None` when it was stopped for shutdown.
-    async fn run_once(&self, input: &mut mpsc::Receiver<Bytes>) -> Option<io::Result<ExitStatus>> {
-        let (mut child, io) = match session::start(&self.program, self.env.clone(), None) {
-            Ok(started) => started,
-            Err(e) => {
-                tracing::error!(program = %self.program.path.display(), error = %e, "failed to start the shared program");
-                return if self.shutdown.is_cancelled() {
-                    None
-                } else {
-                    Some(Err(e))
-                };
-            }
-        };
-        let session::ProgramIo {
-            input: stdin,
-            output: mut stdout,
-            stderr,
-        } = io;
-        tracing::info!(pid = child.id(), "shared program started");
-        // Started on pipes, so stderr is its own pipe.
-        let stderr_task = stderr.map(|e| tokio::spawn(child::log_stderr(e, None).in_current_span()));
-        let mut exited = false;
-        let mut stopping = false;
-        {
-            let mut out = pin!(self.pump_output(&mut stdout));
-            let mut inp = pin!(feed_input(input, stdin));
-            tokio::select! {
-                () = &mut out => {}
-                () = &mut inp => {}
-                () = child.exited() => {
-                    exited = true;
-                    child.signal_group(Signal::SIGKILL);
-                    if tokio::time::timeout(OUTPUT_DRAIN, &mut out).await.is_err() {
-                        tracing::warn!("shared program exited but its output is still open; no longer reading it");
-                    }
-                }
-                () = self.shutdown.cancelled() => stopping = true,
-            }
-        }
-        let status = match exited {
-            true => reap::collect(child),
-            false => reap::stop(child, self.close_grace).await.status,
-        };
-        session::finish_stderr(stderr_task).await;
-        if stopping {
-            let exit = status.as_ref().map_or_else(|e| e.to_string(), child::describe);
-            tracing::info!(exit = %exit, "shared program stopped for shutdown");
-            return None;
-        }
-        Some(status)
-    }
-
-    /// Reads the program's output and hands each message to the clients; returns at EOF
-    /// or on a read or framing error (logged).
-    async fn pump_output(&self, stdout: &mut (dyn AsyncRead + Unpin + Send)) {
-        let mut decoder = Decoder::new(self.framing, self.max_message);
-        let mut messages = Vec::new();
-        loop {
-            let (decoded, done) = match relay::read_chunk(stdout).await {
-                Ok(Some(chunk)) => (decoder.push(chunk, &mut messages), false),
-                Ok(None) => (decoder.finish(&mut messages), true),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the shared program's output failed");
-                    (decoder.finish(&mut messages), true)
-                }
-            };
-            self.broadcast(&mut messages);
-            if let Err(e) = decoded {
-                tracing::warn!(
-                    offset = e.offset,
-                    reason = e.reason,
-                    "shared program output broke --framing=lenprefix; stopping it"
-                );
-                return;
-            }
-            if done {
-                return;
-            }
-        }
-    }
-
-    /// Queues each message for every client (or, with `ids`, for the one it names).
-    fn broadcast(&self, messages: &mut Vec<Message>) {
+    /// Queues each message for every client (or, with `ids`, for the one it names); the
+    /// program's output also goes to the broker, if any.
+    fn broadcast(&self, messages: &mut Vec<Message>, source: Source) {
         if messages.is_empty() {
             return;
         }
         let mut members = lock(&self.members);
-        if members.map.is_empty() {
+        if members.map.is_empty() && !self.publishes(source) {
             members.unheard += messages.len() as u64;
             tracing::debug!(
                 messages = messages.len(),
-                "shared program output with no client connected; dropped"
+                "shared output with no client connected; dropped"
             );
             messages.clear();
             return;
         }
         let mut dropped = Vec::new();
+        let addressing = match source {
+            Source::Program => self.settings.ids,
+            Source::Broker => false,
+            Source::Addressed => true,
+        };
         for msg in messages.drain(..) {
-            let (to, msg) = match self.settings.ids {
+            // The program's `@ID text` for a client of another instance goes there whole.
+            let original = (addressing && self.publishes(source)).then(|| msg.clone());
+            let (to, msg) = match addressing {
                 true => address(msg),
                 false => (None, msg),
             };
             match to {
+                Some(id) if original.is_some() && id >> 32 != self.instance >> 32 => {
+                    if let Some(original) = original {
+                        self.publish(Some(id >> 32), original);
+                    }
+                }
                 Some(id) => match members.map.get(&id) {
                     Some(m) => {
                         if !self.deliver(id, m, msg) {
@@ -364,6 +365,9 @@ impl Hub {
                     ),
                 },
                 None => {
+                    if self.publishes(source) {
+                        self.publish(None, msg.clone());
+                    }
                     for (id, m) in &members.map {
                         if !self.deliver(*id, m, msg.clone()) {
                             dropped.push(*id);
@@ -375,6 +379,27 @@ impl Hub {
                 members.map.remove(&id);
             }
         }
+    }
+
+    /// Whether messages from `source` go to the broker too (the producer's output).
+    fn publishes(&self, source: Source) -> bool {
+        #[cfg(feature = "nats")]
+        return source == Source::Program && self.link.is_some();
+        #[cfg(not(feature = "nats"))]
+        return {
+            let _ = source;
+            false
+        };
+    }
+
+    /// Hands `msg` to the broker: for every edge, or for instance `to`.
+    fn publish(&self, to: Option<u64>, msg: Message) {
+        #[cfg(feature = "nats")]
+        if let Some(link) = &self.link {
+            link.publish(to, msg);
+        }
+        #[cfg(not(feature = "nats"))]
+        let _ = (to, msg);
     }
 
     /// Queues `msg` for one client; false when the client is dropped (too slow) or gone.
@@ -457,36 +482,5 @@ fn address(msg: Message) -> (Option<u64>, Message) {
     match Utf8Bytes::try_from(bytes) {
         Ok(t) => (Some(n), Message::Text(t)),
         Err(_) => (None, msg),
-    }
-}
-
-/// Writes client input to the program, a batch at a time. If the program closes its
-/// stdin, input is read and discarded (with a log line) until the run ends; returns only
-/// when the hub is gone.
-async fn feed_input(input: &mut mpsc::Receiver<Bytes>, mut stdin: Box<dyn AsyncWrite + Unpin + Send>) {
-    let mut batch = BytesMut::new();
-    let mut discarded = 0u64;
-    let mut open = true;
-    while let Some(first) = input.recv().await {
-        if !open {
-            discarded += 1;
-            tracing::info!(
-                batches = discarded,
-                "shared program no longer reads stdin; client input discarded"
-            );
-            continue;
-        }
-        batch.extend_from_slice(&first);
-        while batch.len() < INPUT_BATCH {
-            match input.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = stdin.write_all(&batch).await {
-            tracing::warn!(error = %e, "shared program's stdin is closed; discarding further client input");
-            open = false;
-        }
-        batch.clear();
     }
 }

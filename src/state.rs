@@ -64,9 +64,10 @@ impl Endpoint {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let sessions = TaskTracker::new();
-        let hub = serve
-            .shared
-            .map(|settings| shared::Hub::new(&session, settings, shutdown.clone(), sessions.clone()));
+        let hub = serve.shared.map(|settings| {
+            let broker = serve.broker.as_deref().cloned();
+            shared::Hub::new(&session, settings, broker, shutdown.clone(), sessions.clone())
+        });
         let per_client = serve.max_per_client.map(PerClient::new);
         Endpoint {
             auth_checks: Arc::new(Semaphore::new(serve.access.max_checks)),

@@ -82,6 +82,26 @@ pub struct Stats {
     /// `--shared` clients connected now, and dropped for being too slow (1008).
     pub shared_clients: AtomicU64,
     pub shared_dropped: AtomicU64,
+    /// `--broker`: messages in from and out to the broker, and what it cost.
+    pub broker: BrokerStats,
+}
+
+/// `--broker`'s counters (always counted: one atomic add per broker message).
+pub struct BrokerStats {
+    /// Messages received from the broker (output on an edge, input on the producer)…
+    pub received: Flow,
+    /// …and published to it (output on the producer, input on an edge).
+    pub published: Flow,
+    /// Messages not published: the publish queue was full (broker down or slow) or the
+    /// broker refused them (larger than its max_payload).
+    pub dropped: AtomicU64,
+    /// Messages the broker client dropped because wsbridge read them too slowly (NATS
+    /// "slow consumer"), as reported.
+    pub slow_consumer: AtomicU64,
+    /// Connections to the broker after the first (reconnects).
+    pub reconnects: AtomicU64,
+    /// 1 while connected to the broker.
+    pub connected: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)] // only to build the arrays below
@@ -101,6 +121,14 @@ pub static STATS: Stats = Stats {
     tls_failures: ZERO,
     shared_clients: ZERO,
     shared_dropped: ZERO,
+    broker: BrokerStats {
+        received: Flow::new(),
+        published: Flow::new(),
+        dropped: ZERO,
+        slow_consumer: ZERO,
+        reconnects: ZERO,
+        connected: ZERO,
+    },
 };
 
 static ENABLED: AtomicBool = AtomicBool::new(false);

@@ -23,6 +23,7 @@ expect_refusal "cargo feature \`tls\`" --ssl --sslcert=x.pem --sslkey=y.pem --po
 expect_refusal "cargo feature \`auth\`" --htpasswd=users --port=0 cat
 expect_refusal "cargo feature \`auth\`" --authcmd=/bin/true --port=0 cat
 expect_refusal "cargo feature \`json\`" --logformat=json --port=0 cat
+expect_refusal "cargo feature \`nats\`" --broker=nats://127.0.0.1:4222 --topic=t --port=0
 expect_refusal "cargo feature \`compress\`" --compress --port=0 cat
 
 # It still serves: one echo through cat.

@@ -6,7 +6,7 @@
 # what the tests need first, idempotently: Python's `websockets` (interop test), websocketd
 # (benchmark comparison), nginx (tests/nginx.rs), Chromium (tests/browser.rs), tinyproxy
 # (tests/outbound.rs), promtool (Debian's prometheus, tests/metrics.rs), zsh and fish
-# (completion tests), groff (man page test), cargo-deb (tools/deb.sh), and the musl std
+# (completion tests), groff (man page test), nats-server (tests/it/broker), cargo-deb (tools/deb.sh), and the musl std
 # and musl-tools (tools/static.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,7 @@ command -v pgrep >/dev/null || apt_install procps "for tests/auth.rs (pgrep, ps)
 command -v zsh >/dev/null || apt_install zsh "for tests/it/completions.rs (zsh -n)"
 command -v fish >/dev/null || apt_install fish "for tests/it/completions.rs (fish -n)"
 command -v groff >/dev/null || apt_install groff-base "for tests/it/cli.rs (the man page rendered)"
+command -v nats-server >/dev/null || apt_install nats-server "for tests/it/broker (--broker)"
 command -v cargo-deb >/dev/null || {
   echo "tools/test.sh: installing cargo-deb (cargo install) for tools/deb.sh"
   cargo install cargo-deb --locked --quiet
@@ -65,6 +66,8 @@ tools/fuzz.sh 60
 cargo bench --bench compare -- --quick
 # The per-message profiling client still runs (the build is a no-op after tools/autobahn.sh).
 cargo build --release --quiet --bin wsbridge
+# The --shared fan-out bench, tiny (local, through nats-server, and its floor).
+cargo bench --bench fanout -- --runs 1 --clients 100 --messages 200
 tools/permsg.py target/release/wsbridge --count 20 --size 1024
 tools/permsg.py target/release/wsbridge --churn --count 5
 tools/permsg.py "$(command -v websocketd)" --churn --count 5

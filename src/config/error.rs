@@ -12,6 +12,7 @@ use std::io;
 #[cfg(feature = "connect")]
 use hyper::http::HeaderName;
 
+use super::broker::BrokerProblem;
 #[cfg(feature = "connect")]
 use super::connect::{ProxyUrlError, TargetError};
 use super::limits::ValueProblem;
@@ -163,6 +164,28 @@ pub enum UsageError {
     #[cfg(feature = "connect")]
     #[error("--pty and --passstderr need PROGRAM (without it wsbridge relays its own stdin/stdout)")]
     PipeModeTerminal,
+
+    // The broker (`--broker`, `--topic`); the value is printed without credentials.
+    #[error("invalid {flag}={value}: {why}")]
+    Broker {
+        flag: &'static str,
+        value: String,
+        why: BrokerProblem,
+    },
+    #[error("--topic, --broker-ca and --broker-creds need --broker=URL")]
+    BrokerFlagWithoutBroker,
+    #[error("--broker needs --topic=NAME (the subjects are wsbridge.NAME.*)")]
+    BrokerWithoutTopic,
+    #[error("--broker-ca is for tls:// brokers; this --broker is nats://")]
+    BrokerCaWithoutTls,
+    #[error("--broker-creds and a user in the --broker URL are two sets of credentials: give one")]
+    BrokerCredentialsTwice,
+    #[error("--broker with PROGRAM needs --shared (the producer runs one program for every instance); without PROGRAM it is an edge")]
+    BrokerProgramWithoutShared,
+    #[error("--broker cannot be combined with --dir (a topic has one program)")]
+    BrokerAndDir,
+    #[error("--shared={0} is about the program: an edge (--broker without PROGRAM) has none")]
+    EdgeSharedMode(&'static str),
 }
 
 /// What is wrong with a `--header*` value.
@@ -217,6 +240,10 @@ pub enum ResolveError {
     #[cfg(feature = "connect")]
     #[error("wss:// needs TLS: this wsbridge was built without it (cargo feature `tls`)")]
     NoTlsForWss,
+    #[error("--broker: this wsbridge was built without NATS (cargo feature `nats`)")]
+    NoNats,
+    #[error("cannot use --broker-creds={file}: {why}")]
+    BrokerCreds { file: String, why: String },
     /// A proxy variable of the environment (`$http_proxy`, ...) that is not a proxy URL.
     #[cfg(feature = "connect")]
     #[error("{error} (from ${var})")]
@@ -246,7 +273,7 @@ pub enum AddressProblem {
 }
 
 /// `io::Error`'s text without the " (os error N)" suffix, lower-cased.
-fn lower_io(e: &io::Error) -> String {
+pub(super) fn lower_io(e: &io::Error) -> String {
     let s = e.to_string();
     let s = s.split(" (os error").next().unwrap_or(&s);
     s.to_lowercase()

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyper::http::{HeaderName, HeaderValue};
 
 use super::access::{self, Access};
+use super::broker::{self, Broker, Role};
 use super::error::{AddressProblem, ConfigError, ResolveError, UsageError};
 use super::parse_headers;
 use super::program::resolve_dir;
@@ -55,6 +56,9 @@ pub struct Serve {
     pub max_forks: Option<usize>,
     /// `--shared`: one program for every client.
     pub shared: Option<Shared>,
+    /// `--broker`: `--shared` across instances (with `shared` set: an edge has it too).
+    /// Boxed like `access`: rarely used.
+    pub broker: Option<Box<Broker>>,
     /// `--maxperclient`: sessions one client address may have at once.
     pub max_per_client: Option<usize>,
     pub origin: OriginPolicy,
@@ -189,7 +193,14 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
     if cli.devconsole && cli.upstream.is_some() {
         return Err(UsageError::ConsoleAndUpstream.into());
     }
-    let shared = parse_shared(cli, framing)?;
+    let shared_given = cli.shared.as_deref().is_some_and(|m| m.trim() != "false");
+    let broker = broker::check(cli, shared_given)?;
+    let shared = match broker.as_ref().map(|b| b.role()) {
+        Some(Role::Edge) => Some(edge_shared(cli)?),
+        // The producer starts at startup: its edges' clients may come before its own.
+        Some(Role::Producer) => parse_shared(cli, framing)?.map(|s| Shared { eager: true, ..s }),
+        None => parse_shared(cli, framing)?,
+    };
     if cli.cgitimeout == 0 {
         return Err(UsageError::Zero("--cgitimeout").into());
     }
@@ -220,6 +231,9 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         return Err(ResolveError::NoTls.into());
     }
     let access = Box::new(access.resolve()?);
+    let broker = broker
+        .map(|b| b.resolve(cli.broker_creds.as_deref()).map(Box::new))
+        .transpose()?;
     Ok(Serve {
         addresses: resolve_addresses(&cli.address, port)?,
         port,
@@ -239,6 +253,7 @@ pub(super) fn settings(cli: &Cli, framing: Framing) -> Result<Serve, ConfigError
         upstream,
         max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
         shared,
+        broker,
         max_per_client: cli.maxperclient,
         origin,
         headers,
@@ -308,6 +323,29 @@ fn parse_shared(cli: &Cli, framing: Framing) -> Result<Option<Shared>, UsageErro
         return Err(UsageError::Zero("--sharedqueue"));
     }
     Ok(Some(shared))
+}
+
+/// An edge's `--shared` settings: it has no program, so only `--sharedqueue` and the
+/// fan-out apply; it connects at startup (as `eager`). `--shared` and `--shared=ids` are
+/// accepted (ids is the producer's choice), `eager` and `once` are refused.
+fn edge_shared(cli: &Cli) -> Result<Shared, UsageError> {
+    for mode in cli.shared.as_deref().unwrap_or("").split(',').map(str::trim) {
+        match mode {
+            "" | "true" | "false" | "lazy" | "ids" => {}
+            "eager" => return Err(UsageError::EdgeSharedMode("eager")),
+            "once" => return Err(UsageError::EdgeSharedMode("once")),
+            other => return Err(UsageError::SharedMode(other.to_owned())),
+        }
+    }
+    if cli.pty || cli.passstderr {
+        return Err(UsageError::SharedAndPty);
+    }
+    Ok(Shared {
+        eager: true,
+        once: false,
+        ids: false,
+        queue_bytes: cli.sharedqueue,
+    })
 }
 
 /// `--unixsocket-mode`: octal permission bits, at most 0777 (`0660`, `660`, `0o660`).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::{CancellationToken, PollSender};
 
-use super::Membership;
+use super::{Input, Membership};
 use crate::config::Session;
 use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
@@ -30,11 +30,11 @@ use crate::stats;
 const FLUSH_EVERY: usize = 256;
 
 /// The program's input as one client sees it: each write (whole messages, from
-/// [`relay::pump_in`]) becomes one batch on the hub's channel, with `ID ` before every
-/// line under `--shared=ids`.
+/// [`relay::pump_in`]) becomes one batch on the hub's channel, marked with the client's
+/// id (`--shared=ids` puts it before every line; an edge publishes it with the batch).
 struct ClientInput {
-    tx: PollSender<Bytes>,
-    prefix: Option<Bytes>,
+    tx: PollSender<Input>,
+    from: u64,
 }
 
 impl AsyncWrite for ClientInput {
@@ -43,16 +43,9 @@ impl AsyncWrite for ClientInput {
         if std::task::ready!(self.tx.poll_reserve(cx)).is_err() {
             return Poll::Ready(Err(closed()));
         }
-        let item = match &self.prefix {
-            None => Bytes::copy_from_slice(buf),
-            Some(prefix) => {
-                let mut out = BytesMut::with_capacity(buf.len() + 16);
-                for line in buf.split_inclusive(|b| *b == b'\n') {
-                    out.extend_from_slice(prefix);
-                    out.extend_from_slice(line);
-                }
-                out.freeze()
-            }
+        let item = Input {
+            from: self.from,
+            bytes: Bytes::copy_from_slice(buf),
         };
         match self.tx.send_item(item) {
             Ok(()) => Poll::Ready(Ok(buf.len())),
@@ -99,7 +92,7 @@ pub async fn run_client(
     let (sent, received) = (Counters::adding_to(sent), Counters::adding_to(received));
     let input = ClientInput {
         tx: PollSender::new(hub.input.clone()),
-        prefix: hub.settings.ids.then(|| Bytes::from(format!("{} ", member.id))),
+        from: member.id,
     };
     let ending = {
         let mut out = pin!(send_queue(&mut member.rx, &member.queued, &mut sink, ping, &sent));

@@ -8,6 +8,7 @@ mod common;
 mod access_log;
 #[cfg(feature = "auth")]
 mod auth;
+mod broker;
 mod browser;
 mod cgi;
 mod cli;

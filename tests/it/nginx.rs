@@ -30,7 +30,7 @@ fn readme_site() -> String {
     body[..body.find("```").expect("closing fence")].to_owned()
 }
 
-fn nginx_path() -> Option<PathBuf> {
+pub fn nginx_path() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
         .iter()
         .map(PathBuf::from)
@@ -38,7 +38,7 @@ fn nginx_path() -> Option<PathBuf> {
 }
 
 /// nginx running in the foreground from a generated prefix directory. Stopped on drop.
-struct Nginx {
+pub struct Nginx {
     child: Child,
     addr: SocketAddr,
     dir: TempDir,
@@ -67,16 +67,41 @@ impl Nginx {
     }
 
     fn try_start(bin: &Path, port: u16, servers: &[String], read_timeout: &str, user: &str) -> Option<Nginx> {
-        let dir = TempDir::new("nginx");
         let site = readme_site();
         let upstream: String = servers.iter().map(|s| format!("    server {s};\n")).collect();
         let site = replace_once(&site, "    server 127.0.0.1:8080;\n", &upstream);
-        let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
         let site = replace_once(
             &site,
             "proxy_read_timeout 3600s;",
             &format!("proxy_read_timeout {read_timeout};"),
         );
+        Self::try_start_site(bin, port, &site, user)
+    }
+
+    /// nginx with `site` (an `http` block's contents whose server has `listen 80;`), on a
+    /// port that was just free; for other READMEs' recipes (tests/it/broker).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub fn start_site(bin: &Path, site: &str) -> Nginx {
+        for _ in 0..5 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr").port()
+            };
+            if let Some(n) = Self::try_start_site(bin, port, site, "root") {
+                return n;
+            }
+        }
+        panic!("nginx did not start on any of 5 ports");
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn try_start_site(bin: &Path, port: u16, site: &str, user: &str) -> Option<Nginx> {
+        let dir = TempDir::new("nginx");
+        let site = replace_once(site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
         let d = dir.0.display();
         let conf = format!(
             "user {user};\nworker_processes 1;\nerror_log {d}/error.log info;\n\
@@ -155,7 +180,7 @@ impl Drop for Nginx {
     }
 }
 
-fn replace_once(s: &str, from: &str, to: &str) -> String {
+pub fn replace_once(s: &str, from: &str, to: &str) -> String {
     assert_eq!(
         s.matches(from).count(),
         1,
