@@ -29,6 +29,7 @@
 mod broker;
 mod client;
 mod program;
+mod queued;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -54,6 +55,8 @@ use crate::session;
 use crate::stats;
 
 pub use self::client::run_client;
+pub use self::queued::Precompress;
+use self::queued::Queued;
 
 /// Most messages one client may have waiting, whatever their size.
 const QUEUE_MESSAGES: usize = 64 * 1024;
@@ -100,6 +103,8 @@ pub struct Hub {
     framing: Framing,
     max_message: usize,
     close_grace: Duration,
+    /// `--compress`: messages for everyone carry a slot for their compressed form.
+    compress: bool,
     members: Mutex<Members>,
     input: mpsc::Sender<Input>,
     input_rx: Mutex<Option<mpsc::Receiver<Input>>>,
@@ -127,7 +132,7 @@ struct Members {
 }
 
 struct Member {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Queued>,
     queued: Arc<AtomicUsize>,
     kick: Arc<Kick>,
 }
@@ -143,7 +148,7 @@ struct Kick {
 pub struct Membership {
     hub: Arc<Hub>,
     id: u64,
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Queued>,
     queued: Arc<AtomicUsize>,
     kick: Arc<Kick>,
 }
@@ -203,6 +208,7 @@ impl Hub {
             framing: config.framing,
             max_message: config.max_message,
             close_grace: config.close_grace,
+            compress: config.compress.is_some(),
             members: Mutex::default(),
             input,
             input_rx: Mutex::new(Some(input_rx)),
@@ -355,7 +361,7 @@ impl Hub {
                 }
                 Some(id) => match members.map.get(&id) {
                     Some(m) => {
-                        if !self.deliver(id, m, msg) {
+                        if !self.deliver(id, m, Queued::plain(msg)) {
                             dropped.push(id);
                         }
                     }
@@ -368,8 +374,9 @@ impl Hub {
                     if self.publishes(source) {
                         self.publish(None, msg.clone());
                     }
+                    let all = Queued::for_all(msg, self.compress);
                     for (id, m) in &members.map {
-                        if !self.deliver(*id, m, msg.clone()) {
+                        if !self.deliver(*id, m, all.clone()) {
                             dropped.push(*id);
                         }
                     }
@@ -403,7 +410,7 @@ impl Hub {
     }
 
     /// Queues `msg` for one client; false when the client is dropped (too slow) or gone.
-    fn deliver(&self, id: u64, m: &Member, msg: Message) -> bool {
+    fn deliver(&self, id: u64, m: &Member, msg: Queued) -> bool {
         let len = msg.len();
         let waiting = m.queued.load(Ordering::Acquire);
         let full = waiting >= self.settings.queue_bytes;

@@ -74,7 +74,7 @@ pub fn accept(
     client_slot: Option<ClientSlot>,
 ) -> Result<Response<()>, Refusal> {
     let key = check_handshake(&req)?;
-    let (agreed, answer) = extensions(req.headers(), &ep.session);
+    let (agreed, answer) = extensions(req.headers(), &ep.session, ep.hub.is_some());
     let protocol = negotiate(req.headers(), ep.session.subprotocols.for_path(target.script_name))?;
     let size = match ep.session.pty {
         true => Some(
@@ -128,7 +128,8 @@ pub fn accept(
                 match upgrade(on_upgrade, &ep2.session, agreed).await {
                     Ok(ws) => {
                         let _counted = stats::Live::start(route);
-                        shared::run_client(ws, member, &ep2.session, &ep2.shutdown, &who).await
+                        let pre = deflate::precompress(agreed, ep2.session.compress.as_ref());
+                        shared::run_client(ws, pre, member, &ep2.session, &ep2.shutdown, &who).await
                     }
                     Err(why) => tracing::info!(reason = why.to_string(), "upgrade did not complete"),
                 }
@@ -210,8 +211,8 @@ pub fn accept(
 }
 
 /// `--compress`: what we agree to from the client's `Sec-WebSocket-Extensions` offers,
-/// and the answer header (see [`deflate::accept`]).
-fn extensions(headers: &HeaderMap, config: &Session) -> (Option<deflate::Agreed>, Option<String>) {
+/// and the answer header (see [`deflate::accept`]; `shared`: [`deflate::accept_shared`]).
+fn extensions(headers: &HeaderMap, config: &Session, shared: bool) -> (Option<deflate::Agreed>, Option<String>) {
     let Some(ours) = &config.compress else {
         return (None, None);
     };
@@ -219,7 +220,12 @@ fn extensions(headers: &HeaderMap, config: &Session) -> (Option<deflate::Agreed>
         .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
         .iter()
         .filter_map(|v| v.to_str().ok());
-    match deflate::accept(offers, ours) {
+    let accept = if shared {
+        deflate::accept_shared
+    } else {
+        deflate::accept
+    };
+    match accept(offers, ours) {
         Some((agreed, answer)) => {
             tracing::debug!(extensions = answer.as_str(), "permessage-deflate agreed");
             (Some(agreed), Some(answer))

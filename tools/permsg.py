@@ -24,7 +24,8 @@ client's WebSocket layer, are printed per message. --memory N opens N connection
 and prints the server's private memory (RssAnon) per connection when idle and after each
 echoed one message of --size bytes (then idle again). --fanout N runs the server with
 --shared and N clients; one of them sends --count messages, every client receives each,
-and the server CPU time is printed per delivered message (count x N). BIN
+and the server CPU time is printed per delivered message (count x N), with the server's
+private memory per client 1 s after the burst (against before the clients connected). BIN
 may also be websocketd: it then gets a free port, since it cannot take port 0. Needs
 Python's `websockets` (tools/test.sh installs it), and for --callgrind valgrind (which it
 does not: `apt-get install valgrind`).
@@ -137,6 +138,7 @@ async def memory(url, pid, conns, size, kind, compression):
 
 async def fanout(url, pid, clients, count, size, kind, compression):
     msgs = [payload(kind, size, seed) for seed in range(64)]
+    base = rss_anon_kib(pid)
     sockets = [
         await websockets.connect(url, max_size=None, compression=compression, open_timeout=STEP)
         for _ in range(clients)
@@ -156,9 +158,11 @@ async def fanout(url, pid, clients, count, size, kind, compression):
     await asyncio.gather(*readers)
     cpu = cpu_seconds(pid) - cpu0
     down = sum(w.received for w in wires)
+    await asyncio.sleep(1)
+    after = (rss_anon_kib(pid) - base) / clients
     for ws in sockets:
         await ws.close()
-    return cpu, down
+    return cpu, down, after
 
 
 async def churn(url, pid, count):
@@ -272,11 +276,14 @@ def main():
             )
             return
         if a.fanout:
-            cpu, down = asyncio.run(fanout(url, server.pid, a.fanout, a.count, a.size, a.payload, compression))
+            cpu, down, after = asyncio.run(
+                fanout(url, server.pid, a.fanout, a.count, a.size, a.payload, compression)
+            )
             n = a.count * a.fanout
             print(
                 f"{a.bin} {' '.join(a.server_arg)}: {a.count} x {a.size} B {a.payload} to {a.fanout} clients: "
-                f"{cpu / n * 1e6:.1f} us server CPU per delivered message, {down / n:.0f} wire bytes each"
+                f"{cpu / n * 1e6:.1f} us server CPU per delivered message, {down / n:.0f} wire bytes each, "
+                f"{after:.1f} KiB private memory per client after the burst"
             )
             return
         if a.memory:

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::{CancellationToken, PollSender};
 
-use super::{Input, Membership};
+use super::{Input, Membership, Precompress, Queued};
 use crate::config::Session;
 use crate::limit::{idle, Paced};
 use crate::relay::{self, or_pending, Counters, InEnd, Liveness};
@@ -74,9 +74,12 @@ enum Ending {
     Shutdown,
 }
 
-/// One client's session with the shared program, to its end; logs a summary line.
+/// One client's session with the shared program, to its end; logs a summary line. With
+/// `pre` (the client agreed the hub's permessage-deflate parameters) it is sent the
+/// messages compressed once for all such clients.
 pub async fn run_client(
     ws: session::Socket,
+    pre: Option<Precompress>,
     mut member: Membership,
     config: &Session,
     shutdown: &CancellationToken,
@@ -95,7 +98,7 @@ pub async fn run_client(
         from: member.id,
     };
     let ending = {
-        let mut out = pin!(send_queue(&mut member.rx, &member.queued, &mut sink, ping, &sent));
+        let mut out = pin!(send_queue(&mut member.rx, &member.queued, &mut sink, ping, &sent, pre));
         let mut inp = pin!(relay::pump_in(
             &mut stream,
             input,
@@ -167,11 +170,12 @@ pub async fn run_client(
 /// Sends what the hub queues for this client, a flush per burst, and pings; `Ok` when
 /// the hub closed the queue and everything in it was sent.
 async fn send_queue<S>(
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut mpsc::Receiver<Queued>,
     queued: &AtomicUsize,
     sink: &mut S,
     ping: Option<Duration>,
     sent: &Counters,
+    pre: Option<Precompress>,
 ) -> Result<(), WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -193,8 +197,8 @@ where
         loop {
             let len = msg.len();
             sent.add(len);
-            relay::log_message("out", None, &msg);
-            sink.feed(msg).await?;
+            relay::log_message("out", None, &msg.msg);
+            sink.feed(msg.wire(pre.as_ref())).await?;
             queued.fetch_sub(len, Ordering::AcqRel);
             n += 1;
             if n == FLUSH_EVERY {

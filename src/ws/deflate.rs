@@ -20,7 +20,7 @@ mod frame;
 mod stream;
 
 #[cfg(feature = "compress")]
-pub use codec::{Deflater, Inflater, MIN_COMPRESSED};
+pub use codec::{once, Deflater, Inflater, MIN_COMPRESSED};
 #[cfg(feature = "compress")]
 pub use stream::{Deflating, Negotiated};
 
@@ -202,6 +202,22 @@ fn params(list: &[(&str, Option<String>)]) -> Result<Params, ParamError> {
 /// value, in order) that we can honour within `ours`, what we agree, and the answer
 /// header. `None`: no usable offer, answer without the extension.
 pub fn accept<'a>(offers: impl IntoIterator<Item = &'a str>, ours: &Compress) -> Option<(Agreed, String)> {
+    accept_imposing(offers, ours, false)
+}
+
+/// [`accept`] for `--shared`: our direction always without context takeover (answered
+/// `server_no_context_takeover` even when the client did not ask, RFC 7692 §7.1.1.1), so
+/// a message compressed once is right for every client with the same window, and no
+/// client keeps a compressor between messages.
+pub fn accept_shared<'a>(offers: impl IntoIterator<Item = &'a str>, ours: &Compress) -> Option<(Agreed, String)> {
+    accept_imposing(offers, ours, true)
+}
+
+fn accept_imposing<'a>(
+    offers: impl IntoIterator<Item = &'a str>,
+    ours: &Compress,
+    server_no_context_takeover: bool,
+) -> Option<(Agreed, String)> {
     for (_, e) in elements(offers) {
         let Some((name, list)) = e else { continue };
         if !name.eq_ignore_ascii_case(NAME) {
@@ -219,7 +235,9 @@ pub fn accept<'a>(offers: impl IntoIterator<Item = &'a str>, ours: &Compress) ->
         };
         let agreed = Agreed {
             ours: Direction {
-                no_context_takeover: offer.server_no_context_takeover || ours.no_context_takeover,
+                no_context_takeover: offer.server_no_context_takeover
+                    || ours.no_context_takeover
+                    || server_no_context_takeover,
                 window_bits: server_bits,
             },
             theirs: Direction {
@@ -243,6 +261,23 @@ pub fn accept<'a>(offers: impl IntoIterator<Item = &'a str>, ours: &Compress) ->
         }
         return Some((agreed, answer));
     }
+    None
+}
+
+/// `--shared`: a client whose server window is the hub's (`--compress-window-bits`) and
+/// has no context takeover (always, in `--shared`) is sent messages compressed once for
+/// all such clients ([`once`]); others (a smaller window asked, or no extension) compress
+/// their own copy in [`Deflating`], or get it plain.
+pub fn precompress(agreed: Option<Agreed>, ours: Option<&Compress>) -> Option<crate::shared::Precompress> {
+    let (agreed, ours) = (agreed?, ours?);
+    #[cfg(feature = "compress")]
+    if agreed.ours.no_context_takeover && agreed.ours.window_bits == ours.window_bits {
+        return Some(crate::shared::Precompress {
+            deflate: once,
+            window_bits: ours.window_bits,
+        });
+    }
+    let _ = (agreed, ours);
     None
 }
 

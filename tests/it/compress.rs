@@ -473,3 +473,96 @@ async fn connect_refuses_an_answer_it_cannot_use() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+/// Runs tests/shared_compress_clients.py: the clients' answers, one per line.
+async fn python_shared_clients(url: &str, spec: serde_json::Value, log: impl Fn() -> String) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shared_compress_clients.py");
+    let run = tokio::process::Command::new("python3")
+        .args([script, url, &spec.to_string()])
+        .kill_on_drop(true)
+        .output();
+    let out = within(STEP * 2, run).await.expect("run python clients");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python clients failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_clients_get_one_stream_and_no_server_context_takeover() {
+    let json = r#"{"id":7,"sensor":"temp-3","value":21.37,"unit":"C","ok":true}"#.repeat(20);
+    let msgs = [
+        "tiny",
+        json.as_str(),
+        "a message long enough to be compressed",
+        json.as_str(),
+        "",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!?",
+    ];
+    let clients = ["default", "10", "off", "default"];
+    for framing in ["line", "lenprefix"] {
+        let server = BinServer::start(&["--compress", "--shared", &format!("--framing={framing}"), "cat"]);
+        let spec = serde_json::json!({"clients": clients, "send": msgs, "binary": framing == "lenprefix"});
+        let answers = python_shared_clients(&server.url("/"), spec, || server.log()).await;
+        assert_eq!(
+            answers,
+            [
+                "permessage-deflate; server_no_context_takeover",
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+                "-",
+                "permessage-deflate; server_no_context_takeover",
+            ],
+            "{framing}"
+        );
+    }
+    // The operator's smaller window is the hub's: a client asking for it shares it.
+    let small = BinServer::start(&["--compress", "--compress-window-bits=10", "--shared", "cat"]);
+    let spec = serde_json::json!({"clients": ["10", "default", "12"], "send": msgs});
+    let answers = python_shared_clients(&small.url("/"), spec, || small.log()).await;
+    assert_eq!(answers.len(), 3);
+    assert!(
+        answers.iter().all(|a| a.contains("server_no_context_takeover")),
+        "{answers:?}"
+    );
+}
+
+/// `data` inflated with a fresh window, as a message sent without context takeover must.
+fn inflate_alone(z: &[u8]) -> Vec<u8> {
+    let mut d = Decompress::new(false);
+    let mut input = z.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(64 * 1024);
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .expect("inflates on its own");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_clients_are_sent_the_same_compressed_bytes_each_standing_alone() {
+    let server = BinServer::start(&["--compress", "--shared", "cat"]);
+    let addr = server.tcp_addr();
+    let (mut a, head_a) = upgrade_offering(addr, "permessage-deflate; client_max_window_bits").await;
+    let (mut b, head_b) = upgrade_offering(addr, "permessage-deflate").await;
+    for head in [&head_a, &head_b] {
+        assert_eq!(
+            extension_answer(head),
+            Some("permessage-deflate; server_no_context_takeover"),
+            "{head}"
+        );
+    }
+    // The same line twice: with context takeover the second would refer to the first.
+    let line = r#"{"id":1,"sensor":"temp-1","value":20.5,"unit":"C","ok":true}"#.repeat(4);
+    let payload = deflate(format!("{line}\n{line}\n").as_bytes());
+    within(STEP, a.write_all(&frame(0xc1, &payload))).await.expect("write");
+    for _ in 0..2 {
+        let (fa, pa) = read_frame(&mut a).await.expect("a frame");
+        let (fb, pb) = read_frame(&mut b).await.expect("b frame");
+        assert_eq!((fa, fb), (0xc1, 0xc1), "text, FIN and RSV1");
+        assert_eq!(pa, pb, "the same bytes for both clients");
+        assert_eq!(inflate_alone(&pa), line.as_bytes());
+    }
+}

@@ -54,6 +54,28 @@ pub fn stored(input: &[u8], out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// One message compressed on its own (no context takeover) with a `window_bits` window,
+/// as the payload of a frame with RSV1 set: what every `--shared` client that agreed that
+/// window without context takeover can be sent. `None` below [`MIN_COMPRESSED`] bytes
+/// (sent uncompressed, as [`super::Deflating`] does); stored blocks when compressing does
+/// not pay. Builds and drops a compressor, as a client without context takeover does for
+/// each message.
+pub fn once(input: &[u8], window_bits: u8) -> Option<Vec<u8>> {
+    if input.len() < MIN_COMPRESSED {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    let params = Direction {
+        no_context_takeover: true,
+        window_bits,
+    };
+    if !Deflater::new(params).message(input, &mut out) {
+        out.clear();
+        stored(input, &mut out);
+    }
+    Some(out)
+}
+
 /// Our outgoing direction's compressor.
 pub struct Deflater {
     params: Direction,
@@ -272,6 +294,34 @@ mod tests {
         // bytes, which is why `message` restarts it when it returns false.
         let mut fresh = Deflater::new(dir(false, 15));
         assert_eq!(round(&mut fresh, &mut i, &text), text);
+    }
+
+    #[test]
+    fn once_matches_a_fresh_deflater_and_leaves_tiny_messages_alone() {
+        let text = br#"{"id":1,"sensor":"temp-3","value":21.37,"unit":"C","ok":true}"#.repeat(8);
+        for bits in [9, 12, 15] {
+            let mut z = Vec::new();
+            assert!(Deflater::new(dir(true, bits)).message(&text, &mut z));
+            assert_eq!(once(&text, bits).unwrap(), z, "{bits}");
+            let mut out = Vec::new();
+            Inflater::new(dir(true, bits))
+                .frame(&z, true, &mut out, 1 << 20)
+                .unwrap();
+            assert_eq!(out, text);
+        }
+        assert_eq!(once(&text[..MIN_COMPRESSED - 1], 15), None);
+        assert!(once(&text[..MIN_COMPRESSED], 15).is_some());
+        // What does not compress goes in stored blocks, still for RSV1.
+        let mut x: u32 = 7;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let mut z = Vec::new();
+        stored(&noise, &mut z);
+        assert_eq!(once(&noise, 15).unwrap(), z);
     }
 
     #[test]

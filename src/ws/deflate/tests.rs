@@ -195,3 +195,26 @@ fn client_refuses_a_bad_answer() {
     let e = bad("permessage-deflate; foo").to_string();
     assert!(e.contains("unknown parameter foo"), "{e}");
 }
+
+#[test]
+fn shared_imposes_server_no_context_takeover_only() {
+    let (agreed, a) = accept_shared(["permessage-deflate; client_max_window_bits"], &OURS).unwrap();
+    assert_eq!(a, "permessage-deflate; server_no_context_takeover");
+    assert_eq!(
+        agreed,
+        Agreed {
+            ours: dir(true, 15),
+            theirs: dir(false, 15)
+        }
+    );
+    let (agreed, a) = accept_shared(["permessage-deflate; server_max_window_bits=10"], &OURS).unwrap();
+    assert_eq!(
+        a,
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=10"
+    );
+    assert_eq!(agreed.ours, dir(true, 10));
+    // Asked for already: said once.
+    let (_, a) = accept_shared(["permessage-deflate; server_no_context_takeover"], &OURS).unwrap();
+    assert_eq!(a, "permessage-deflate; server_no_context_takeover");
+    assert!(accept_shared(["x-webkit-deflate-frame"], &OURS).is_none());
+}
