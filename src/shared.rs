@@ -21,9 +21,10 @@
 //! deployment and `@ID text` finds its client on any instance.
 //!
 //! This file is the hub: who is connected, the restarts and the fan-out. The program's
-//! runs and the input writer are in `program`; each client's session is in `client`
-//! ([`run_client`]); it reuses [`crate::relay`]'s input pump and [`crate::session`]'s
-//! close, and neither of those knows `--shared`.
+//! runs and the input writer are in `program`; what a queue holds (with `--compress`, a
+//! message's compressed form shared by its copies) in `queued`; each client's session is
+//! in `client` ([`run_client`]); it reuses [`crate::relay`]'s input pump and
+//! [`crate::session`]'s close, and neither of those knows `--shared`.
 
 #[cfg(feature = "nats")]
 mod broker;

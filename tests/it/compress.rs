@@ -475,7 +475,7 @@ async fn connect_refuses_an_answer_it_cannot_use() {
 }
 
 /// Runs tests/shared_compress_clients.py: the clients' answers, one per line.
-async fn python_shared_clients(url: &str, spec: serde_json::Value, log: impl Fn() -> String) -> Vec<String> {
+pub(crate) async fn python_shared_clients(url: &str, spec: serde_json::Value, log: impl Fn() -> String) -> Vec<String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shared_compress_clients.py");
     let run = tokio::process::Command::new("python3")
         .args([script, url, &spec.to_string()])

@@ -417,3 +417,31 @@ async fn tls_and_credentials_from_the_url_or_a_file_and_never_logged() {
         assert!(log.contains("***@") || who == "edge", "{who}: {log}");
     }
 }
+
+#[cfg(feature = "compress")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_on_an_edge_and_the_producer_answers_server_no_context_takeover() {
+    let nats = need_nats!();
+    let p = producer(&nats, "z", "--shared", &["--compress", "cat"]).await;
+    let e = BinServer::start(&[&format!("--broker={}", nats.url()), "--topic=z", "--compress"]);
+    e.wait_log("broker subscribed").await;
+    let long = r#"{"id":3,"sensor":"temp-9","value":19.25,"unit":"C","ok":true}"#.repeat(10);
+    let msgs = [
+        "short",
+        long.as_str(),
+        "through the broker and compressed once",
+        long.as_str(),
+    ];
+    for server in [&e, &p] {
+        let spec = serde_json::json!({"clients": ["default", "10", "off"], "send": msgs});
+        let answers = crate::compress::python_shared_clients(&server.url("/"), spec, || server.log()).await;
+        assert_eq!(
+            answers,
+            [
+                "permessage-deflate; server_no_context_takeover",
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+                "-",
+            ]
+        );
+    }
+}
