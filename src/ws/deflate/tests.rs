@@ -218,3 +218,28 @@ fn shared_imposes_server_no_context_takeover_only() {
     assert_eq!(a, "permessage-deflate; server_no_context_takeover");
     assert!(accept_shared(["x-webkit-deflate-frame"], &OURS).is_none());
 }
+
+#[cfg(feature = "compress")]
+#[test]
+fn only_clients_with_the_hubs_window_share_the_compressed_form() {
+    let offer = |o: &str, ours: &Compress| precompress(accept_shared([o], ours).map(|(a, _)| a), Some(ours));
+    let hub = precompress(
+        accept_shared(["permessage-deflate"], &OURS).map(|(a, _)| a),
+        Some(&OURS),
+    );
+    assert_eq!(hub.map(|p| p.window_bits), Some(15));
+    assert!(offer("permessage-deflate; server_max_window_bits=10", &OURS).is_none());
+    let small = Compress {
+        window_bits: 10,
+        no_context_takeover: false,
+    };
+    assert_eq!(offer("permessage-deflate", &small).map(|p| p.window_bits), Some(10));
+    assert_eq!(
+        offer("permessage-deflate; server_max_window_bits=12", &small).map(|p| p.window_bits),
+        Some(10)
+    );
+    assert!(offer("permessage-deflate; server_max_window_bits=9", &small).is_none());
+    // Outside --shared a context-keeping client never does; without the extension no one.
+    assert!(precompress(accept(["permessage-deflate"], &OURS).map(|(a, _)| a), Some(&OURS)).is_none());
+    assert!(precompress(None, Some(&OURS)).is_none());
+}
