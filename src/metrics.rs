@@ -258,38 +258,25 @@ pub fn render(forks: Option<(usize, usize)>) -> String {
 fn broker(o: &mut String) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
     let b = &STATS.broker;
-    family(
-        o,
-        "wsbridge_broker_messages_total",
-        "counter",
-        "Messages received from (in) and published to (out) the --broker.",
-    );
-    let _ = writeln!(
-        o,
-        "wsbridge_broker_messages_total{{direction=\"in\"}} {}",
-        load(&b.received.messages)
-    );
-    let _ = writeln!(
-        o,
-        "wsbridge_broker_messages_total{{direction=\"out\"}} {}",
-        load(&b.published.messages)
-    );
-    family(
-        o,
-        "wsbridge_broker_bytes_total",
-        "counter",
-        "Payload bytes received from (in) and published to (out) the --broker.",
-    );
-    let _ = writeln!(
-        o,
-        "wsbridge_broker_bytes_total{{direction=\"in\"}} {}",
-        load(&b.received.bytes)
-    );
-    let _ = writeln!(
-        o,
-        "wsbridge_broker_bytes_total{{direction=\"out\"}} {}",
-        load(&b.published.bytes)
-    );
+    for (name, what, received, published) in [
+        (
+            "wsbridge_broker_messages_total",
+            "Messages",
+            &b.received.messages,
+            &b.published.messages,
+        ),
+        (
+            "wsbridge_broker_bytes_total",
+            "Payload bytes",
+            &b.received.bytes,
+            &b.published.bytes,
+        ),
+    ] {
+        let help = format!("{what} received from (in) and published to (out) the --broker.");
+        family(o, name, "counter", &help);
+        let _ = writeln!(o, "{name}{{direction=\"in\"}} {}", load(received));
+        let _ = writeln!(o, "{name}{{direction=\"out\"}} {}", load(published));
+    }
     for (name, help, value) in [
         (
             "wsbridge_broker_dropped_total",

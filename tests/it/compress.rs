@@ -126,13 +126,7 @@ async fn upgrade_offering(addr: std::net::SocketAddr, offer: &str) -> (TcpStream
          Sec-WebSocket-Extensions: {offer}\r\n\r\n"
     );
     within(STEP, tcp.write_all(req.as_bytes())).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let head = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     (tcp, head)
 }
@@ -178,34 +172,12 @@ fn deflate(data: &[u8]) -> Vec<u8> {
     z
 }
 
-/// A server frame: (first byte, payload).
-async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    within(STEP, tcp.read_exact(&mut h)).await.ok()?;
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            within(STEP, tcp.read_exact(&mut l)).await.ok()?;
-            u16::from_be_bytes(l) as usize
-        }
-        127 => {
-            let mut l = [0u8; 8];
-            within(STEP, tcp.read_exact(&mut l)).await.ok()?;
-            u64::from_be_bytes(l) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    within(STEP, tcp.read_exact(&mut payload)).await.ok()?;
-    Some((h[0], payload))
-}
-
 /// The server's Close code after `bytes`, with `--compress` negotiated.
 async fn close_code_after(server: &std::net::SocketAddr, bytes: &[u8]) -> Option<u16> {
     let (mut tcp, head) = upgrade_offering(*server, "permessage-deflate").await;
     assert_eq!(extension_answer(&head), Some("permessage-deflate"), "{head}");
     within(STEP, tcp.write_all(bytes)).await.expect("write");
-    while let Some((b0, payload)) = read_frame(&mut tcp).await {
+    while let Some((b0, payload)) = read_raw_frame(&mut tcp).await {
         if b0 & 0x0f == 0x8 {
             return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
         }
@@ -226,7 +198,7 @@ async fn the_server_compresses_its_answer_and_inflates_fragments() {
     let mut got = Vec::new();
     let mut inflate = Decompress::new(false);
     while got.len() < msg.len() {
-        let (b0, mut payload) = read_frame(&mut tcp).await.expect("an echo");
+        let (b0, mut payload) = read_raw_frame(&mut tcp).await.expect("an echo");
         assert_eq!(b0 & 0x40, 0x40, "the echo is compressed (RSV1)");
         assert!(
             payload.len() * 3 < msg.len(),
@@ -313,7 +285,11 @@ async fn offers_that_cannot_be_honoured_are_declined() {
         within(STEP, tcp.write_all(&frame(0x81, b"plain")))
             .await
             .expect("write");
-        assert_eq!(read_frame(&mut tcp).await, Some((0x81, b"plain".to_vec())), "{offer}");
+        assert_eq!(
+            read_raw_frame(&mut tcp).await,
+            Some((0x81, b"plain".to_vec())),
+            "{offer}"
+        );
     }
     // The second offer is taken when the first cannot be.
     let (_, head) = upgrade_offering(
@@ -559,8 +535,8 @@ async fn shared_clients_are_sent_the_same_compressed_bytes_each_standing_alone()
     let payload = deflate(format!("{line}\n{line}\n").as_bytes());
     within(STEP, a.write_all(&frame(0xc1, &payload))).await.expect("write");
     for _ in 0..2 {
-        let (fa, pa) = read_frame(&mut a).await.expect("a frame");
-        let (fb, pb) = read_frame(&mut b).await.expect("b frame");
+        let (fa, pa) = read_raw_frame(&mut a).await.expect("a frame");
+        let (fb, pb) = read_raw_frame(&mut b).await.expect("b frame");
         assert_eq!((fa, fb), (0xc1, 0xc1), "text, FIN and RSV1");
         assert_eq!(pa, pb, "the same bytes for both clients");
         assert_eq!(inflate_alone(&pa), line.as_bytes());

@@ -2,7 +2,7 @@
 //! gets a defined Close code, never a hang, and the program is always stopped.
 
 use crate::common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A client frame: `b0` is FIN/RSV/opcode, payload masked unless `masked` is false.
@@ -34,24 +34,7 @@ const TEXT: u8 = 0x81;
 
 /// A server frame: (opcode, payload).
 async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    within(STEP, tcp.read_exact(&mut h)).await.ok()?;
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            within(STEP, tcp.read_exact(&mut l)).await.ok()?;
-            u16::from_be_bytes(l) as usize
-        }
-        127 => {
-            let mut l = [0u8; 8];
-            within(STEP, tcp.read_exact(&mut l)).await.ok()?;
-            u64::from_be_bytes(l) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    within(STEP, tcp.read_exact(&mut payload)).await.ok()?;
-    Some((h[0] & 0x0f, payload))
+    read_raw_frame(tcp).await.map(|(b0, payload)| (b0 & 0x0f, payload))
 }
 
 /// Reads frames until the server's Close; returns the data payloads before it and the

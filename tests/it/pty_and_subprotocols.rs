@@ -119,7 +119,7 @@ async fn subprotocol_lists_per_dir_path_fall_back_to_the_common_one() {
 async fn subprotocol_offers_are_ignored_without_the_flag() {
     // tungstenite's client refuses an answer without the protocol it offered (as browsers
     // do), so this handshake is written by hand to see what the server answers.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = TestServer::start(&["env"]).await;
     let mut tcp = within(STEP, tokio::net::TcpStream::connect(server.addr))
         .await
@@ -131,13 +131,7 @@ async fn subprotocol_offers_are_ignored_without_the_flag() {
         server.addr
     );
     within(STEP, tcp.write_all(req.as_bytes())).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(&mut tcp).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(!head.contains("sec-websocket-protocol"), "{head}");
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(

@@ -228,6 +228,17 @@ impl Inflater {
 mod tests {
     use super::*;
 
+    /// 1,000 bytes that do not compress (a linear congruential generator from `seed`).
+    fn noise(seed: u32) -> Vec<u8> {
+        let mut x = seed;
+        (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect()
+    }
+
     fn dir(no_context_takeover: bool, window_bits: u8) -> Direction {
         Direction {
             no_context_takeover,
@@ -312,13 +323,7 @@ mod tests {
         assert_eq!(once(&text[..MIN_COMPRESSED - 1], 15), None);
         assert!(once(&text[..MIN_COMPRESSED], 15).is_some());
         // What does not compress goes in stored blocks, still for RSV1.
-        let mut x: u32 = 7;
-        let noise: Vec<u8> = (0..1000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (x >> 16) as u8
-            })
-            .collect();
+        let noise = noise(7);
         let mut z = Vec::new();
         stored(&noise, &mut z);
         assert_eq!(once(&noise, 15).unwrap(), z);
@@ -397,13 +402,7 @@ mod tests {
         let mut i = Inflater::new(dir(false, 15));
         let text = b"some text that repeats, some text that repeats, some text".to_vec();
         assert_eq!(round(&mut d, &mut i, &text), text);
-        let mut x: u32 = 1;
-        let noise: Vec<u8> = (0..1000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (x >> 16) as u8
-            })
-            .collect();
+        let noise = noise(1);
         let mut z = Vec::new();
         assert!(!d.message(&noise, &mut z));
         // The next one is not even tried (it goes in stored blocks).

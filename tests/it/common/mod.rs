@@ -188,7 +188,7 @@ pub async fn raw_upgrade_on(
     path: &str,
     first: &[u8],
 ) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -196,14 +196,46 @@ pub async fn raw_upgrade_on(
     .into_bytes();
     req.extend_from_slice(first);
     within(STEP, tcp.write_all(&req)).await.expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// Reads an HTTP response head byte by byte (so nothing after it is consumed), up to and
+/// including the blank line; each byte under [`STEP`].
+pub async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
         within(STEP, tcp.read_exact(&mut b)).await.expect("read head");
         head.push(b[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// One unmasked frame from the server: (its first byte: FIN, RSV and opcode; payload).
+/// `None` when the stream ends or stalls for [`STEP`].
+pub async fn read_raw_frame(tcp: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    within(STEP, tcp.read_exact(&mut h)).await.ok()?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            within(STEP, tcp.read_exact(&mut l)).await.ok()?;
+            u16::from_be_bytes(l) as usize
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            within(STEP, tcp.read_exact(&mut l)).await.ok()?;
+            u64::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    within(STEP, tcp.read_exact(&mut payload)).await.ok()?;
+    Some((h[0], payload))
 }
 
 /// True while `pid` exists and is not a zombie.
