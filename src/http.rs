@@ -215,7 +215,7 @@ fn upgrade(
             ep,
             conn,
             Target {
-                program,
+                program: Some(program),
                 script_name: "/",
             },
             client_slot,
@@ -226,7 +226,7 @@ fn upgrade(
                 ep,
                 conn,
                 Target {
-                    program: &program,
+                    program: Some(&program),
                     script_name: &script_name,
                 },
                 client_slot,
@@ -236,14 +236,13 @@ fn upgrade(
                 "not found: no WebSocket endpoint at this path",
             )),
         },
-        // A `--broker` edge: its hub has no program (ws::accept joins the hub before it
-        // would look at one), so the target names the broker's.
+        // A `--broker` edge: its clients join the hub, which has no program.
         (None, None) if ep.hub.is_some() => ws::accept(
             req,
             ep,
             conn,
             Target {
-                program: &EDGE,
+                program: None,
                 script_name: "/",
             },
             client_slot,
@@ -304,14 +303,6 @@ fn is_endpoint(ep: &Endpoint, raw_path: &str) -> bool {
         (None, None) => ep.hub.is_some(),
     }
 }
-
-/// The stand-in program of a `--broker` edge's upgrades (never started).
-static EDGE: std::sync::LazyLock<Program> = std::sync::LazyLock::new(|| Program {
-    name: "(broker)".into(),
-    path: "(broker)".into(),
-    args: Vec::new(),
-    pinned: None,
-});
 
 /// How many `Location: /path` answers from CGI scripts one request may follow.
 const MAX_LOCAL_REDIRECTS: usize = 3;

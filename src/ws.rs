@@ -42,9 +42,10 @@ const WS_WRITE_BUFFER: usize = 32 * 1024;
 const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which program an upgrade starts, and the `SCRIPT_NAME` it sees (`/` for PROGRAM, the
-/// script's URL path with `--dir`).
+/// script's URL path with `--dir`). `program` is `None` only for a `--broker` edge, whose
+/// clients join the hub and start nothing.
 pub struct Target<'a> {
-    pub program: &'a Program,
+    pub program: Option<&'a Program>,
     pub script_name: &'a str,
 }
 
@@ -160,7 +161,13 @@ pub fn accept(
         tracing::debug!(header = ?d, "request header left out of the environment");
     }
 
-    let program = target.program;
+    let Some(program) = target.program else {
+        // Only an edge has no program, and its clients joined the hub above.
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not found: no WebSocket endpoint here",
+        ));
+    };
     let mut vars = built.vars;
     if let Some(id) = req.extensions().get::<env::Identity>() {
         env::add_identity(&mut vars, id);
