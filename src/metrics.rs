@@ -289,6 +289,11 @@ fn broker(o: &mut String) {
             &b.slow_consumer,
         ),
         (
+            "wsbridge_broker_input_dropped_total",
+            "Edges' input messages the producer dropped: its program was not reading.",
+            &b.input_dropped,
+        ),
+        (
             "wsbridge_broker_reconnects_total",
             "Connections to the --broker after the first.",
             &b.reconnects,

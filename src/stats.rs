@@ -98,6 +98,9 @@ pub struct BrokerStats {
     /// Messages the broker client dropped because wsbridge read them too slowly (NATS
     /// "slow consumer"), as reported.
     pub slow_consumer: AtomicU64,
+    /// Edges' input the producer dropped: its program was not reading and more than
+    /// `--sharedqueue` bytes of it were waiting.
+    pub input_dropped: AtomicU64,
     /// Connections to the broker after the first (reconnects).
     pub reconnects: AtomicU64,
     /// 1 while connected to the broker.
@@ -126,6 +129,7 @@ pub static STATS: Stats = Stats {
         published: Flow::new(),
         dropped: ZERO,
         slow_consumer: ZERO,
+        input_dropped: ZERO,
         reconnects: ZERO,
         connected: ZERO,
     },

@@ -19,7 +19,9 @@
 //! [`CLIENT_CAPACITY`] commands; a subscription buffers [`SUBSCRIPTION_CAPACITY`]
 //! messages, beyond which async-nats drops them and reports a slow consumer (logged and
 //! counted). Input from an edge's clients waits for the broker like input for a program
-//! that does not read: it pushes back on their sockets.
+//! that does not read: it pushes back on their sockets. In the producer, edges' input
+//! waits for the program for at most `--sharedqueue` bytes; the subscription is always
+//! read, and what is beyond that bound is dropped, counted and logged.
 //!
 //! It owns the connection, the subjects and the counting; who receives what is the hub's.
 
@@ -306,24 +308,54 @@ async fn producer(hub: &Hub, link: &Link, client: &Client, subjects: &Subjects) 
             Err(e) => return tracing::error!(error = %e, "cannot subscribe to the edges' input"),
         };
         subscribed(client, &format!("{}*", subjects.input)).await;
-        while let Some(msg) = sub.next().await {
-            let from = msg.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok());
-            let Some(from) = from else {
-                tracing::debug!(subject = %msg.subject, "input on a subject without a client id; dropped");
-                continue;
-            };
-            STATS.broker.received.add(msg.payload.len());
-            // Waits while the program does not read: the subscription fills, and beyond
-            // its capacity async-nats drops (a slow consumer, logged).
-            if hub
-                .input
-                .send(Input {
-                    from,
-                    bytes: msg.payload,
-                })
-                .await
-                .is_err()
-            {
+        // Edges' input waits here for the program, at most `--sharedqueue` bytes (one
+        // message always fits). The subscription is always read, so a program that does
+        // not read makes input beyond that be dropped, counted and logged, instead of
+        // filling the subscription with up to its capacity of messages of any size.
+        let mut waiting = std::collections::VecDeque::<Input>::new();
+        let mut waiting_bytes = 0usize;
+        let mut dropped = 0u64;
+        loop {
+            tokio::select! {
+                permit = hub.input.reserve(), if !waiting.is_empty() => {
+                    let Ok(permit) = permit else { return };
+                    // The guard above: `waiting` is not empty.
+                    let Some(item) = waiting.pop_front() else { continue };
+                    waiting_bytes -= item.bytes.len();
+                    permit.send(item);
+                    if dropped > 0 && waiting.is_empty() {
+                        tracing::warn!(messages = dropped, "edges' input dropped while the program was not reading");
+                        dropped = 0;
+                    }
+                }
+                msg = sub.next() => {
+                    let Some(msg) = msg else { break };
+                    let from = msg.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok());
+                    let Some(from) = from else {
+                        tracing::debug!(subject = %msg.subject, "input on a subject without a client id; dropped");
+                        continue;
+                    };
+                    let len = msg.payload.len();
+                    STATS.broker.received.add(len);
+                    if !waiting.is_empty() && waiting_bytes + len > link.limit {
+                        if dropped == 0 {
+                            tracing::warn!(
+                                limit_bytes = link.limit,
+                                "the program is not reading; dropping edges' input beyond --sharedqueue"
+                            );
+                        }
+                        dropped += 1;
+                        STATS.broker.input_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    waiting_bytes += len;
+                    waiting.push_back(Input { from, bytes: msg.payload });
+                }
+            }
+        }
+        // The subscription ended (the connection closed for good): hand on what waits.
+        for item in waiting {
+            if hub.input.send(item).await.is_err() {
                 return;
             }
         }

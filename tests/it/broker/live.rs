@@ -445,3 +445,70 @@ async fn compression_on_an_edge_and_the_producer_answers_server_no_context_takeo
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_whose_program_does_not_read_drops_edges_input_past_sharedqueue() {
+    let nats = need_nats!();
+    // The program never reads its stdin; edges' input may wait in the producer for
+    // --sharedqueue bytes (64 KiB here), beyond that it is dropped, counted and logged.
+    let p = BinServer::from_proc(Proc::start(
+        &[
+            "--port=0",
+            "--address=127.0.0.1",
+            "--metrics=127.0.0.1:0",
+            "--shared",
+            "--sharedqueue=65536",
+            &format!("--broker={}", nats.url()),
+            "--topic=stall",
+            "sleep",
+            "600",
+        ],
+        &[],
+        2,
+    ));
+    p.wait_log("broker subscribed").await;
+    let e = edge(&nats, "stall").await;
+    let before = status_kib(p.pid(), "RssAnon");
+    let mut c = connect(&e.url("/")).await;
+    const MESSAGES: usize = 400;
+    let big = "x".repeat(256 * 1024 - 1);
+    for _ in 0..MESSAGES {
+        within(STEP, futures_util::SinkExt::send(&mut c, Message::text(big.clone())))
+            .await
+            .expect("send");
+    }
+    // Every message reached the producer (100 MiB in all)...
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = crate::common::rawhttp::send(
+            p.metrics_addr(),
+            b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .await;
+        let text = answer.text();
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        if value("wsbridge_broker_messages_total{direction=\"in\"}") >= MESSAGES as f64 {
+            assert!(value("wsbridge_broker_input_dropped_total") > 0.0, "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the producer did not receive the input:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and what it kept is bounded: the program's input queue (64 writes) and
+    // --sharedqueue, not the 100 MiB the subscription could have held.
+    let grown = status_kib(p.pid(), "RssAnon").saturating_sub(before);
+    assert!(grown < 48 * 1024, "the producer grew {grown} KiB; log:\n{}", p.log());
+    assert!(
+        p.log().contains("dropping edges' input beyond --sharedqueue"),
+        "{}",
+        p.log()
+    );
+}
