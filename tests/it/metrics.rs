@@ -52,7 +52,8 @@ fn parse(body: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+/// One scrape of `addr`'s `/metrics` (must answer 200), parsed (see [`parse`]).
+pub(crate) async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let (status, _, body) = get(addr, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     parse(&body)

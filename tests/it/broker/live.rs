@@ -298,18 +298,8 @@ async fn the_stream_resumes_after_the_broker_restarts_and_local_clients_lose_not
     p.wait_log("broker connected").await;
     assert!(a.log().matches("broker connected").count() >= 2, "{}", a.log());
     // The edge's metrics count the reconnect and the messages it received.
-    let answer = crate::common::rawhttp::send(
-        a.metrics_addr(),
-        b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-        false,
-    )
-    .await;
-    let text = answer.text();
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-    };
+    let m = crate::metrics::scrape(a.metrics_addr()).await;
+    let value = |series: &str| *m.get(series).unwrap_or_else(|| panic!("no {series} in {m:?}"));
     assert_eq!(value("wsbridge_broker_reconnects_total"), 1.0);
     assert_eq!(value("wsbridge_broker_connected"), 1.0);
     assert!(value("wsbridge_broker_messages_total{direction=\"in\"}") >= seen_remote.len() as f64);
@@ -480,25 +470,15 @@ async fn a_producer_whose_program_does_not_read_drops_edges_input_past_sharedque
     // Every message reached the producer (100 MiB in all)...
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let answer = crate::common::rawhttp::send(
-            p.metrics_addr(),
-            b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-            false,
-        )
-        .await;
-        let text = answer.text();
-        let value = |series: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(0.0)
-        };
+        let m = crate::metrics::scrape(p.metrics_addr()).await;
+        let value = |series: &str| m.get(series).copied().unwrap_or(0.0);
         if value("wsbridge_broker_messages_total{direction=\"in\"}") >= MESSAGES as f64 {
-            assert!(value("wsbridge_broker_input_dropped_total") > 0.0, "{text}");
+            assert!(value("wsbridge_broker_input_dropped_total") > 0.0, "{m:?}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the producer did not receive the input:\n{text}"
+            "the producer did not receive the input: {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
